@@ -86,15 +86,15 @@ class SimulationParams:
     # population
     risky_share: float = 0.35              # share of customers prone to loss episodes
     annual_closure_rate: float = 0.01
-    level_sd_risky: float = 0.4            # sd of the slowly varying log-intensity (risky customers)
+    level_sd_risky: float = 0.3            # sd of the slowly varying log-intensity (risky customers)
     level_sd_other: float = 0.3
     level_half_life: float = 20.0          # days
-    binge_prob: float = 0.10               # share of play days that are binges
-    binge_size: float = 12.0               # median stake multiplier on a binge day
+    binge_prob: float = 0.12               # share of play days that are binges
+    binge_size: float = 15.0               # median stake multiplier on a binge day
     day_sd: float = 0.9                    # sd of day-to-day log stake noise
     # triggers and cases
-    loss_threshold: float = 10000.0
-    loss_threshold_young: float = 5000.0
+    loss_threshold: float = 15000.0
+    loss_threshold_young: float = 7500.0
     case_gap_days: int = 365               # no new case within this many days of the last
     rct_start_day: int = 100
     rct_end_day: int = 190
@@ -375,7 +375,7 @@ def _answer_logit(p: SimulationParams, t: int, attempt_no: int, age: float, mu: 
                   excess: float, hour: int) -> float:
     """Log-odds of answering one attempt (before any SMS boost)."""
     weekday = (t + p.start_date.weekday()) % 7
-    return (-0.35
+    return (-0.80
             + 0.25 * (age - 40) / 10            # older customers answer more
             - 0.35 * (mu - np.log(150))          # heavy stakers answer less
             - 0.8 * pref[2]                      # casino players answer less
