@@ -418,8 +418,9 @@ def _open_case(p, rng, i, t, trigger, age0, mu, pref, excess, policy_day) -> dic
     boost = np.array([p.sms_log_odds if k >= p.sms_after_attempts else 0.0 for k in range(n_att)])
     ans_without = us < 1 / (1 + np.exp(-logits))
     ans_with = us < 1 / (1 + np.exp(-(logits + boost))) if policy_on else ans_without
-    case["_reached_without"] = bool(ans_without.any())
-    case["_reached_with"] = bool(ans_with.any())
+    observed = (opened + np.array(offsets)) < p.days          # attempts after the data end are not seen
+    case["_reached_without"] = bool((ans_without & observed).any())
+    case["_reached_with"] = bool((ans_with & observed).any())
     realised = ans_with
     for k in range(n_att):
         day = opened + offsets[k]
