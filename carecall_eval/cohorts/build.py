@@ -266,6 +266,22 @@ def build_cohort(dataset, design: StudyDesign | None = None) -> Cohort:
     return Cohort(table=table, flow=flow.frame(), design=design, data_end=data_end, params=params)
 
 
+#: Columns a cohort row has before covariates are computed.
+BASE_COLUMNS = ("customer_id", "case_id", "trigger", "reached", "group", "contact", "index_date", "opened_on",
+                "birth_year", "gender", "registered_on", "closed_on")
+
+
+def recompute_covariates(dataset, table: pd.DataFrame, design: StudyDesign) -> pd.DataFrame:
+    """Recompute every baseline covariate of a cohort table at its (possibly moved) ``index_date``.
+
+    Used for placebo analyses at a pseudo-index.  The index of ``table`` is kept.
+    """
+    base = table[[c for c in BASE_COLUMNS if c in table.columns]]
+    out = _covariates(dataset, base.reset_index(drop=True), design, pd.Timestamp(dataset.data_end))
+    out.index = table.index
+    return out
+
+
 def _covariates(ds, cand: pd.DataFrame, design: StudyDesign, data_end: pd.Timestamp) -> pd.DataFrame:
     cand = cand.copy()
     cand["row_id"] = np.arange(len(cand))
