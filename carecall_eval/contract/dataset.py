@@ -1,0 +1,484 @@
+"""Open a data directory as a :class:`Dataset` of DuckDB views.
+
+Every table is a DuckDB VIEW named exactly as the table over its Parquet or CSV
+file, read through one connection (:attr:`Dataset.con`). Nothing is read into
+memory until a query asks for it: the large tables (activity, deposits) are
+meant to be aggregated in SQL (:meth:`Dataset.relation`), the small ones may be
+fetched as pandas DataFrames (:meth:`Dataset.table`).
+
+Stored types are mapped onto the contract's types once, here: a column stored
+with a compatible type (a timestamp at midnight for a date, an integer for a
+float, ISO text in a CSV) is cast in the view; an incompatible one is reported
+by :func:`~carecall_eval.contract.validate`.
+"""
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+import weakref
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+import duckdb
+import pandas as pd
+
+from .config import CONFIG_FILE, OperatorConfig, load_operator_config
+from .errors import Problem
+from .schemas import quote_ident, sql_literal
+from .spec import LARGE_TABLES, TABLES, Column
+
+_INTS = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT",
+         "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT", "UHUGEINT"}
+_TIMESTAMPS = {"TIMESTAMP", "TIMESTAMP_S", "TIMESTAMP_MS", "TIMESTAMP_NS"}
+
+
+def _family(duck_type: str) -> str:
+    t = duck_type.upper()
+    if t == "VARCHAR":
+        return "text"
+    if t.startswith("ENUM"):
+        return "enum"
+    if t in _INTS:
+        return "int"
+    if t in ("FLOAT", "DOUBLE") or t.startswith("DECIMAL"):
+        return "float"
+    if t == "DATE":
+        return "date"
+    if t in _TIMESTAMPS:
+        return "timestamp"
+    if t == "BOOLEAN":
+        return "bool"
+    if t in ('"NULL"', "NULL"):
+        return "null"
+    return "other"
+
+
+# family of the stored column -> how it maps onto each contract kind:
+# None = incompatible; "" = exact (or lossless) cast; otherwise a SQL predicate
+# over {r} (the stored value, non-null) that is TRUE when the value cannot be
+# converted exactly.
+_NEVER_LOSSY = ""
+_COMPAT: dict[str, dict[str, str | None]] = {
+    "string": {"text": _NEVER_LOSSY, "enum": _NEVER_LOSSY, "int": _NEVER_LOSSY},
+    "int": {"int": "TRY_CAST({r} AS BIGINT) IS NULL",
+            "float": "(TRY_CAST({r} AS BIGINT) IS NULL OR {r} <> trunc({r}))",
+            "text": "(TRY_CAST({r} AS BIGINT) IS NULL OR TRY_CAST({r} AS DOUBLE) <> "
+                    "TRY_CAST({r} AS BIGINT))"},
+    "float": {"float": _NEVER_LOSSY, "int": _NEVER_LOSSY,
+              "text": "TRY_CAST({r} AS DOUBLE) IS NULL"},
+    "date": {"date": _NEVER_LOSSY,
+             "timestamp": "CAST({r} AS DATE) <> {r}",
+             "text": "(TRY_CAST({r} AS DATE) IS NULL OR "
+                     "TRY_CAST({r} AS TIMESTAMP) <> TRY_CAST({r} AS DATE))"},
+    "timestamp": {"timestamp": _NEVER_LOSSY, "date": _NEVER_LOSSY,
+                  "text": "TRY_CAST({r} AS TIMESTAMP) IS NULL"},
+    "bool": {"bool": _NEVER_LOSSY, "text": "TRY_CAST({r} AS BOOLEAN) IS NULL"},
+}
+
+
+@dataclass(frozen=True)
+class ColumnPlan:
+    """How a stored column is mapped onto its contract column.
+
+    Attributes
+    ----------
+    column : Column
+        The contract column.
+    stored_type : str or None
+        DuckDB type as stored; None if the column is missing.
+    status : {"ok", "cast", "bad", "missing"}
+        ``ok``: stored as the contract type. ``cast``: cast in the view.
+        ``bad``: incompatible type. ``missing``: absent from the file.
+    lossy : str
+        For ``cast`` columns, a SQL predicate over ``{r}`` true when a stored
+        value cannot be converted exactly ("" if that cannot happen).
+    found_as : str or None
+        For a missing column, a name that differs only in case.
+    """
+
+    column: Column
+    stored_type: str | None
+    status: Literal["ok", "cast", "bad", "missing"]
+    lossy: str = ""
+    found_as: str | None = None
+
+    def view_expr(self, strict: bool = True) -> str | None:
+        """Expression replacing the stored column in a view (None: keep as is)."""
+        c, t = quote_ident(self.column.name), self.column.duckdb_type
+        if self.status == "cast":
+            return f"{'CAST' if strict else 'TRY_CAST'}({c} AS {t})"
+        if self.status == "bad" and not strict:
+            return f"CAST(NULL AS {t})"
+        return None
+
+
+def plan_column(col: Column, stored_type: str | None, found_as: str | None = None) -> ColumnPlan:
+    """Decide how a stored column maps onto contract column `col`."""
+    if stored_type is None:
+        return ColumnPlan(col, None, "missing", found_as=found_as)
+    fam = _family(stored_type)
+    if stored_type.upper() == col.duckdb_type:
+        return ColumnPlan(col, stored_type, "ok")
+    if fam == "null":  # an all-null column written without a type
+        return ColumnPlan(col, stored_type, "cast")
+    lossy = _COMPAT[col.kind].get(fam)
+    if lossy is None:
+        return ColumnPlan(col, stored_type, "bad")
+    return ColumnPlan(col, stored_type, "cast", lossy)
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a table is stored.
+
+    Attributes
+    ----------
+    table : str
+        Contract table name.
+    format : {"parquet", "csv"}
+    files : tuple of Path
+        The file, or the part files of a Parquet directory, sorted.
+    name : str
+        File or directory name inside the data directory.
+    """
+
+    table: str
+    format: Literal["parquet", "csv"]
+    files: tuple[Path, ...]
+    name: str
+
+    def sql(self, csv_text_columns: tuple[str, ...] = ()) -> str:
+        """The DuckDB table function reading this source."""
+        files = ", ".join(sql_literal(str(f)) for f in self.files)
+        if self.format == "parquet":
+            return f"read_parquet([{files}])"
+        # contract columns are read as text and cast in the view: explicit types,
+        # never sniffed, and unparseable cells can be reported rather than fatal
+        types = ", ".join(f"{sql_literal(c)}: 'VARCHAR'" for c in csv_text_columns)
+        opts = f", types = {{{types}}}" if types else ""
+        return f"read_csv({files}, header = true{opts})"
+
+
+def discover(path: Path) -> tuple[dict[str, Source], list[Problem]]:
+    """Find each contract table's file in data directory `path`.
+
+    A table is ``<name>.parquet`` (a file, or a directory of Parquet part files),
+    ``<name>/`` (a directory of Parquet part files) or ``<name>.csv``.
+
+    Returns
+    -------
+    sources : dict of str to Source
+    problems : list of Problem
+        ``missing_table`` for an absent required table, ``ambiguous_file`` when
+        a table has more than one file.
+    """
+    sources: dict[str, Source] = {}
+    problems: list[Problem] = []
+    for name, spec in TABLES.items():
+        found: list[Source] = []
+        for cand in (path / f"{name}.parquet", path / name):
+            if cand.is_file():
+                found.append(Source(name, "parquet", (cand,), cand.name))
+            elif cand.is_dir():
+                parts = tuple(sorted(cand.glob("*.parquet")))
+                if parts:
+                    found.append(Source(name, "parquet", parts, cand.name + "/"))
+        csv = path / f"{name}.csv"
+        if csv.is_file():
+            found.append(Source(name, "csv", (csv,), csv.name))
+        if len(found) > 1:
+            problems.append(Problem(name, None, "ambiguous_file", 0,
+                                    ", ".join(s.name for s in found),
+                                    f"exactly one of {name}.parquet or {name}.csv"))
+        elif found:
+            sources[name] = found[0]
+        elif spec.required:
+            problems.append(Problem(name, None, "missing_table", 0, f"no {name}.* in {path}",
+                                    f"a file {name}.parquet or {name}.csv"))
+    return sources, problems
+
+
+class Dataset:
+    """A data directory opened through one DuckDB connection.
+
+    Create with :func:`load`. Each present table is a DuckDB VIEW named as the
+    table, with contract columns in contract types and extra columns kept.
+
+    Attributes
+    ----------
+    path : pathlib.Path
+        The data directory.
+    con : duckdb.DuckDBPyConnection
+        The connection holding the views; query it with SQL such as
+        ``ds.con.sql("SELECT ... FROM activity JOIN products USING (product)")``.
+    config : OperatorConfig
+        Settings from ``operator.toml``.
+    tables : tuple of str
+        Names of the tables present, in contract order.
+    """
+
+    def __init__(self, path: Path, con: duckdb.DuckDBPyConnection,
+                 config: OperatorConfig | None, sources: dict[str, Source],
+                 plans: dict[str, dict[str, ColumnPlan]], problems: list[Problem],
+                 config_path: Path, stored: dict[str, dict[str, str]] | None = None):
+        self.path = path
+        self.con = con
+        self.config = config
+        self.tables = tuple(t for t in TABLES if t in sources)
+        self._sources = sources
+        self._plans = plans
+        self._stored = stored or {}  # table -> {stored column: stored DuckDB type}
+        self._open_problems = problems
+        self._config_path = config_path
+        self._frames: dict[str, pd.DataFrame] = {}
+        self._counts: dict[str, int] = {}
+
+    def __repr__(self) -> str:
+        return f"Dataset({str(self.path)!r}, tables={list(self.tables)})"
+
+    def __enter__(self) -> "Dataset":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the DuckDB connection."""
+        self.con.close()
+
+    # ----------------------------------------------------------------- access
+    def has(self, name: str) -> bool:
+        """Whether table `name` is present (e.g. the optional ``deposits``)."""
+        return name in self.tables
+
+    def _check_present(self, name: str) -> None:
+        if name not in TABLES:
+            raise ValueError(f"unknown table {name!r}; contract tables are {list(TABLES)}")
+        if name not in self.tables:
+            raise ValueError(f"table {name!r} is not in {self.path} (optional table); "
+                             f"check dataset.has({name!r}) first")
+
+    def relation(self, name: str) -> duckdb.DuckDBPyRelation:
+        """A lazy DuckDB relation over table `name`, for set-based queries.
+
+        Use this for ``activity`` and ``deposits``: aggregate in DuckDB and fetch
+        only the result, e.g.
+        ``ds.relation("activity").aggregate("customer_id, sum(wagered) AS w").df()``.
+        """
+        self._check_present(name)
+        return self.con.sql(f"SELECT * FROM {quote_ident(name)}")
+
+    def table(self, name: str) -> pd.DataFrame:
+        """A small table as a pandas DataFrame (a copy of a cached read).
+
+        Date and timestamp columns are ``datetime64[ns]``, booleans ``bool``,
+        strings ``object`` with None for missing values; extra columns are kept.
+
+        Raises
+        ------
+        ValueError
+            For the large tables (``activity``, ``deposits``), which must not be
+            required to fit in memory: use :meth:`relation` and aggregate.
+        """
+        self._check_present(name)
+        if name in LARGE_TABLES:
+            raise ValueError(
+                f"{name!r} is a large table and is never loaded whole into pandas; "
+                f"aggregate it with dataset.relation({name!r}) or dataset.con.sql(...)")
+        if name not in self._frames:
+            df = self.con.sql(f"SELECT * FROM {quote_ident(name)}").df()
+            for col in df.columns:
+                dtype = df[col].dtype
+                if dtype.kind == "M" and getattr(dtype, "tz", None) is None \
+                        and dtype != "datetime64[ns]":
+                    try:
+                        df[col] = df[col].astype("datetime64[ns]")
+                    except (OverflowError, ValueError) as exc:
+                        raise ValueError(
+                            f"{name}.{col} holds dates outside what pandas can represent "
+                            f"({exc}); run carecall_eval.contract.validate on {self.path}"
+                        ) from exc
+            self._frames[name] = df
+        return self._frames[name].copy()
+
+    def n_rows(self, name: str) -> int:
+        """Number of rows of table `name` (counted in DuckDB, cached)."""
+        self._check_present(name)
+        if name not in self._counts:
+            self._counts[name] = int(
+                self.con.sql(f"SELECT count(*) FROM {quote_ident(name)}").fetchall()[0][0])
+        return self._counts[name]
+
+    @cached_property
+    def _activity_span(self) -> tuple[pd.Timestamp, pd.Timestamp]:
+        lo, hi = self.con.sql("SELECT min(date), max(date) FROM activity").fetchall()[0]
+        return pd.Timestamp(lo), pd.Timestamp(hi)
+
+    @property
+    def data_start(self) -> pd.Timestamp:
+        """First date in ``activity`` (NaT if it is empty)."""
+        return self._activity_span[0]
+
+    @property
+    def data_end(self) -> pd.Timestamp:
+        """Last date in ``activity`` (NaT if it is empty)."""
+        return self._activity_span[1]
+
+    @cached_property
+    def _fingerprint(self) -> str:
+        h = hashlib.sha256()
+        h.update(b"carecall_eval data contract v1\0")
+        entries = [(s.name, f) for t, s in self._sources.items() for f in s.files]
+        entries.append((CONFIG_FILE, self._config_path))
+        for name, file in entries:
+            h.update(f"{name}:{file.name}\0".encode())
+            with open(file, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+            h.update(b"\0")
+        return h.hexdigest()
+
+    def fingerprint(self) -> str:
+        """SHA-256 (hex) of the input files' bytes and ``operator.toml``.
+
+        Stable across runs and machines for the same files; it changes when any
+        byte, file name or the set of tables changes.
+        """
+        return self._fingerprint
+
+    def plan(self, name: str) -> dict[str, ColumnPlan]:
+        """How each contract column of `name` is read (see :class:`ColumnPlan`)."""
+        self._check_present(name)
+        return dict(self._plans[name])
+
+    def source_sql(self, name: str) -> str:
+        """The DuckDB table function reading table `name` as stored."""
+        self._check_present(name)
+        src = self._sources[name]
+        text_cols = tuple(c for c, p in self._plans[name].items() if p.status != "missing") \
+            if src.format == "csv" else ()
+        return src.sql(text_cols)
+
+
+def _connect(memory_limit: str | None) -> tuple[duckdb.DuckDBPyConnection, str]:
+    tmp = tempfile.mkdtemp(prefix="carecall_duckdb_")
+    config = {"temp_directory": tmp}
+    if memory_limit is not None:
+        config["memory_limit"] = str(memory_limit)
+    return duckdb.connect(":memory:", config=config), tmp
+
+
+def _stored_columns(con: duckdb.DuckDBPyConnection, src: Source) -> dict[str, str]:
+    rel = con.sql(f"SELECT * FROM {src.sql()} LIMIT 0") if src.format == "parquet" else \
+        con.sql(f"SELECT * FROM read_csv({sql_literal(str(src.files[0]))}, header = true, "
+                f"all_varchar = true) LIMIT 0")
+    return {c: str(t) for c, t in zip(rel.columns, rel.types)}
+
+
+def open_dataset(path: str | Path, *, memory_limit: str | None = None
+                 ) -> tuple[Dataset, list[Problem]]:
+    """Open a data directory without validating its contents.
+
+    Returns the dataset (with views for every readable table) and the problems
+    that stop it from being used: missing or ambiguous files, unreadable files,
+    a missing or malformed ``operator.toml``. :func:`load` raises on them;
+    :func:`~carecall_eval.contract.validate` reports them with the rest.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"data directory {path} does not exist")
+    con, tmp = _connect(memory_limit)
+    sources, problems = discover(path)
+    config_path = path / CONFIG_FILE
+    config, config_problems = load_operator_config(config_path)
+    problems += config_problems
+    plans: dict[str, dict[str, ColumnPlan]] = {}
+    stored_types: dict[str, dict[str, str]] = {}
+    for name, src in list(sources.items()):
+        try:
+            stored = _stored_columns(con, src)
+        except duckdb.Error as exc:
+            problems.append(Problem(name, None, "unreadable_file", 0,
+                                    f"{src.name}: {str(exc).splitlines()[0]}",
+                                    "a readable Parquet file or CSV with a header row"))
+            del sources[name]
+            continue
+        if src.format == "csv":  # contract columns are read as text, then cast
+            stored = {c: ("VARCHAR" if c in TABLES[name].column_names else t)
+                      for c, t in stored.items()}
+        stored_types[name] = stored
+        lower = {c.lower(): c for c in stored}
+        plans[name] = {
+            col.name: plan_column(col, stored.get(col.name),
+                                  None if col.name in stored else lower.get(col.name.lower()))
+            for col in TABLES[name].columns
+        }
+        ds_cols = tuple(c for c, p in plans[name].items() if p.status != "missing")
+        source_sql = src.sql(ds_cols if src.format == "csv" else ())
+        replace = [f"{expr} AS {quote_ident(c)}" for c, p in plans[name].items()
+                   if (expr := p.view_expr(strict=True)) is not None]
+        select = f"* REPLACE ({', '.join(replace)})" if replace else "*"
+        con.execute(f"CREATE VIEW {quote_ident(name)} AS SELECT {select} FROM {source_sql}")
+    ds = Dataset(path, con, config, sources, plans, problems, config_path, stored_types)
+    weakref.finalize(ds, shutil.rmtree, tmp, True)
+    return ds, problems
+
+
+def load(path: str | Path, *, validate: bool = True, memory_limit: str | None = None) -> Dataset:
+    """Open and (by default) validate a data directory in the data contract.
+
+    Parameters
+    ----------
+    path : str or Path
+        Directory with one file per table (``customers``, ``products``,
+        ``activity``, ``deposits`` (optional), ``triggers``, ``call_cases``,
+        ``call_attempts``, ``sms``, ``rg_events``; each ``.parquet`` or
+        ``.csv``) and ``operator.toml``.
+    validate : bool, default True
+        Check every rule of the contract and raise if any fails. With False only
+        the files and ``operator.toml`` are checked.
+    memory_limit : str, optional
+        DuckDB memory limit such as ``"4GB"``; larger queries spill to a
+        temporary directory. Default: DuckDB's (80% of RAM).
+
+    Returns
+    -------
+    Dataset
+
+    Raises
+    ------
+    ContractError
+        Listing every problem found (table, column, rule, failing rows, examples
+        of offending rows, what was expected).
+    FileNotFoundError
+        If `path` is not a directory.
+
+    See Also
+    --------
+    validate : the same checks, returning a report instead of raising.
+
+    Examples
+    --------
+    >>> ds = load("data/sample")  # doctest: +SKIP
+    >>> ds.con.sql("SELECT product, sum(wagered) FROM activity GROUP BY ALL").df()  # doctest: +SKIP
+    """
+    from .validation import ValidationReport, validate_dataset
+
+    ds, problems = open_dataset(path, memory_limit=memory_limit)
+    try:
+        if validate:
+            report = validate_dataset(ds)
+        else:
+            report = ValidationReport.from_problems(ds.path, problems)
+        report.raise_if_failed()
+    except BaseException:
+        ds.close()
+        raise
+    return ds
+
+
+__all__ = ["Dataset", "ColumnPlan", "Source", "load", "open_dataset", "discover",
+           "plan_column"]
