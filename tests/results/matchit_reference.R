@@ -1,13 +1,29 @@
 # Reference fixtures from R's MatchIt for tests/test_matching_against_R.py.
 #
 # Regenerate (from the repository root, with R and MatchIt installed, e.g.
-# `apt-get install r-base-core r-cran-matchit`; produced with R 4.2 / MatchIt 4.5.1):
+# `apt-get install r-base-core r-cran-matchit`; produced with R 4.2.2 and
+# MatchIt 4.5.1 from Debian 12):
 #
 #     python tests/results/make_matchit_data.py
 #     Rscript tests/results/matchit_reference.R
 #
-# Each case below is one matchit() call on matchit_data.csv; the exact call is
-# also written into the `call` column of matchit_cases.csv.
+# Each case is one matchit() call on matchit_data.csv (written verbatim into
+# the `call` column of matchit_cases.csv).  matchit() supplies the propensity
+# scores, coefficients, discarded units, caliper (converted to distance
+# units), the CEM strata and the Mahalanobis matches.
+#
+# Nearest-neighbour pairs on the propensity score are NOT taken from
+# matchit() itself: MatchIt 4.5.1's fast 1-D matcher (nn_matchC_vec) calls
+# integer abs() on doubles on this platform, so every distance difference
+# truncates to 0 -- the lower-score neighbour always wins and calipers never
+# bind (MatchIt issue #163, fixed in 4.5.4; e.g. a treated unit at 0.50 with
+# controls at 0.10 and 0.52 gets 0.10).  The pairs below come from MatchIt's
+# own general matcher nn_matchC (the one matchit() uses for mahvars and
+# distance matrices, and for everything before 4.5.1), called exactly as
+# matchit2nearest() would call the matcher: same order (`ord`), ratio,
+# discarded units, reuse.max and caliper.  Weights, subclasses and the
+# balance summary are then MatchIt's (weights.matrix, mm2subclass,
+# summary.matchit) applied to those pairs.
 suppressPackageStartupMessages(library(MatchIt))
 
 here <- "tests/results"
@@ -23,6 +39,7 @@ cases <- list(
   ratio2        = quote(matchit(f5, data = d, method = "nearest", distance = "glm", ratio = 2)),
   ratio3_cal    = quote(matchit(f5, data = d, method = "nearest", distance = "glm", ratio = 3, caliper = 0.1)),
   replace       = quote(matchit(f5, data = d, method = "nearest", distance = "glm", replace = TRUE)),
+  replace_ratio2 = quote(matchit(f5, data = d, method = "nearest", distance = "glm", replace = TRUE, ratio = 2)),
   replace_cal   = quote(matchit(f5, data = d, method = "nearest", distance = "glm", replace = TRUE, caliper = 0.05)),
   logit_caliper = quote(matchit(f5, data = d, method = "nearest", distance = "glm", link = "linear.logit", caliper = 0.25)),
   exact_trigger = quote(matchit(f6, data = d, method = "nearest", distance = "glm", exact = ~ trigger, caliper = 0.2)),
@@ -34,10 +51,43 @@ cases <- list(
   cem           = quote(matchit(treat ~ age + married + region, data = d, method = "cem"))
 )
 
+ns <- asNamespace("MatchIt")
+
+# MatchIt's matcher for a fitted matchit object, bypassing nn_matchC_vec (see above).
+rematch <- function(m, cl) {
+  treat <- setNames(as.integer(m$treat), names(m$treat))
+  dist <- setNames(unname(m$distance), names(treat))
+  n1 <- sum(treat == 1)
+  ratio <- if (is.null(cl$ratio)) 1L else as.integer(cl$ratio)
+  replace <- isTRUE(cl$replace)
+  m.order <- if (is.null(cl$m.order)) "largest" else cl$m.order
+  if (replace) m.order <- "data"                      # as matchit2nearest does
+  ord <- switch(m.order,
+                largest = order(dist[treat == 1], decreasing = TRUE),
+                smallest = order(dist[treat == 1], decreasing = FALSE),
+                data = seq_len(n1))
+  reuse.max <- if (replace) n1 else 1L
+  cal <- if (is.null(m$caliper)) NULL else unname(m$caliper[names(m$caliper) == ""])
+  ex <- if (is.null(cl$exact)) NULL else as.integer(factor(d[[all.vars(eval(cl$exact))]]))
+  mm <- ns$nn_matchC(treat, ord, rep(ratio, n1), unname(m$discarded), reuse.max, dist,
+                     NULL, ex, cal, NULL, NULL, NULL, NULL, NULL, FALSE)
+  rownames(mm) <- names(treat)[treat == 1]
+  w <- ns$weights_matrixC(mm, treat)
+  c0 <- treat == 0 & w > 0
+  w[c0] <- w[c0] * sum(c0) / sum(w[c0])             # matchit() rescales control weights
+  m$match.matrix <- ns$nummm2charmm(mm, treat)
+  m$weights <- setNames(w, names(treat))
+  m$subclass <- if (replace) NULL else ns$mm2subclass(mm, treat)
+  m
+}
+
 pairs <- list(); units <- list(); bal <- list(); nn <- list(); coefs <- list(); calls <- list()
 for (nm in names(cases)) {
   m <- eval(cases[[nm]])
+  cl <- as.list(cases[[nm]])
+  if (!nm %in% c("mahvars", "cem")) m <- rematch(m, cl)
   calls[[nm]] <- data.frame(case = nm, call = paste(deparse(cases[[nm]], width.cutoff = 500L), collapse = " "),
+                            matcher = if (nm %in% c("mahvars", "cem")) "matchit()" else "nn_matchC",
                             caliper = if (is.null(m$caliper)) NA_real_ else unname(m$caliper[1]))
   if (!is.null(m$match.matrix)) {
     mm <- m$match.matrix
