@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["love_plot"]
+__all__ = ["love_plot", "event_study_plot", "waterfall_plot", "estimates_plot", "forest_plot", "km_plot"]
 
 
 def love_plot(balance: Any, ax=None, *, threshold: float = 0.1, absolute: bool = True,
@@ -74,4 +74,153 @@ def love_plot(balance: Any, ax=None, *, threshold: float = 0.1, absolute: bool =
     ax.set_xlabel("|standardised mean difference|" if absolute else "standardised mean difference")
     ax.set_title("Covariate balance")
     ax.legend(loc="lower right", frameon=False)
+    return ax
+
+
+def _result_data(obj, key):
+    if hasattr(obj, "get_plot_data"):
+        return obj.get_plot_data(key)
+    return obj
+
+
+def event_study_plot(result, ax=None, *, currency: str = ""):
+    """Weekly mean theoretical loss around the index, contact vs matched comparison, with bands.
+
+    Parameters
+    ----------
+    result : Result or pandas.DataFrame
+        A spending result (its ``event_study`` plot data) or that frame
+        (``group``, ``week``, ``mean``, ``ci_low``, ``ci_high``).
+    ax : matplotlib.axes.Axes, optional
+    currency : str
+        Unit for the y label.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+    """
+    import matplotlib.pyplot as plt
+
+    df = _result_data(result, "event_study")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(8, 4))
+    colours = {"contact": "tab:blue", "comparison": "tab:orange"}
+    labels = {"contact": "reached (contact)", "comparison": "matched comparison"}
+    for grp, g in df.groupby("group"):
+        g = g.sort_values("week")
+        ax.plot(g["week"], g["mean"], color=colours.get(grp), label=labels.get(grp, grp), linewidth=1.5)
+        ax.fill_between(g["week"], g["ci_low"], g["ci_high"], color=colours.get(grp), alpha=0.2, linewidth=0)
+    ax.axvline(0, color="black", linestyle="--", linewidth=1)
+    ax.set_xlabel("weeks from index (0 = the case was opened)")
+    ax.set_ylabel(f"mean theoretical loss per week {currency}".strip())
+    ax.set_title("Spending around the index: both groups fall; the gap after week 0 is the call")
+    ax.legend(frameon=False)
+    return ax
+
+
+def waterfall_plot(result, ax=None):
+    """Naive drop split into 'would have happened anyway' and 'added by the call' (pre level = 100).
+
+    Parameters
+    ----------
+    result : Result or pandas.DataFrame
+        A spending result (its ``decomposition`` plot data) or that frame.
+    """
+    import matplotlib.pyplot as plt
+
+    d = _result_data(result, "decomposition").reset_index(drop=True)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 4))
+    level = 0.0
+    for i, r in d.iterrows():
+        if r["kind"] == "level":
+            ax.bar(i, r["value"], color="tab:grey")
+            level = r["value"]
+            ax.text(i, r["value"] + 1, f"{r['value']:.0f}", ha="center", va="bottom")
+        else:
+            bottom = level + min(r["value"], 0)
+            colour = "tab:orange" if i == 1 else "tab:blue"
+            ax.bar(i, abs(r["value"]), bottom=bottom, color=colour)
+            ax.text(i, level + max(r["value"], 0) + 1, f"{r['value']:+.0f}", ha="center", va="bottom")
+            level += r["value"]
+    ax.set_xticks(range(len(d)))
+    ax.set_xticklabels([s.replace(" (", "\n(").replace("would have happened anyway", "would have\nhappened anyway")
+                        .replace("added by the call", "added by\nthe call") for s in d["step"]])
+    ax.set_ylabel("spending, pre-window level = 100")
+    ax.set_title("Where the naive drop comes from")
+    ax.set_ylim(0, max(110, d["value"].max() * 1.15))
+    return ax
+
+
+def estimates_plot(result, ax=None, *, window: int | None = None):
+    """Naive, matched (primary), post-only, difference-in-differences and placebo side by side."""
+    import matplotlib.pyplot as plt
+
+    df = _result_data(result, "estimates")
+    if window is not None and "window" in df.columns:
+        df = df[df["window"] == window]
+    elif "window" in df.columns and hasattr(result, "params"):
+        df = df[df["window"] == result.params.get("window", df["window"].iloc[0])]
+    names = {"spending.naive_change": "naive before/after", "spending.matched_change": "matched (primary)",
+             "spending.post_only_change": "matched post-only ratio", "spending.did_change": "difference in differences",
+             "spending.placebo_change": "placebo (should be 0)"}
+    df = df[df["metric"].isin(names)].reset_index(drop=True)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 3))
+    y = list(range(len(df)))[::-1]
+    for yy, (_, r) in zip(y, df.iterrows()):
+        colour = "tab:blue" if r["metric"] == "spending.matched_change" else "tab:grey"
+        ax.errorbar(100 * r["estimate"], yy,
+                    xerr=[[100 * (r["estimate"] - r["ci_low"])], [100 * (r["ci_high"] - r["estimate"])]],
+                    fmt="o", color=colour, capsize=3)
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_yticks(y)
+    ax.set_yticklabels([names[m] for m in df["metric"]])
+    ax.set_xlabel("change in theoretical loss, % (95% CI)")
+    return ax
+
+
+def forest_plot(table, ax=None, *, label: str = "group", xlabel: str = "change, %", scale: float = 100.0,
+                reference: float = 0.0):
+    """Horizontal point-and-interval plot of a table with ``estimate``, ``ci_low``, ``ci_high``.
+
+    Used for subgroups and for cross-operator comparisons.
+    """
+    import matplotlib.pyplot as plt
+
+    df = _result_data(table, "subgroups") if hasattr(table, "get_plot_data") else table
+    df = df.reset_index(drop=True)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 0.35 * len(df) + 1.2))
+    y = list(range(len(df)))[::-1]
+    lab = df[label] if label in df.columns else df.apply(lambda r: f"{r['by']}={r['level']}", axis=1)
+    ax.errorbar(scale * df["estimate"], y, xerr=[scale * (df["estimate"] - df["ci_low"]),
+                                                  scale * (df["ci_high"] - df["estimate"])],
+                fmt="s", color="tab:blue", capsize=3)
+    ax.axvline(scale * reference, color="black", linewidth=0.8)
+    ax.set_yticks(y)
+    ax.set_yticklabels([str(v) for v in lab])
+    ax.set_xlabel(xlabel)
+    return ax
+
+
+def km_plot(result, ax=None):
+    """Kaplan-Meier curves (still a customer) by group with confidence bands."""
+    import matplotlib.pyplot as plt
+
+    df = _result_data(result, "km")
+    horizon = result.get_plot_data("horizon") if hasattr(result, "get_plot_data") else None
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 4))
+    colours = {"contact": "tab:blue", "comparison": "tab:orange"}
+    for grp, g in df.groupby("group"):
+        ax.step(g["day"], 100 * g["survival"], where="post", color=colours.get(grp), label=grp)
+        ax.fill_between(g["day"], 100 * g["ci_low"], 100 * g["ci_high"], step="post", alpha=0.2,
+                        color=colours.get(grp), linewidth=0)
+    if horizon:
+        ax.axvline(horizon, color="black", linestyle=":", linewidth=1)
+        ax.set_xlim(0, horizon * 1.5)
+    ax.set_xlabel("days after index")
+    ax.set_ylabel("% still customers")
+    ax.legend(frameon=False)
     return ax

@@ -105,14 +105,27 @@ def retention(dataset, table: pd.DataFrame, *, horizon: int = 365, level: float 
         and ``retention.ph_test_p``; plot data ``km`` (survival curves with
         bands by group).
     """
-    from lifelines import CoxPHFitter, KaplanMeierFitter
-    from lifelines.statistics import proportional_hazard_test
-
     t = table.copy()
     if "weights" not in t.columns:
         t["weights"] = 1.0
-    ex = exit_times(dataset, t)
-    t = t.join(ex)
+    t = t.join(exit_times(dataset, t))
+    t["active"] = active_at_horizon(dataset, t, horizon)
+    return retention_from_times(t, horizon=horizon, level=level, label=label, cluster=cluster)
+
+
+def retention_from_times(t: pd.DataFrame, *, horizon: int = 365, level: float = 0.95, label: str | None = None,
+                         cluster: str | None = "subclass") -> Result:
+    """Retention estimates from prepared survival data (see :func:`retention`).
+
+    ``t`` has ``duration`` (days), ``event`` (1 = left), ``contact`` (1/0),
+    ``weights``, optionally ``active`` (1/0/NaN), ``customer_id`` and a cluster column.
+    """
+    from lifelines import CoxPHFitter, KaplanMeierFitter
+    from lifelines.statistics import proportional_hazard_test
+
+    t = t.copy()
+    if "weights" not in t.columns:
+        t["weights"] = 1.0
     z = stats.norm.ppf(0.5 + level / 2)
     rows, curves = [], []
     surv = {}
@@ -143,10 +156,10 @@ def retention(dataset, table: pd.DataFrame, *, horizon: int = 365, level: float 
                      "method": "difference of Kaplan-Meier estimates"})
 
     # active at the horizon
-    act = active_at_horizon(dataset, t, horizon)
-    t["active"] = act
     share = {}
     for grp, lab in ((1, "contact"), (0, "comparison")):
+        if "active" not in t.columns:
+            break
         g = t[(t["contact"] == grp) & t["active"].notna()]
         if len(g) == 0:
             continue
@@ -171,8 +184,7 @@ def retention(dataset, table: pd.DataFrame, *, horizon: int = 365, level: float 
     if t["event"].sum() >= 2 and t["contact"].nunique() == 2:
         cdf = t[["duration", "event", "contact", "weights"]].copy()
         cdf["duration"] = cdf["duration"].clip(lower=0.5)
-        cl = cluster if (cluster and cluster in t.columns and t[cluster].notna().all()
-                         and not t["customer_id"].duplicated().any()) else None
+        cl = cluster if (cluster and cluster in t.columns and t[cluster].notna().all()) else None
         if cl:
             cdf["cluster"] = pd.factorize(t[cl])[0]
         cph = CoxPHFitter(alpha=1 - level)

@@ -1,0 +1,38 @@
+"""`make bench`: every benchmark and slow study, each in its own process (so peak memory is its own).
+
+Prints sizes, times and peak memory.  Not run by `make test`.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+STEPS = [
+    ("simulator, 100k customers", ["bench_simulate.py", "--customers", "100000"]),
+    ("matching (20k x 400k and 200k x 4M)", ["bench_matching.py"]),
+    ("spending estimators: bias and coverage over 40 seeds", ["coverage_spending.py", "--seeds", "40"]),
+    ("reach after the SMS: bias and coverage", ["reach_bias.py"]),
+]
+
+
+def main() -> int:
+    failed = 0
+    for title, cmd in STEPS:
+        script = HERE / cmd[0]
+        if not script.exists():
+            print(f"\n=== {title}: {script.name} missing, skipped")
+            continue
+        print(f"\n=== {title}", flush=True)
+        t0 = time.perf_counter()
+        rc = subprocess.call([sys.executable, str(script), *cmd[1:]])
+        print(f"--- {title}: exit {rc}, {time.perf_counter() - t0:,.0f} s wall", flush=True)
+        failed += rc != 0
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
