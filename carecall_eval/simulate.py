@@ -55,7 +55,7 @@ PRODUCTS = pd.DataFrame(
     }
 )
 # Gamma shape of the per-day win multiplier (smaller = noisier results).
-_WIN_SHAPE = np.array([0.15, 2.0, 3.0, 4.0, 0.8])
+_WIN_SHAPE = np.array([0.5, 8.0, 20.0, 20.0, 3.0])
 
 OUTCOMES = ["limit_set", "pause", "self_exclusion", "helpline_referral",
             "callback_booked", "no_action", "declined"]
@@ -288,8 +288,12 @@ def _simulate_chunk(p: SimulationParams, offset: int, n: int, rng: np.random.Gen
                 q = np.clip(q + 0.1 * np.tanh((loss28[cand] - thr[cand]) / thr[cand]) - 0.1 * young[cand], 0.05, 0.95)
                 chosen = cand[rng.random(cand.size) < q]
                 for i in chosen:      # cases are rare (a few per thousand customer-days)
-                    case_rows.append(_open_case(p, rng, int(i), t, fired_kind[i], age0[i], mu[i], pref[i],
-                                                excess[i], policy_day))
+                    # long-run intensity (days -365..-85, per 84 days): a stable trait, observable
+                    a0 = max(0, t - 365)
+                    span = max(1, (t - 85) - a0)
+                    log_spend = float(np.log1p(tl_actual[i, a0:t - 85].sum() * 84.0 / span))
+                    case_rows.append(_open_case(p, rng, int(i), t, fired_kind[i], age0[i], log_spend, pref[i],
+                                                policy_day))
                     last_case_day[i] = t
                     c = case_rows[-1]
                     if c["_answer_day"] is not None:
@@ -371,22 +375,26 @@ def _simulate_chunk(p: SimulationParams, offset: int, n: int, rng: np.random.Gen
     return _Chunk(customers, activity, deposits, triggers, cases, attempts, sms, rg_events, truth)
 
 
-def _answer_logit(p: SimulationParams, t: int, attempt_no: int, age: float, mu: float, pref: np.ndarray,
-                  excess: float, hour: int) -> float:
-    """Log-odds of answering one attempt (before any SMS boost)."""
+def _answer_logit(p: SimulationParams, t: int, attempt_no: int, age: float, log_spend: float, pref: np.ndarray,
+                  hour: int) -> float:
+    """Log-odds of answering one attempt (before any SMS boost).
+
+    Selection into answering runs through what an analyst can observe: age,
+    the long-run theoretical loss (days -365..-85 before the case, per 84
+    days), and the product mix.
+    """
     weekday = (t + p.start_date.weekday()) % 7
-    return (-0.80
+    return (-1.30
             + 0.25 * (age - 40) / 10            # older customers answer more
-            - 0.35 * (mu - np.log(150))          # heavy stakers answer less
+            - 0.15 * (log_spend - 9.0)           # heavy spenders answer less
             - 0.8 * pref[2]                      # casino players answer less
-            - 0.08 * min(excess, 5)              # mid-episode, less
             - 0.30 * attempt_no                  # later attempts answered less
             + 0.15 * t / 365.0                   # secular trend
             - 0.25 * (weekday >= 5)              # weekends worse
             + 0.20 * (17 <= hour <= 19))         # evenings better
 
 
-def _open_case(p, rng, i, t, trigger, age0, mu, pref, excess, policy_day) -> dict:
+def _open_case(p, rng, i, t, trigger, age0, log_spend, pref, policy_day) -> dict:
     """Open one case: channel, arm, attempts, SMS, outcome (both policy worlds)."""
     age = age0 + t / 365.25
     in_rct = (p.rct_start_day <= t < p.rct_end_day) and trigger == "high_loss"
@@ -413,7 +421,7 @@ def _open_case(p, rng, i, t, trigger, age0, mu, pref, excess, policy_day) -> dic
     hours = rng.integers(9, 20, n_att)
     minutes = rng.integers(0, 60, n_att)
     # two worlds share the uniforms: with the policy (if in force) and without
-    logits = np.array([_answer_logit(p, opened + offsets[k], k, age, mu, pref, excess, int(hours[k]))
+    logits = np.array([_answer_logit(p, opened + offsets[k], k, age, log_spend, pref, int(hours[k]))
                        for k in range(n_att)])
     boost = np.array([p.sms_log_odds if k >= p.sms_after_attempts else 0.0 for k in range(n_att)])
     ans_without = us < 1 / (1 + np.exp(-logits))

@@ -14,7 +14,8 @@ from .design import StudyDesign
 from .windows import product_shares, window_totals
 
 #: Pre-index windows of the baseline covariates (inclusive day offsets).
-COVARIATE_WINDOWS = {"28": (-28, -1), "84_29": (-84, -29), "365_85": (-365, -85)}
+COVARIATE_WINDOWS = {"7": (-7, -1), "28": (-28, -1), "28_8": (-28, -8), "84_29": (-84, -29),
+                     "365_85": (-365, -85)}
 
 
 @dataclass(frozen=True)
@@ -295,6 +296,8 @@ def _covariates(ds, cand: pd.DataFrame, design: StudyDesign, data_end: pd.Timest
     out["age"] = (idx.dt.year - out["birth_year"]).to_numpy().astype(float)
     out["tenure_years"] = ((idx - out["registered_on"]).dt.days / 365.25).to_numpy()
     out["index_quarter"] = idx.dt.year.astype(str).to_numpy() + "Q" + idx.dt.quarter.astype(str).to_numpy()
+    # calendar time as a number (years since 2000): a trend term that cannot separate groups like quarter dummies
+    out["index_time"] = ((idx - pd.Timestamp("2000-01-01")).dt.days / 365.25).to_numpy()
     out = out.join(tot).join(shares)
     for w in COVARIATE_WINDOWS:
         out[f"log_tl_{w}"] = np.log1p(out[f"tl_{w}"].clip(lower=0))

@@ -20,7 +20,7 @@ TRIGGERS = ("high_loss", "red_self_test", "pause_lift_request", "risk_model", "o
 
 #: Baseline covariates used for matching and balance by default.
 DEFAULT_COVARIATES = (
-    "age", "gender", "tenure_years", "trigger", "index_quarter",
+    "age", "gender", "tenure_years", "trigger", "index_time",
     "log_tl_28", "log_tl_84_29", "log_tl_365_85",
     "log_wagered_28", "log_wagered_84_29", "asinh_net_loss_28", "asinh_net_loss_84_29",
     "active_days_28", "active_days_84_29", "active_days_365_85",
@@ -35,12 +35,14 @@ class MatchingSpec:
 
     About half of phone cases are reached, so the unreached pool is often
     smaller than the contact group: matching with replacement keeps (nearly)
-    every contact, and exact matching on trigger type compares like with like.
+    every contact, five controls per contact (reused across contacts) give
+    balance and precision that 1:1 cannot reach with a small pool, and exact
+    matching on trigger type compares like with like.
     """
 
     method: str = "nearest"
     distance: str = "logit"
-    ratio: int = 1
+    ratio: int = 5
     replace: bool = True
     caliper: float | None = 0.2
     std_caliper: bool = True

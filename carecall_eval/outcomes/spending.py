@@ -280,8 +280,8 @@ def spending_effect(dataset, cohort: Cohort, matched=None, *, outcome: str = "tl
         Also run the analysis at a pseudo-index 84 days before the real one.
     subgroups : bool
         Estimate by trigger type, age band, gender and main product.
-    event_weeks : (int, int)
-        Event-study range in weeks.
+    event_weeks : (int, int) or None
+        Event-study range in weeks (None: skip the event study).
     quarter_n : (int, int), optional
         Expected numbers of (contacts, comparisons) in one quarter for the
         minimum detectable effect; default: the cohort's per-quarter average.
@@ -386,14 +386,20 @@ def spending_effect(dataset, cohort: Cohort, matched=None, *, outcome: str = "tl
                          "group": "difference", "estimate": placebo_est.estimate, "ci_low": placebo_est.ci_low,
                          "ci_high": placebo_est.ci_high, "n": placebo_est.n,
                          "method": f"matched PPML at a pseudo-index {design.pre_window} days before the real one"})
-    sub = _subgroups(m, outcome, window, covariates, replace, level) if subgroups else pd.DataFrame()
+    sub = pd.DataFrame()
+    if subgroups:
+        sets = None
+        if getattr(matched, "match_matrix", None) is not None:
+            sets = add_outcomes(dataset, matched.matched_data("sets"), (window,), design.pre_window)
+            sets = sets[sets[f"followup_{window}"]]
+        sub = _subgroups(m, outcome, window, covariates, replace, level, sets)
     for _, r in sub.iterrows():
         rows.append({"window": window, "outcome": outcome, "metric": "spending.subgroup_change",
                      "group": f"{r['by']}={r['level']}", "estimate": r["estimate"], "ci_low": r["ci_low"],
                      "ci_high": r["ci_high"], "n": r["n"], "method": "matched PPML within subgroup"})
 
     summary = tidy(rows)
-    ev = event_study(dataset, m_all, *event_weeks, level=level)
+    ev = event_study(dataset, m_all, *event_weeks, level=level) if event_weeks else pd.DataFrame()
     decomp = decomposition(nv.estimate, est["matched"].estimate)
     text = _text(nv, est, placebo_est, window, outcome, design, decomp)
     params = {"outcome": outcome, "window": window, "windows": list(windows), "level": level,
@@ -472,27 +478,38 @@ def _placebo(dataset, cohort: Cohort, matched, outcome, window, covariates, leve
     return est["matched"]
 
 
-def _subgroups(m: pd.DataFrame, outcome, window, covariates, replace, level) -> pd.DataFrame:
-    """Matched PPML within subgroups defined by each matched set's contact."""
-    m = m.copy()
-    m["age_band"] = pd.cut(m["age"], [0, 25, 35, 50, 65, 200], right=False,
+def _subgroups(m: pd.DataFrame, outcome, window, covariates, replace, level,
+               sets: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Matched PPML within subgroups.
+
+    With nearest-neighbour matching (``sets`` = one row per unit and matched
+    set), a subgroup is defined by the contact of each set and its controls
+    follow it, so a control matched to a 30-year-old counts among the 25-34s.
+    Otherwise each unit's own value is used.  Subgroups with fewer than 20
+    contacts or comparisons are skipped.
+    """
+    d = (sets if sets is not None else m).copy()
+    d["age_band"] = pd.cut(d["age"], [0, 25, 35, 50, 65, 200], right=False,
                            labels=["18-24", "25-34", "35-49", "50-64", "65+"]).astype(str)
-    share_cols = [c for c in m.columns if c.startswith("share_")]
+    share_cols = [c for c in d.columns if c.startswith("share_")]
     if share_cols:
-        m["main_product"] = np.where(m[share_cols].max(axis=1) > 0,
-                                     m[share_cols].idxmax(axis=1).str.replace("share_", "", regex=False), "none")
+        d["main_product"] = np.where(d[share_cols].max(axis=1) > 0,
+                                     d[share_cols].idxmax(axis=1).str.replace("share_", "", regex=False), "none")
+    by_cols = [b for b in ("trigger", "age_band", "gender", "main_product") if b in d.columns]
+    if sets is not None:
+        treated = d[d["contact"] == 1].drop_duplicates("subclass").set_index("subclass")[by_cols]
+        for b in by_cols:
+            d[b] = d["subclass"].map(treated[b]).to_numpy()
     rows = []
-    for by in ("trigger", "age_band", "gender", "main_product"):
-        if by not in m.columns:
-            continue
-        for lvl, g in m.groupby(by):
+    for by in by_cols:
+        for lvl, g in d.groupby(by):
             if g["contact"].sum() < 20 or (g["contact"] == 0).sum() < 20:
                 continue
             covs = [c for c in covariates if c != by]
             try:
-                e = matched_estimates(g, outcome, window, covs, replace=replace, level=level)["matched"]
+                e = matched_estimates(g, outcome, window, covs, replace=True, level=level)["matched"]
             except Exception:  # pragma: no cover - tiny or separated subgroup
                 continue
             rows.append({"by": by, "level": lvl, "estimate": e.estimate, "ci_low": e.ci_low,
-                         "ci_high": e.ci_high, "n": len(g)})
+                         "ci_high": e.ci_high, "n": int(g["customer_id"].nunique())})
     return pd.DataFrame(rows, columns=["by", "level", "estimate", "ci_low", "ci_high", "n"])
