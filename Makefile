@@ -20,7 +20,7 @@ test: setup
 	$(BIN)/python -m pytest -q -m "not slow"
 
 report: setup
-	$(BIN)/carecall-eval evaluate data/sample --out reports/sample_metrics.json
+	$(BIN)/carecall-eval evaluate data/sample --out reports/sample/metrics.json
 
 sample: setup
 	$(BIN)/carecall-eval simulate data/sample --customers $(SAMPLE_CUSTOMERS) --seed $(SAMPLE_SEED)
