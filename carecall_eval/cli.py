@@ -99,6 +99,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--design", help="study design file (TOML or JSON); default design if absent")
     p.add_argument("--quiet", action="store_true", help="print no progress")
     p.set_defaults(func=cmd_evaluate)
+
+    # later pipeline steps register their own subcommands
+    for module in ("carecall_eval.report.cli", "carecall_eval.compare.cli"):
+        try:
+            mod = __import__(module, fromlist=["register"])
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            continue
+        mod.register(sub)
     return parser
 
 

@@ -224,3 +224,9 @@ def km_plot(result, ax=None):
     ax.set_ylabel("% still customers")
     ax.legend(frameon=False)
     return ax
+
+
+# reach, call-length and actions plots (kept with their estimators' plot data layout)
+from .outcomes._plots_reach import actions_plot, answer_rate_plot, call_length_plot, reach_its_plot  # noqa: E402
+
+__all__ += ["reach_its_plot", "answer_rate_plot", "call_length_plot", "actions_plot"]
