@@ -1,0 +1,395 @@
+"""Export an evaluation as an aggregate bundle that can leave the operator.
+
+:func:`export_bundle` turns an :class:`~carecall_eval.evaluate.Evaluation`
+(or a data directory, evaluated first) into the tables of
+:mod:`carecall_eval.compare.bundle`: tidy metrics with standard errors for the
+effects, Kaplan-Meier points on a coarse grid, a monthly reach series and the
+cohort flow, every one passed through :mod:`carecall_eval.compare.suppress`.
+No customer, case or agent id, no date of a single customer's event and no row
+of customer-level data is written.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .._version import __version__
+from . import suppress as sup
+from .bundle import BUNDLE_FORMAT, BUNDLE_VERSION, write_bundle
+from .meta import SE_SCALES, se_from_ci
+
+__all__ = ["export_bundle", "build_tables", "parse_quarter", "METRIC_COLUMNS", "COUNT_COLUMNS"]
+
+#: Columns of ``metrics.csv``, in order.
+METRIC_COLUMNS = ["estimator", "metric", "group", "estimate", "ci_low", "ci_high", "se", "se_scale", "n",
+                  "window", "outcome", "at_risk", "events", "n_effective", "attempt", "period", "method",
+                  "suppressed"]
+#: Count columns of each table (what the small-cell rules apply to).
+COUNT_COLUMNS = {"metrics": ["n", "at_risk", "events", "n_effective"], "km": ["at_risk"],
+                 "reach_series": ["n", "reached"], "flow": ["contact", "comparison"]}
+
+#: Definitional parameters of each estimator that travel in the manifest (never counts).
+_DEFINITION_KEYS = {
+    "spending": ("outcome", "window", "windows", "estimand", "index", "replace"),
+    "retention": ("horizon", "definitions"),
+    "reach": ("estimand", "sms_after_attempts", "arms", "interval", "period", "max_attempts", "policy_start"),
+    "call_length": ("by", "include_agents", "population"),
+    "actions": ("days", "weighting", "events", "via_call"),
+    "reception": (),
+    "randomized": ("outcome", "window"),
+}
+
+#: Metrics whose estimate is a share of people (the numerator is an implied count).
+_SHARE = re.compile(r"^(reach\.(overall|quarter|before_sms|after_sms)|attempt\.answer_rate|reception\.\w+|"
+                    r"call_outcome\.\w+|actions\.\w+|retention\.(account_12m|active_12m)|spending\.share_reduced)$")
+
+_QUARTER_RE = re.compile(r"^\s*(\d{4})\s*[-_ ]?\s*[Qq]([1-4])\s*$")
+
+
+def parse_quarter(value) -> tuple[str, _dt.date, _dt.date]:
+    """``"2025Q3"`` -> ``("2025Q3", date(2025, 7, 1), date(2025, 9, 30))``.
+
+    Examples
+    --------
+    >>> parse_quarter("2025-q1")
+    ('2025Q1', datetime.date(2025, 1, 1), datetime.date(2025, 3, 31))
+    """
+    m = _QUARTER_RE.match(str(value))
+    if not m:
+        raise ValueError(f"quarter {value!r} is not of the form 2025Q3")
+    y, q = int(m.group(1)), int(m.group(2))
+    start = _dt.date(y, 3 * q - 2, 1)
+    end = (_dt.date(y + 1, 1, 1) if q == 4 else _dt.date(y, 3 * q + 1, 1)) - _dt.timedelta(days=1)
+    return f"{y}Q{q}", start, end
+
+
+# ----------------------------------------------------------------------------- metrics
+def _metrics_table(ev, threshold: int, level: float) -> tuple[pd.DataFrame, dict]:
+    s = ev.summary.copy()
+    for col in METRIC_COLUMNS:
+        if col not in s.columns:
+            s[col] = np.nan
+    s["suppressed"] = ""
+    # standard errors on the analysis scale for every ratio / effect row with an interval
+    s["se_scale"] = s["metric"].map(SE_SCALES)
+    has_se = s["se"].notna()
+    need = s["se_scale"].notna() & ~has_se & s["ci_low"].notna() & s["ci_high"].notna()
+    for scale in ("log1p", "log", "identity"):
+        m = need & (s["se_scale"] == scale)
+        if m.any():
+            s.loc[m, "se"] = se_from_ci(s.loc[m, "ci_low"], s.loc[m, "ci_high"], scale, level)
+    s.loc[has_se & s["se_scale"].isna(), "se_scale"] = "identity"
+    s["method"] = s["method"].map(lambda t: sup.sanitize_text(t, threshold))
+    s = s[METRIC_COLUMNS].reset_index(drop=True)
+    true_n = pd.to_numeric(s["n"], errors="coerce").astype(float).to_numpy()
+    stats = list(sup.STAT_COLUMNS)
+
+    # rule 1: denominators; further counts blank their own field (and the statistic for events / n_effective)
+    s = sup.suppress_counts(s, ["n"], threshold, stat_cols=stats)
+    for col in ("events", "n_effective"):
+        small = sup.is_small(s[col], threshold)
+        s.loc[small, stats] = np.nan
+        s = sup.suppress_counts(s, [col], threshold)
+    s = sup.suppress_counts(s, ["at_risk"], threshold)
+
+    # rule 2: implied numerators of shares of people
+    share = s["metric"].str.match(_SHARE) & ~s["group"].isin(["difference"])
+    p = s["estimate"].to_numpy(float)
+    with np.errstate(invalid="ignore"):
+        k = np.where(s["metric"] == "retention.account_12m", 1 - p, p) * true_n
+    implied = np.where(share, k, np.nan)
+    small = share.to_numpy() & (sup.is_small(np.round(implied), threshold)
+                                | sup.is_small(np.round(true_n - implied), threshold))
+    _blank(s, small, stats, f"implied count<{threshold}")
+
+    # rule 3: secondary suppression in families that add up to a published total
+    for fam in _families(s):
+        _protect(s, fam, true_n, implied, threshold, stats)
+    # a difference whose group rows are withheld is withheld too
+    withheld = s[s["estimate"].isna() & s["group"].isin(["contact", "comparison", "before_sms", "after_sms"])
+                 & s["suppressed"].ne("")]
+    for _, r in withheld.iterrows():
+        m = (s["metric"] == r["metric"]) & (s["window"].fillna(-1) == (r["window"] if pd.notna(r["window"]) else -1)) \
+            & (s["group"] == "difference")
+        if r["metric"] in ("reach.before_sms", "reach.after_sms"):
+            m = s["metric"].isin(["reach.sms_difference"])
+        _blank(s, m.to_numpy(), stats, "secondary (difference of withheld shares)")
+    for col in ("n", "at_risk", "events"):
+        s[col] = pd.to_numeric(s[col], errors="coerce").round().astype("Int64")
+    log = {"rows": int(len(s)), "rows_with_withheld_values": int((s["suppressed"] != "").sum())}
+    return s, log
+
+
+def _blank(s: pd.DataFrame, mask, cols, reason: str) -> None:
+    mask = np.asarray(mask, dtype=bool)
+    if not mask.any():
+        return
+    s.loc[mask, list(cols)] = np.nan
+    s.loc[mask, "suppressed"] = sup._add_reason(s.loc[mask, "suppressed"], reason)
+
+
+def _families(s: pd.DataFrame):
+    """Sets of rows whose cells add up to a published total: (row index, cell key, kind)."""
+    fams = []
+    g = s["group"].astype(str)
+    fams.append((s.index[s["metric"] == "reach.quarter"], "denominator"))
+    fams.append((s.index[s["metric"].isin(["reach.before_sms", "reach.after_sms"])], "denominator"))
+    att = g.str.extract(r"^attempt_(\d+)\.(?:before_sms|after_sms)$")[0]
+    for a in sorted(att.dropna().unique()):
+        fams.append((s.index[(s["metric"] == "attempt.answer_rate") & (att == a)], "denominator"))
+    for prefix in ("quarter", "outcome"):
+        fams.append((s.index[s["metric"].str.startswith("call_length.") & g.str.startswith(prefix + "=")],
+                     "denominator"))
+    dims = g.str.extract(r"^([a-z_]+)=")[0]
+    for w in s.loc[s["metric"] == "spending.subgroup_change", "window"].dropna().unique():
+        for d in sorted(dims[s["metric"] == "spending.subgroup_change"].dropna().unique()):
+            fams.append((s.index[(s["metric"] == "spending.subgroup_change") & (dims == d) & (s["window"] == w)],
+                         "denominator"))
+    fams.append((s.index[s["metric"].isin(["reception.positive", "reception.neutral", "reception.negative"])],
+                 "numerator"))
+    fams.append((s.index[s["metric"].str.startswith("call_outcome.")], "numerator"))
+    fams.append((s.index[(s["metric"] == "reach.quarter")], "numerator"))
+    return [f for f in fams if len(f[0]) > 1]
+
+
+def _protect(s, fam, true_n, implied, threshold, stats) -> None:
+    rows, kind = fam
+    sub = s.loc[rows]
+    # a cell is a group label (call length has several metric rows per group)
+    cells = sub["group"].astype(str)
+    order = list(dict.fromkeys(cells))
+    if kind == "denominator":
+        count = pd.Series(true_n[rows], index=rows).groupby(cells).first().reindex(order)
+        withheld = sub["n"].isna().groupby(cells).any().reindex(order) & count.gt(0)
+    else:
+        count = pd.Series(implied[rows], index=rows).groupby(cells).first().reindex(order)
+        withheld = sub["estimate"].isna().groupby(cells).any().reindex(order) & sub["suppressed"].ne("").groupby(cells).any().reindex(order)
+    mask = sup.protect_partition(count.to_numpy(float), withheld.to_numpy(bool), threshold)
+    new = [c for c, m, w in zip(order, mask, withheld) if m and not w]
+    if not new:
+        return
+    hit = s.index.isin(rows) & s["group"].astype(str).isin(new).to_numpy()
+    cols = stats + ["n"] if kind == "denominator" else stats
+    _blank(s, hit, cols, "secondary (recoverable from total)")
+
+
+# ----------------------------------------------------------------------------- other tables
+def _reach_series(ev, threshold: int) -> pd.DataFrame:
+    cols = ["month", "post_policy", "n", "reached", "reach", "suppressed"]
+    r = ev.results.get("reach")
+    weekly = r.plot_data.get("weekly") if r is not None else None
+    if weekly is None or len(weekly) == 0:
+        return pd.DataFrame(columns=cols)
+    w = weekly.copy()
+    w["month"] = pd.to_datetime(w["week"]).dt.strftime("%Y-%m")
+    m = w.groupby(["month", "post_policy"], as_index=False)[["n", "reached"]].sum()
+    m["reach"] = m["reached"] / m["n"]
+    m["suppressed"] = ""
+    n0, k0 = m["n"].to_numpy(float), m["reached"].to_numpy(float)
+    small_n = sup.is_small(n0, threshold)
+    small_k = ~small_n & (sup.is_small(k0, threshold) | sup.is_small(n0 - k0, threshold))
+    mask_n = sup.protect_partition(n0, small_n, threshold)
+    mask_k = sup.protect_partition(k0, small_k | mask_n, threshold) & ~mask_n
+    m.loc[mask_n, ["n", "reached", "reach"]] = np.nan
+    m.loc[mask_n, "suppressed"] = f"n<{threshold} or secondary"
+    m.loc[mask_k, ["reached", "reach"]] = np.nan
+    m.loc[mask_k, "suppressed"] = f"reached or unreached<{threshold} or secondary"
+    for c in ("n", "reached"):
+        m[c] = pd.to_numeric(m[c]).round().astype("Int64")
+    return m[cols]
+
+
+def _flow(ev, threshold: int) -> pd.DataFrame:
+    """Cohort flow: candidates (total), customers excluded at each step, eligible (remaining)."""
+    f = ev.cohort.flow
+    cols = ["step", "kind", "contact", "comparison", "suppressed"]
+    if f is None or len(f) == 0:
+        return pd.DataFrame(columns=cols)
+    n = len(f)
+    out = pd.DataFrame({"step": f["step"].astype(str).to_numpy(),
+                        "kind": ["total"] + ["excluded"] * (n - 2) + ["remaining"]})
+    out["suppressed"] = ""
+    for grp in ("contact", "comparison"):
+        exc = f[f"excluded_{grp}"].to_numpy(float)
+        rem = f[f"remaining_{grp}"].to_numpy(float)
+        total = rem[0] + exc[0]
+        parts = np.r_[exc[1:-1], rem[-1]]          # the exclusions and the eligible add up to the total
+        mask = sup.protect_partition(parts, sup.is_small(parts, threshold), threshold)
+        col = np.r_[total, parts].astype(float)
+        col[1:][mask] = np.nan
+        if sup.is_small([total], threshold)[0] or (mask.any() and (mask.sum() < 2 or 0 < parts[mask].sum() < threshold)):
+            col[0] = np.nan
+            mask0 = True
+        else:
+            mask0 = False
+        out[grp] = pd.array(np.round(col), dtype="Float64").astype("Int64")
+        hit = np.r_[mask0, mask]
+        out.loc[hit, "suppressed"] = sup._add_reason(out.loc[hit, "suppressed"], f"{grp}<{threshold} or secondary")
+    return out[cols]
+
+
+def _km(ev, threshold: int, step: int, level: float) -> pd.DataFrame:
+    r = ev.results.get("retention")
+    if r is None or "table" not in r.details:
+        return pd.DataFrame(columns=["group", "day", "survival", "ci_low", "ci_high", "at_risk"])
+    return sup.km_points(r.details["table"], threshold, horizon=int(r.params.get("horizon", 365)), step=step,
+                         level=level)
+
+
+def _definitions(ev) -> dict:
+    defs = {"design": ev.design.to_dict(), "index_rule": ev.params.get("index_rule", ev.design.index_rule),
+            "level": ev.params.get("level"), "window": ev.params.get("window")}
+    est = {}
+    for name, r in ev.results.items():
+        keys = _DEFINITION_KEYS.get(name, ())
+        est[name] = {k: _json(r.params[k]) for k in keys if k in r.params}
+    defs["estimators"] = est
+    return defs
+
+
+def _json(v):
+    if isinstance(v, (pd.Timestamp, _dt.date)):
+        return str(pd.Timestamp(v).date())
+    if isinstance(v, (list, tuple)):
+        return [_json(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): _json(x) for k, x in v.items()}
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (np.floating,)):
+        return float(v)
+    return v
+
+
+def build_tables(ev, *, threshold: int, quarter: str | None = None, km_step: int = 14) -> tuple[dict, dict]:
+    """The manifest (without its table index) and the suppressed tables of a bundle.
+
+    Parameters
+    ----------
+    ev : Evaluation
+    threshold : int
+        Small-cell threshold.
+    quarter : str, optional
+        Label of the index-date quarter the evaluation was restricted to.
+    km_step : int
+        Grid spacing of the Kaplan-Meier points (days).
+    """
+    threshold = sup.check_threshold(threshold)
+    level = float(ev.params.get("level", 0.95))
+    metrics, log = _metrics_table(ev, threshold, level)
+    tables = {"metrics": metrics, "km": _km(ev, threshold, km_step, level),
+              "reach_series": _reach_series(ev, threshold), "flow": _flow(ev, threshold)}
+    d = ev.design
+    manifest = {
+        "format": BUNDLE_FORMAT, "format_version": BUNDLE_VERSION, "carecall_eval_version": __version__,
+        "operator": ev.params.get("operator"), "currency": ev.params.get("currency"), "quarter": quarter,
+        "period": {"index_from": d.study_start.isoformat() if d.study_start else ev.params.get("data_start"),
+                   "index_to": d.study_end.isoformat() if d.study_end else ev.params.get("data_end"),
+                   "data_start": ev.params.get("data_start"), "data_end": ev.params.get("data_end"),
+                   "note": "cohort metrics (spending, retention, actions) use index dates in index_from..index_to; "
+                           "reach, call length and reception use every case in the data"},
+        "sms_policy_start": ev.params.get("sms_policy_start"),
+        "data_fingerprint": ev.params.get("data_fingerprint"),
+        "small_cell_threshold": threshold,
+        "definitions": _definitions(ev),
+        "suppression": {
+            "rules": [f"counts 0 < count < {threshold} withheld, with the statistics they are the denominator of",
+                      "shares withheld when the implied numerator or its complement is 0 < k < threshold",
+                      "secondary suppression where withheld cells could be recovered from a published total",
+                      f"Kaplan-Meier points every {km_step} days, dropped when fewer than {threshold} are at risk "
+                      "or when 1..threshold-1 customers left since the previous published point",
+                      "quantiles only where n >= threshold"],
+            "metrics": log,
+            "km_points": int(len(tables["km"])),
+            "reach_series_withheld": int((tables["reach_series"]["suppressed"] != "").sum()),
+            "flow_withheld": int((tables["flow"]["suppressed"] != "").sum()),
+        },
+    }
+    return manifest, tables
+
+
+def export_bundle(data_or_evaluation, out, quarter: str | None = None, *, design=None, threshold: int | None = None,
+                  km_step: int = 14, placebo: bool = True, window: int = 84, level: float = 0.95,
+                  quiet: bool = True) -> Path:
+    """Write an operator's aggregate bundle for cross-operator comparison.
+
+    Parameters
+    ----------
+    data_or_evaluation : path, Dataset or Evaluation
+        A data directory or loaded dataset (evaluated here), or an existing
+        :class:`~carecall_eval.evaluate.Evaluation`.
+    out : path
+        Bundle directory (created, or replaced atomically if it holds a bundle).
+    quarter : str, optional
+        ``"2025Q2"``: restrict index dates (cohort metrics) to that quarter.
+        With an Evaluation, its design must already cover exactly that quarter.
+    design : StudyDesign, optional
+        Default design if None.
+    threshold : int, optional
+        Small-cell threshold; default ``small_cell_threshold`` from
+        ``operator.toml``.  It may be raised but not lowered below the
+        operator's setting.  Required when an Evaluation is passed and its
+        params do not record it.
+    km_step : int
+        Grid spacing of the exported Kaplan-Meier points (days).
+    placebo, window, level, quiet
+        Passed to :func:`carecall_eval.evaluate` when data are given.
+
+    Returns
+    -------
+    Path
+        The bundle directory.
+
+    Examples
+    --------
+    >>> export_bundle("data/sample", "bundles/sample", quarter="2025Q1")   # doctest: +SKIP
+    """
+    from ..cohorts import StudyDesign
+    from ..contract import load
+    from ..evaluate import Evaluation, evaluate
+
+    label = start = end = None
+    if quarter is not None:
+        label, start, end = parse_quarter(quarter)
+    if isinstance(data_or_evaluation, Evaluation):
+        ev = data_or_evaluation
+        if design is not None:
+            raise ValueError("export_bundle: design= is only used when data are given; the Evaluation has its own")
+        if quarter is not None and (ev.design.study_start != start or ev.design.study_end != end):
+            raise ValueError(f"export_bundle: the Evaluation's index period is {ev.design.study_start}..{ev.design.study_end}, "
+                             f"not quarter {label} ({start}..{end}); evaluate with "
+                             f"design.replace(study_start=date({start.year}, {start.month}, 1), study_end=...) "
+                             "or pass the data directory instead")
+        configured = ev.params.get("small_cell_threshold")
+        if threshold is None:
+            threshold = configured
+        if threshold is None:
+            raise ValueError("export_bundle: pass threshold= (the operator.toml small_cell_threshold) when "
+                             "exporting an Evaluation; it does not record the operator's threshold")
+    else:
+        ds = load(data_or_evaluation) if isinstance(data_or_evaluation, (str, os.PathLike)) else data_or_evaluation
+        configured = ds.config.small_cell_threshold
+        if threshold is None:
+            threshold = configured
+        threshold = sup.check_threshold(threshold)
+        if threshold < configured:
+            raise ValueError(f"export_bundle: threshold {threshold} is below the operator's small_cell_threshold "
+                             f"{configured} in operator.toml; it can only be raised")
+        design = design or StudyDesign()
+        if quarter is not None:
+            design = design.replace(study_start=start, study_end=end)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore" if quiet else "default")
+            ev = evaluate(ds, design, level=level, quiet=quiet, window=window, placebo=placebo)
+    threshold = sup.check_threshold(threshold)
+    if configured is not None and threshold < configured:
+        raise ValueError(f"export_bundle: threshold {threshold} is below the operator's small_cell_threshold "
+                         f"{configured} in operator.toml; it can only be raised")
+    manifest, tables = build_tables(ev, threshold=threshold, quarter=label, km_step=km_step)
+    return write_bundle(out, manifest, tables)
