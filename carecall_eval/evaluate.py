@@ -155,7 +155,7 @@ def evaluate(data, design: StudyDesign | None = None, *, level: float = 0.95, qu
     say("done")
     params = {"design": design.to_dict(), "index_rule": design.index_rule, "level": level, "window": window,
               "data_fingerprint": ds.fingerprint(), "operator": ds.config.operator,
-              "currency": ds.config.currency,
+              "currency": ds.config.currency, "small_cell_threshold": ds.config.small_cell_threshold,
               "sms_policy_start": str(ds.config.sms_policy_start) if ds.config.sms_policy_start else None,
               "data_start": str(pd.Timestamp(ds.data_start).date()), "data_end": str(pd.Timestamp(ds.data_end).date())}
     return Evaluation(design, cohort, matched, results, params, timings)

@@ -148,6 +148,7 @@ def retention_from_times(t: pd.DataFrame, *, horizon: int = 365, level: float = 
                      "at_risk": at_risk})
         c = km.survival_function_.join(ci).reset_index()
         c.columns = ["day", "survival", "ci_low", "ci_high"]
+        c["at_risk"] = km.event_table["at_risk"].reindex(c["day"]).to_numpy()
         c["group"] = lab
         curves.append(c)
     if len(surv) == 2:
