@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+KERNEL := $(VENV)/share/jupyter/kernels/carecall-eval/kernel.json
 SAMPLE_CUSTOMERS := 4000
 SAMPLE_SEED      := 20261122
 
@@ -14,13 +15,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[report,test]'
 	touch $(STAMP)
 
-setup: $(STAMP)
+# the Jupyter kernel the report notebooks run in (papermill is given this name explicitly)
+$(KERNEL): $(STAMP)
+	$(BIN)/python -m ipykernel install --sys-prefix --name carecall-eval --display-name "Python (carecall-eval)"
+
+setup: $(STAMP) $(KERNEL)
 
 test: setup
 	$(BIN)/python -m pytest -q -m "not slow"
 
+# quarterly report of the sample data's latest complete quarter: reports/SimSpel/<quarter>/report.html + metrics
 report: setup
-	$(BIN)/carecall-eval evaluate data/sample --out reports/sample/metrics.json
+	$(BIN)/carecall-eval report --data data/sample --quarter latest --out reports
 
 sample: setup
 	$(BIN)/carecall-eval simulate data/sample --customers $(SAMPLE_CUSTOMERS) --seed $(SAMPLE_SEED)

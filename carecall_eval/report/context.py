@@ -1,0 +1,315 @@
+"""Everything a quarterly report shows, computed once: :func:`build_quarterly`.
+
+The notebook ``notebooks/quarterly_report.py`` calls :func:`build_quarterly`
+and only lays the result out, so the numbers can be tested without a kernel.
+
+Which customers each section describes
+--------------------------------------
+* Headline KPIs: the report quarter and the four before it, from the small
+  tables (:func:`~carecall_eval.report.quarters.quarter_kpis`).
+* Effect estimates (spending, actions, balance, cohort flow): one run of
+  :func:`carecall_eval.evaluate` whose design keeps the cases opened in the
+  ``pool_quarters`` quarters (12 months by default) ending on the last index
+  date whose ``window``-day follow-up is complete by the end of the report
+  quarter.  One quarter of a small operator is too few customers for a
+  useful interval (see ``spending.mde``), so the cohort is pooled.
+* 12-month retention: the cases opened in the same quarter a year earlier,
+  matched with the same design, so that their year of follow-up is complete.
+* Reach, answer rates, call length, reception: the whole data period, because
+  the before/after comparison of the SMS policy needs both periods.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as _dt
+import os
+import subprocess
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from .._version import __version__
+from ..cohorts import StudyDesign
+from ..results import Result
+from .quarters import Quarter, parse_quarter, quarter_kpis, quarter_of
+
+__all__ = ["QuarterlyReport", "build_quarterly", "deterministic", "effect_cohort_period", "check_quarter", "provenance"]
+
+
+@dataclass
+class QuarterlyReport:
+    """The numbers behind one quarterly report (see :func:`build_quarterly`)."""
+
+    quarter: Quarter
+    dataset: object
+    design: StudyDesign
+    evaluation: object | None
+    kpis: pd.DataFrame
+    validation: object
+    retention: Result | None = None
+    retention_cohort: object | None = None
+    retention_quarter: Quarter | None = None
+    cohort_period: tuple[_dt.date, _dt.date] | None = None
+    missing: dict = field(default_factory=dict)
+    notes: list = field(default_factory=list)
+    params: dict = field(default_factory=dict)
+
+    @property
+    def config(self):
+        return self.dataset.config
+
+    @property
+    def complete_quarter(self) -> bool:
+        return pd.Timestamp(self.dataset.data_end).date() >= self.quarter.end
+
+    def metrics(self):
+        """An :class:`~carecall_eval.evaluate.Evaluation` holding every exported row.
+
+        The evaluation's own rows, then ``retention_year_earlier`` and ``kpis``;
+        ``params["report"]`` records the report's parameters.  None when the
+        evaluation could not run.
+        """
+        ev = self.evaluation
+        if ev is None:
+            return None
+        results = dict(ev.results)
+        if self.retention is not None:
+            results["retention_year_earlier"] = self.retention
+        kpi_rows = self.kpis.drop(columns=["quarter", "count"], errors="ignore")
+        results["kpis"] = Result("kpis", kpi_rows, "Headline figures by quarter.",
+                                 params={"quarters": sorted(self.kpis["quarter"].unique().tolist())})
+        return dataclasses.replace(ev, results=results, params={**ev.params, "report": self.params})
+
+    def metrics_json(self) -> str:
+        m = self.metrics()
+        if m is None:
+            raise ValueError(f"no metrics: the evaluation could not run ({self.missing.get('evaluation')})")
+        return m.to_json()
+
+    def metrics_csv(self) -> str:
+        m = self.metrics()
+        if m is None:
+            raise ValueError(f"no metrics: the evaluation could not run ({self.missing.get('evaluation')})")
+        # the JSON's rows (rounded to 10 decimals, as evaluate does), so both files carry the same numbers
+        # and the last bits of floating-point sums cannot make two renders differ
+        columns = list(m.summary.columns)
+        return pd.DataFrame.from_records(m.to_records(), columns=columns).to_csv(index=False, lineterminator="\n")
+
+    def write_metrics(self, out_dir: str | os.PathLike) -> list[Path]:
+        """Write ``metrics.json`` and ``metrics.csv`` into ``out_dir`` (atomically each)."""
+        from ..evaluate import write_atomic
+
+        out = Path(out_dir)
+        paths = [out / "metrics.json", out / "metrics.csv"]
+        if self.evaluation is None:
+            return []
+        write_atomic(paths[0], self.metrics_json())
+        write_atomic(paths[1], self.metrics_csv())
+        return paths
+
+
+def effect_cohort_period(quarter: Quarter, data_end, *, window: int = 84,
+                         pool_quarters: int | None = 4) -> tuple[_dt.date, _dt.date | None]:
+    """Index-date period of the effect cohort: complete ``window``-day follow-up by the quarter's end.
+
+    Returns ``(study_start, study_end)``; ``study_start`` is None when
+    ``pool_quarters`` is None or 0 (every earlier case).
+
+    Examples
+    --------
+    >>> effect_cohort_period(Quarter(2025, 4), pd.Timestamp("2025-12-31"))
+    (datetime.date(2024, 10, 10), datetime.date(2025, 10, 9))
+    """
+    follow_end = min(quarter.end, pd.Timestamp(data_end).date())
+    end = follow_end - _dt.timedelta(days=window - 1)
+    if not pool_quarters:
+        return None, end
+    start = (pd.Timestamp(end) - pd.DateOffset(months=3 * int(pool_quarters)) + pd.Timedelta(days=1)).date()
+    return start, end
+
+
+def check_quarter(ds, quarter: Quarter) -> list[str]:
+    """Problems that make a quarterly report of ``quarter`` on ``ds`` impossible (empty list: none).
+
+    The quarter must overlap the data period and have at least one care-call
+    case opened in it.
+    """
+    start, end = pd.Timestamp(ds.data_start), pd.Timestamp(ds.data_end)
+    if pd.isna(start) or pd.isna(end):
+        return [f"{ds.path} has no activity rows, so it covers no period at all"]
+    first, last = quarter_of([start]).iloc[0], quarter_of([end]).iloc[0]
+    if pd.Timestamp(quarter.end) < start or pd.Timestamp(quarter.start) > end:
+        return [f"{quarter} is outside the data, which cover {start.date()} to {end.date()} "
+                f"(quarters {first} to {last}); choose one of those quarters"]
+    opened = quarter_of(ds.table("call_cases")["opened_on"])
+    if not (opened == quarter.label).any():
+        have = sorted(opened.dropna().unique())
+        span = f"{have[0]} to {have[-1]}" if have else "none"
+        return [f"no care-call cases were opened in {quarter} (quarters with cases: {span}); "
+                "there is nothing to report for it"]
+    return []
+
+
+def provenance(repo: str | os.PathLike | None = None) -> dict:
+    """Package version, library versions and the git commit of the code (when available)."""
+    import importlib.metadata as md
+    import platform
+
+    versions = {"python": platform.python_version()}
+    for pkg in ("numpy", "pandas", "scipy", "statsmodels", "lifelines", "matplotlib", "duckdb", "papermill",
+                "nbconvert"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            versions[pkg] = None
+    repo = Path(repo) if repo else Path(__file__).resolve().parents[2]
+    commit, dirty = None, None
+    try:
+        commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip() or None
+        status = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--", "carecall_eval",
+                                 "notebooks", "pyproject.toml"], capture_output=True, text=True, timeout=10,
+                                check=True).stdout
+        dirty = bool(status.strip())
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"carecall_eval": __version__, "git_commit": commit, "git_uncommitted_changes": dirty,
+            "versions": versions}
+
+
+@contextlib.contextmanager
+def _collect(notes: list, step: str):
+    """Record the library's warnings (user-facing caveats) raised during ``step`` as report notes."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for w in caught:
+        if issubclass(w.category, (UserWarning, RuntimeWarning)):
+            msg = f"{step}: {str(w.message).strip()}"
+            if msg not in notes:
+                notes.append(msg)
+
+
+def deterministic(ds) -> None:
+    """Make a dataset's DuckDB aggregation reproducible to the last bit (one thread).
+
+    DuckDB sums floating-point values in parallel, in an order that varies from
+    run to run; the last bits of window totals then differ, and an ill-conditioned
+    fit (a small subgroup) can carry that into the tenth digit of an estimate.
+    One thread costs little on report-sized data and makes renders byte-identical.
+    """
+    ds.con.execute("SET threads TO 1")
+
+
+def build_quarterly(data, quarter: str | Quarter, design: StudyDesign | str | os.PathLike | None = None, *,
+                    pool_quarters: int | None = 4, window: int = 84, level: float = 0.95,
+                    placebo: bool = True, kpi_quarters: int = 4) -> QuarterlyReport:
+    """Compute everything a quarterly report shows.
+
+    Parameters
+    ----------
+    data : path or Dataset
+        Operator data directory (loaded, validated and made single-threaded by
+        :func:`deterministic`) or a loaded dataset (used as it is).
+    quarter : str or Quarter
+        Report quarter, e.g. ``"2025Q3"``.
+    design : StudyDesign, path or None
+        Study design (or a TOML/JSON file with one); default design if None.
+        When it sets ``study_start`` or ``study_end`` these are used for the
+        effect cohort as given; otherwise see :func:`effect_cohort_period`.
+    pool_quarters : int or None
+        Quarters of cases pooled in the effect cohort (None or 0: all earlier).
+    window : int
+        Headline spending window in days (follow-up that must be complete).
+    level : float
+        Confidence level.
+    placebo : bool
+        Run the placebo analysis (slow; off in the CI setting).
+    kpi_quarters : int
+        Earlier quarters shown beside the report quarter.
+
+    Returns
+    -------
+    QuarterlyReport
+        Sections that cannot be computed are None, with the reason in
+        ``missing[section]``; warnings raised on the way are in ``notes``.
+
+    Raises
+    ------
+    ValueError
+        If the quarter is malformed, outside the data or has no cases.
+    """
+    from ..contract import load, validate
+    from ..evaluate import evaluate
+
+    q = parse_quarter(quarter)
+    if isinstance(data, (str, os.PathLike)):
+        ds = load(data)
+        deterministic(ds)
+    else:
+        ds = data
+    problems = check_quarter(ds, q)
+    if problems:
+        raise ValueError("; ".join(problems))
+    if design is None:
+        design = StudyDesign()
+    elif not isinstance(design, StudyDesign):
+        design = StudyDesign.read(design)
+    if design.study_start is None and design.study_end is None:
+        start, end = effect_cohort_period(q, ds.data_end, window=window, pool_quarters=pool_quarters)
+        eff_design = design.replace(study_start=start, study_end=end)
+    else:
+        eff_design = design
+    missing: dict[str, str] = {}
+    notes: list[str] = []
+    if ds.config.sms_policy_start is None:
+        missing["sms_policy"] = ("operator.toml has no sms_policy_start, so answer rates cannot be compared before "
+                                 "and after the missed-call SMS; add a line sms_policy_start = YYYY-MM-DD "
+                                 "(the date the SMS began) to compare them")
+    with _collect(notes, "validation"):
+        validation = validate(ds)
+    with _collect(notes, "headline figures"):
+        kpis = quarter_kpis(ds, q.previous(kpi_quarters), level=level)
+    ev = None
+    with _collect(notes, "effect cohort"):
+        try:
+            ev = evaluate(ds, eff_design, level=level, window=window, placebo=placebo, quiet=True)
+        except Exception as exc:  # the report says what is missing instead of failing
+            missing["evaluation"] = f"the effect estimates could not be computed ({type(exc).__name__}: {exc})"
+    rq = q.shift(-4)
+    ret = ret_cohort = None
+    if pd.Timestamp(rq.end) + pd.Timedelta(days=364) > pd.Timestamp(ds.data_end):
+        missing["retention"] = (f"cases opened in {rq} do not yet have a full year of follow-up "
+                                f"(data end {pd.Timestamp(ds.data_end).date()})")
+    elif pd.Timestamp(rq.start) - pd.Timedelta(days=design.pre_window) < pd.Timestamp(ds.data_start):
+        missing["retention"] = (f"the data start on {pd.Timestamp(ds.data_start).date()}, too late for the "
+                                f"{design.pre_window}-day history of cases opened in {rq}")
+    else:
+        with _collect(notes, f"retention cohort ({rq})"):
+            try:
+                from ..cohorts import build_cohort
+                from ..outcomes.retention import retention
+
+                ret_cohort = build_cohort(ds, design.replace(study_start=rq.start, study_end=rq.end))
+                ret = retention(ds, ret_cohort.match().matched_data(), level=level, label=f"reached in {rq}")
+            except Exception as exc:
+                missing["retention"] = (f"12-month retention for cases opened in {rq} could not be computed "
+                                        f"({type(exc).__name__}: {exc})")
+                ret = ret_cohort = None
+    params = {
+        "quarter": q.label,
+        "kpi_quarters": [x.label for x in q.previous(kpi_quarters)],
+        "effect_cohort": {"study_start": str(eff_design.study_start) if eff_design.study_start else None,
+                          "study_end": str(eff_design.study_end) if eff_design.study_end else None,
+                          "pool_quarters": pool_quarters, "window": window},
+        "retention_cohort": rq.label,
+        "placebo": bool(placebo),
+        "level": level,
+    }
+    return QuarterlyReport(quarter=q, dataset=ds, design=eff_design, evaluation=ev, kpis=kpis,
+                           validation=validation, retention=ret, retention_cohort=ret_cohort,
+                           retention_quarter=rq, cohort_period=(eff_design.study_start, eff_design.study_end),
+                           missing=missing, notes=notes, params=params)

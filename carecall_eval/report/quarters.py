@@ -1,0 +1,286 @@
+"""Calendar quarters and the headline KPIs of a quarterly report.
+
+:func:`parse_quarter` turns ``"2025Q3"`` into a :class:`Quarter`;
+:func:`quarter_kpis` computes the headline figures of several quarters at once
+(vectorised over the small tables) as tidy rows with stable metric ids
+``kpi.*``; :func:`kpi_table` lays them out for people, with small cells
+suppressed.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import re
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..results import tidy
+
+__all__ = ["Quarter", "parse_quarter", "quarter_of", "quarter_kpis", "kpi_table", "KPI_LABELS"]
+
+_QUARTER_RE = re.compile(r"^\s*(\d{4})\s*[-_ ]?\s*[Qq]([1-4])\s*$")
+
+
+@dataclass(frozen=True, order=True)
+class Quarter:
+    """A calendar quarter.
+
+    Attributes
+    ----------
+    year : int
+    q : int
+        1 to 4.
+
+    Examples
+    --------
+    >>> Quarter(2025, 3).label, str(Quarter(2025, 3).start), str(Quarter(2025, 3).end)
+    ('2025Q3', '2025-07-01', '2025-09-30')
+    >>> Quarter(2025, 1).shift(-1).label
+    '2024Q4'
+    """
+
+    year: int
+    q: int
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.q <= 4:
+            raise ValueError(f"quarter number must be 1 to 4, got {self.q!r}")
+
+    @property
+    def label(self) -> str:
+        return f"{self.year}Q{self.q}"
+
+    def __str__(self) -> str:
+        return self.label
+
+    @property
+    def start(self) -> _dt.date:
+        """First day of the quarter."""
+        return _dt.date(self.year, 3 * self.q - 2, 1)
+
+    @property
+    def end(self) -> _dt.date:
+        """Last day of the quarter."""
+        return self.shift(1).start - _dt.timedelta(days=1)
+
+    def shift(self, n: int) -> "Quarter":
+        """The quarter ``n`` quarters later (earlier when negative)."""
+        k = self.year * 4 + (self.q - 1) + int(n)
+        return Quarter(k // 4, k % 4 + 1)
+
+    def previous(self, n: int) -> list["Quarter"]:
+        """This quarter and the ``n`` before it, oldest first."""
+        return [self.shift(-k) for k in range(n, -1, -1)]
+
+
+def parse_quarter(value: str | Quarter) -> Quarter:
+    """Parse ``"2025Q3"`` (also ``"2025-Q3"``, ``"2025 q3"``) into a :class:`Quarter`.
+
+    Raises
+    ------
+    ValueError
+        With the expected form, when ``value`` is not a quarter.
+
+    Examples
+    --------
+    >>> parse_quarter("2025-q3")
+    Quarter(year=2025, q=3)
+    """
+    if isinstance(value, Quarter):
+        return value
+    m = _QUARTER_RE.match(str(value))
+    if not m:
+        raise ValueError(f"quarter {value!r} is not a calendar quarter; write it as YEAR then Q1-Q4, e.g. 2025Q3")
+    return Quarter(int(m.group(1)), int(m.group(2)))
+
+
+def quarter_of(dates) -> pd.Series:
+    """Quarter labels (``"2025Q3"``) of a series of dates; missing dates stay missing."""
+    s = pd.to_datetime(pd.Series(dates))
+    out = s.dt.year.astype("Int64").astype(str) + "Q" + s.dt.quarter.astype("Int64").astype(str)
+    return out.where(s.notna())
+
+
+#: Row labels of :func:`kpi_table`, in order (metric id -> label, kind).
+KPI_LABELS: dict[str, tuple[str, str]] = {
+    "kpi.cases_opened": ("Cases opened (all channels)", "count"),
+    "kpi.phone_cases": ("Phone cases with at least one attempt", "count"),
+    "kpi.attempts": ("Call attempts", "count"),
+    "kpi.reach_rate": ("Reach rate (phone cases answered)", "share"),
+    "kpi.sms_sent": ("Cases sent a missed-call SMS", "count"),
+    "kpi.reach_after_sms": ("Reached within 48 h of the SMS (of those sent one)", "share"),
+    "kpi.answered_calls": ("Answered calls", "count"),
+    "kpi.call_length_median_s": ("Median call length", "duration"),
+    "kpi.call_length_mean_s": ("Mean call length", "duration"),
+}
+
+
+def quarter_kpis(ds, quarters: Sequence[Quarter | str], *, level: float = 0.95) -> pd.DataFrame:
+    """Headline figures of each quarter, as tidy rows.
+
+    Parameters
+    ----------
+    ds : carecall_eval.contract.Dataset
+        Loaded data (``call_cases``, ``call_attempts``, ``sms``).
+    quarters : sequence of Quarter or str
+        Quarters to report (e.g. the report quarter and the four before it).
+    level : float
+        Confidence level of the Wilson intervals on shares.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Tidy rows (``metric, group, estimate, ci_low, ci_high, n, method``)
+        with ``group`` ``"quarter=2025Q3"`` and a ``quarter`` column; metrics
+        ``kpi.cases_opened``, ``kpi.phone_cases``, ``kpi.attempts``,
+        ``kpi.reach_rate``, ``kpi.sms_sent``, ``kpi.reach_after_sms``,
+        ``kpi.answered_calls``, ``kpi.call_length_median_s``,
+        ``kpi.call_length_mean_s``, ``kpi.outcome.{outcome}`` (share of
+        answered calls) and ``kpi.reception.{reception}`` (share of answered
+        calls with a recorded reception).  Every quarter gets every metric;
+        an empty quarter has counts 0 and NaN shares.
+
+    Notes
+    -----
+    Cases, reach and SMS count by the quarter the case was *opened*
+    (reach as in :func:`carecall_eval.outcomes.reach.case_reach`: phone cases
+    of ordinary and call-arm cases with at least one attempt); attempts, call
+    length, outcomes and reception by the quarter of the call itself, as in
+    :func:`carecall_eval.outcomes.calls.call_length`.
+    """
+    from ..contract.spec import OUTCOMES, RECEPTIONS
+    from ..outcomes.reach import case_reach, wilson_interval
+
+    labels = [parse_quarter(q).label for q in quarters]
+    idx = pd.Index(labels, name="quarter")
+    cases = ds.table("call_cases")
+    att = ds.table("call_attempts")
+    cr = case_reach(ds)
+    ans = att[att["answered"].astype(bool)].copy()
+    ans = ans[ans["duration_s"].notna() & (ans["duration_s"] > 0)]
+    ans["quarter"] = quarter_of(ans["attempted_at"]).to_numpy()
+
+    def count(s: pd.Series) -> pd.Series:
+        return s.value_counts().reindex(idx, fill_value=0).astype(int)
+
+    rows: list[dict] = []
+
+    def add_counts(metric: str, n: pd.Series, method: str) -> None:
+        for qt, v in n.items():
+            rows.append({"metric": metric, "group": f"quarter={qt}", "quarter": qt, "estimate": float(v),
+                         "n": int(v), "method": method})
+
+    def add_shares(metric: str, k: pd.Series, n: pd.Series, method: str) -> None:
+        k, n = k.reindex(idx, fill_value=0).astype(int), n.reindex(idx, fill_value=0).astype(int)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            p = np.where(n > 0, k / n.where(n > 0, 1), np.nan)
+        lo, hi = wilson_interval(k.to_numpy(float), n.to_numpy(float), level)
+        for j, qt in enumerate(idx):
+            rows.append({"metric": metric, "group": f"quarter={qt}", "quarter": qt, "estimate": p[j],
+                         "ci_low": lo[j], "ci_high": hi[j], "n": int(n.iloc[j]), "count": int(k.iloc[j]),
+                         "method": method})
+
+    add_counts("kpi.cases_opened", count(quarter_of(cases["opened_on"])), "care-call cases opened in the quarter")
+    add_counts("kpi.phone_cases", count(cr["quarter"]), "phone cases opened in the quarter with at least one attempt")
+    add_counts("kpi.attempts", count(quarter_of(att["attempted_at"])), "call attempts made in the quarter")
+    add_shares("kpi.reach_rate", cr.groupby("quarter")["reached"].sum(), cr.groupby("quarter").size(),
+               "share of phone cases opened in the quarter that were answered, Wilson interval")
+    sent = cr[cr["sms_sent"]]
+    add_counts("kpi.sms_sent", count(sent["quarter"]), "phone cases opened in the quarter sent a missed-call SMS")
+    add_shares("kpi.reach_after_sms", sent.groupby("quarter")["reached_after_sms"].sum(),
+               sent.groupby("quarter").size(),
+               "share of cases sent a missed-call SMS answered within 48 hours of it, Wilson interval")
+    add_counts("kpi.answered_calls", count(ans["quarter"]), "answered calls in the quarter")
+    g = ans.groupby("quarter")["duration_s"]
+    n_ans = g.size().reindex(idx, fill_value=0)
+    for metric, stat, method in (("kpi.call_length_median_s", g.median(), "median length of answered calls (s)"),
+                                 ("kpi.call_length_mean_s", g.mean(), "mean length of answered calls (s)")):
+        stat = stat.reindex(idx)
+        for qt in idx:
+            rows.append({"metric": metric, "group": f"quarter={qt}", "quarter": qt, "estimate": stat[qt],
+                         "n": int(n_ans[qt]), "method": method})
+    outcome = pd.crosstab(ans["quarter"], ans["outcome"].fillna("(not recorded)"))
+    for o in list(OUTCOMES) + sorted(set(outcome.columns) - set(OUTCOMES)):
+        k = outcome[o] if o in outcome.columns else pd.Series(0, index=outcome.index)
+        add_shares(f"kpi.outcome.{o}", k, n_ans, "share of answered calls with this outcome, Wilson interval")
+    rec = ans[ans["reception"].notna()]
+    rec_tab = pd.crosstab(rec["quarter"], rec["reception"])
+    n_rec = rec.groupby("quarter").size()
+    add_shares("kpi.reception.recorded", n_rec, n_ans, "share of answered calls with a recorded reception, Wilson")
+    for r in list(RECEPTIONS) + sorted(set(rec_tab.columns) - set(RECEPTIONS)):
+        k = rec_tab[r] if r in rec_tab.columns else pd.Series(0, index=rec_tab.index)
+        add_shares(f"kpi.reception.{r}", k, n_rec, "share of answered calls with a recorded reception, Wilson")
+    out = tidy(rows)
+    cols = [c for c in out.columns if c not in ("quarter", "count")] + ["quarter", "count"]
+    out["count"] = pd.to_numeric(out["count"], errors="coerce").astype("Int64")
+    return out[cols]
+
+
+def _fmt_duration(s: float) -> str:
+    if not np.isfinite(s):
+        return "-"
+    s = int(round(s))
+    return f"{s // 60}:{s % 60:02d}"
+
+
+def kpi_table(kpis: pd.DataFrame, *, threshold: int = 10, metrics: Iterable[str] | None = None) -> pd.DataFrame:
+    """Quarters as columns, KPIs as rows, formatted for people, small cells suppressed.
+
+    Parameters
+    ----------
+    kpis : pandas.DataFrame
+        From :func:`quarter_kpis`.
+    threshold : int
+        Counts from 1 to ``threshold - 1`` (and shares whose numerator or
+        denominator is such a count) are shown as ``"<threshold"``
+        (the operator's ``small_cell_threshold``).
+    metrics : iterable of str, optional
+        Metric ids to show, in order (default: :data:`KPI_LABELS` then the
+        outcome and reception shares).
+
+    Returns
+    -------
+    pandas.DataFrame of str
+        Index: readable KPI labels; columns: quarter labels, oldest first.
+    """
+    if metrics is None:
+        metrics = list(KPI_LABELS) + [m for m in dict.fromkeys(kpis["metric"])
+                                      if m.startswith(("kpi.outcome.", "kpi.reception."))]
+    small = f"<{threshold}"
+
+    def is_small(v) -> bool:
+        return v is not None and not pd.isna(v) and 0 < int(v) < threshold
+
+    table = {}
+    for m in metrics:
+        d = kpis[kpis["metric"] == m]
+        if d.empty:
+            continue
+        if m in KPI_LABELS:
+            label, kind = KPI_LABELS[m]
+        elif m.startswith("kpi.outcome."):
+            label, kind = f"Outcome: {m.split('.', 2)[2].replace('_', ' ')} (share of answered calls)", "share"
+        elif m == "kpi.reception.recorded":
+            label, kind = "Reception recorded (share of answered calls)", "share"
+        else:
+            label, kind = f"Reception: {m.split('.', 2)[2]} (share of recorded)", "share"
+        cells = {}
+        for r in d.itertuples(index=False):
+            if kind == "count":
+                cells[r.quarter] = small if is_small(r.n) else f"{int(r.n):,}"
+            elif kind == "duration":
+                cells[r.quarter] = "-" if r.n == 0 else (small if is_small(r.n) else _fmt_duration(r.estimate))
+            else:
+                k = getattr(r, "count", None)
+                if r.n == 0 or pd.isna(r.estimate):
+                    cells[r.quarter] = "-"
+                elif is_small(r.n) or is_small(k):
+                    cells[r.quarter] = small
+                else:
+                    cells[r.quarter] = f"{100 * r.estimate:.1f}%"
+        table[label] = cells
+    out = pd.DataFrame(table).T
+    out.columns.name = None
+    return out[sorted(out.columns)]

@@ -1,0 +1,367 @@
+"""Render a notebook report: papermill execution, then a self-contained HTML page.
+
+:func:`render_report` executes ``notebooks/quarterly_report.py`` (a jupytext
+percent-format file) with papermill in an explicit kernel, working directory
+and timeout, exports it with nbconvert without code cells, and writes::
+
+    <out>/<operator>/<quarter>/report.html     one file, figures embedded, no external URL
+    <out>/<operator>/<quarter>/metrics.json    every tidy metric row (byte-identical for the same inputs)
+    <out>/<operator>/<quarter>/metrics.csv
+
+The three files are produced in a staging directory beside the target and the
+directory is swapped in at the end, so a reader never sees a half-written
+report.  The page differs between two renders of the same inputs only inside
+the element marked ``id="render-timestamp"``.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["render_report", "RenderedReport", "ReportError", "KERNEL_NAME", "notebook_path", "export_html",
+           "external_urls", "strip_timestamp", "report_dir"]
+
+#: Kernel the notebooks run in; registered by ``make setup``.
+KERNEL_NAME = "carecall-eval"
+#: Where the reviewed notebook sources live (repository root / notebooks).
+NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / "notebooks"
+
+_TEMPLATE_NAME = "carecall_report.html.j2"
+_TIMESTAMP_RE = re.compile(r'(<time id="render-timestamp"[^>]*>)(.*?)(</time>)', re.S)
+_EXTERNAL_RE = re.compile(r"""(?:src|href|action|poster|data)\s*=\s*["']?\s*(?:https?:)?//""", re.I)
+_URL_RE = re.compile(r"""(?:https?:)?//[A-Za-z0-9.-]+\.[A-Za-z]{2,}""")
+
+_CSS = """
+:root { --ink: #1f2328; --muted: #59636e; --rule: #d1d9e0; --accent: #1f6feb; --bg-soft: #f6f8fa; }
+html { font-family: "DejaVu Sans", "Segoe UI", Helvetica, Arial, sans-serif; color: var(--ink); }
+body { max-width: 1040px; margin: 0 auto; padding: 24px 28px 64px; line-height: 1.5; font-size: 15px; }
+h1 { font-size: 1.9em; margin: 0.2em 0 0.4em; border-bottom: 3px solid var(--accent); padding-bottom: 0.2em; }
+h2 { font-size: 1.4em; margin-top: 2.0em; border-bottom: 1px solid var(--rule); padding-bottom: 0.2em; }
+h3 { font-size: 1.1em; margin-top: 1.4em; }
+a.anchor-link { display: none; }
+.jp-InputPrompt, .jp-OutputPrompt { display: none; }
+.jp-Cell { margin: 0; padding: 0; }
+.jp-OutputArea-output pre { background: var(--bg-soft); padding: 8px 10px; overflow-x: auto; font-size: 0.85em; }
+table.report-table { border-collapse: collapse; margin: 0.8em 0 1.2em; font-size: 0.9em; }
+table.report-table caption { caption-side: top; text-align: left; color: var(--muted); padding-bottom: 4px; }
+table.report-table th, table.report-table td { border-bottom: 1px solid var(--rule); padding: 4px 10px;
+  text-align: right; vertical-align: top; }
+table.report-table th { background: var(--bg-soft); }
+table.report-table tbody th { text-align: left; font-weight: normal; }
+table.report-table td:first-child { text-align: left; }
+figure.report-figure { margin: 1em 0 1.6em; }
+figure.report-figure img { max-width: 100%; height: auto; }
+figure.report-figure figcaption { color: var(--muted); font-size: 0.9em; }
+.note { background: #fff8c5; border-left: 4px solid #d4a72c; padding: 6px 12px; }
+.missing { background: #ffebe9; border-left: 4px solid #cf222e; padding: 6px 12px; }
+.headline { font-size: 1.0em; background: var(--bg-soft); border-left: 4px solid var(--accent); padding: 8px 14px; }
+.footer { color: var(--muted); font-size: 0.85em; }
+@media print { body { max-width: none; } h2 { break-after: avoid; } figure { break-inside: avoid; } }
+"""
+
+_TEMPLATE = r"""{%- extends 'lab/index.html.j2' -%}
+{%- block html_head_js -%}{%- endblock html_head_js -%}
+{%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
+{%- block notebook_css -%}
+<style type="text/css">""" + _CSS + r"""</style>
+{%- endblock notebook_css -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+{%- block stream_stderr -%}{%- endblock stream_stderr -%}
+{%- block data_javascript -%}{%- endblock data_javascript -%}
+"""
+
+
+class ReportError(RuntimeError):
+    """A report could not be rendered; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class RenderedReport:
+    """Paths of a rendered report and how long it took."""
+
+    directory: Path
+    html: Path
+    metrics_json: Path | None
+    metrics_csv: Path | None
+    seconds: float
+    notes: tuple[str, ...] = ()
+
+
+def notebook_path(name: str = "quarterly_report") -> Path:
+    """The jupytext source of a report notebook (``notebooks/{name}.py``)."""
+    p = NOTEBOOK_DIR / f"{name}.py"
+    if not p.is_file():
+        raise ReportError(f"notebook source {p} not found; the report notebooks live in the repository's "
+                          "notebooks/ folder (install carecall_eval from a checkout with `pip install -e .`)")
+    return p
+
+
+def report_dir(out: str | os.PathLike, operator: str, quarter: str) -> Path:
+    """``out/<operator>/<quarter>`` with the operator name made safe for a path."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", operator).strip("._") or "operator"
+    return Path(out) / slug / quarter
+
+
+def external_urls(html_text: str) -> list[str]:
+    """Attributes that would make a browser fetch something from the network (empty: none)."""
+    return [m.group(0) for m in _EXTERNAL_RE.finditer(html_text)] + \
+        [m.group(0) for m in re.finditer(r"url\(\s*['\"]?\s*(?:https?:)?//[^)]*\)", html_text, re.I)] + \
+        [m.group(0) for m in re.finditer(r"@import\s+['\"]?\s*(?:url\()?\s*['\"]?(?:https?:)?//", html_text, re.I)]
+
+
+def strip_timestamp(html_text: str) -> str:
+    """The page with the marked render timestamp blanked (for comparing two renders)."""
+    return _TIMESTAMP_RE.sub(r"\1\3", html_text)
+
+
+def _exporter():
+    import jinja2
+    from nbconvert import HTMLExporter
+
+    return HTMLExporter(
+        template_name="lab",
+        extra_loaders=[jinja2.DictLoader({_TEMPLATE_NAME: _TEMPLATE})],
+        template_file=_TEMPLATE_NAME,
+        exclude_input=True,
+        exclude_input_prompt=True,
+        exclude_output_prompt=True,
+        embed_images=True,
+    )
+
+
+def export_html(nb, title: str) -> str:
+    """Export an executed notebook as one self-contained HTML page without code cells.
+
+    Raises
+    ------
+    ReportError
+        If the page would fetch anything from the network.
+    """
+    nb.metadata["title"] = title
+    for i, cell in enumerate(nb.cells):  # jupytext and papermill make random cell ids; the page must not vary
+        cell["id"] = f"cell-{i:02d}"
+    body, _ = _exporter().from_notebook_node(nb, resources={"metadata": {"name": title}})
+    bad = external_urls(body)
+    if bad:
+        raise ReportError(f"the exported HTML references external resources {bad[:3]}; the report must open "
+                          "offline (check the template and any HTML the notebook displays)")
+    return body
+
+
+@contextlib.contextmanager
+def _env(**values):
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update({k: v for k, v in values.items()})
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _check_kernel(kernel_name: str) -> None:
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        KernelSpecManager().get_kernel_spec(kernel_name)
+    except NoSuchKernel:
+        raise ReportError(f"the Jupyter kernel {kernel_name!r} is not registered; run `make setup`, or "
+                          f"`{sys.executable} -m ipykernel install --sys-prefix --name {kernel_name}`") from None
+
+
+def _timestamp() -> str:
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    t = (_dt.datetime.fromtimestamp(int(epoch), _dt.timezone.utc) if epoch and epoch.isdigit()
+         else _dt.datetime.now(_dt.timezone.utc))
+    return t.replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def render_report(data, quarter, out="reports", design=None, *, notebook=None, kernel_name: str = KERNEL_NAME,
+                  timeout: int = 1200, progress: bool = True, placebo: bool = True, pool_quarters: int = 4,
+                  keep_notebook: bool = False, rendered_at: str | None = None) -> RenderedReport:
+    """Execute the quarterly report notebook and write HTML, metrics.json and metrics.csv.
+
+    Parameters
+    ----------
+    data : path
+        Operator data directory (validated before anything runs).
+    quarter : str
+        Report quarter, e.g. ``"2025Q3"``, or ``"latest"`` for the last
+        complete quarter in the data.
+    out : path
+        Reports root; files go to ``out/<operator>/<quarter>/``.
+    design : path, optional
+        Study design file (TOML or JSON); the default design when None.
+    notebook : path, optional
+        Jupytext source to execute (default ``notebooks/quarterly_report.py``).
+    kernel_name : str
+        Jupyter kernel to run in (default ``carecall-eval``, registered by
+        ``make setup``).
+    timeout : int
+        Seconds any one cell may run before the render is abandoned.
+    progress : bool
+        Show a progress bar and step messages on stderr.
+    placebo : bool
+        Run the placebo analysis (the slowest part; the CI setting turns it off).
+    pool_quarters : int
+        Quarters of cases pooled for the effect estimates.
+    keep_notebook : bool
+        Also keep the executed ``report.ipynb`` (a build output, never commit it).
+    rendered_at : str, optional
+        Render timestamp shown in the footer (default: now, or
+        ``SOURCE_DATE_EPOCH`` when set).
+
+    Returns
+    -------
+    RenderedReport
+
+    Raises
+    ------
+    ValueError
+        Malformed quarter, quarter outside the data or without cases.
+    carecall_eval.ContractError
+        The data do not meet the data contract.
+    ReportError
+        Missing kernel or notebook, a failing cell, or a timeout.
+    """
+    import jupytext
+    import papermill as pm
+
+    from ..contract import load
+    from .context import check_quarter, provenance
+    from .quarters import parse_quarter
+
+    t0 = time.perf_counter()
+
+    def say(msg: str) -> None:
+        if progress:
+            print(f"[{time.perf_counter() - t0:6.1f} s] {msg}", file=sys.stderr, flush=True)
+
+    data = Path(data)
+    if not data.is_dir():
+        raise FileNotFoundError(f"data directory {data} does not exist")
+    if design is not None and not Path(design).is_file():
+        raise FileNotFoundError(f"design file {design} does not exist")
+    if str(quarter).strip().lower() != "latest":
+        parse_quarter(quarter)  # a malformed quarter fails before the data are read
+    ds = load(data)
+    q = latest_complete_quarter(ds) if str(quarter).strip().lower() == "latest" else parse_quarter(quarter)
+    problems = check_quarter(ds, q)
+    if problems:
+        raise ValueError("; ".join(problems))
+    cfg = ds.config
+    notes = []
+    if cfg.sms_policy_start is None:
+        notes.append("operator.toml has no sms_policy_start: the report shows reach over time but cannot compare "
+                     "answer rates before and after the missed-call SMS")
+    if pd_date(ds.data_end) < q.end:
+        notes.append(f"{q} is not complete in the data (data end {pd_date(ds.data_end)}): its figures cover part "
+                     "of the quarter")
+    ds.close()
+    for n in notes:
+        say(f"note: {n}")
+    _check_kernel(kernel_name)
+    src = Path(notebook) if notebook else notebook_path("quarterly_report")
+    nb = jupytext.read(src)
+    nb.metadata["kernelspec"] = {"name": kernel_name, "display_name": f"Python ({kernel_name})", "language": "python"}
+    nb.metadata.pop("jupytext", None)
+
+    final = report_dir(out, cfg.operator, q.label)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{q.label}.staging-", dir=final.parent))
+    executed = staging / "report.ipynb"
+    prov = provenance()
+    params = {
+        "data": str(data.resolve()),
+        "quarter": q.label,
+        "design": str(Path(design).resolve()) if design else "",
+        "out_dir": str(staging.resolve()),
+        "placebo": bool(placebo),
+        "pool_quarters": int(pool_quarters),
+        "rendered_at": rendered_at or _timestamp(),
+        "git_commit": prov["git_commit"] or "",
+        "git_uncommitted_changes": bool(prov["git_uncommitted_changes"]),
+    }
+    try:
+        say(f"executing {src.name} for {cfg.operator} {q} in kernel {kernel_name!r} (timeout {timeout} s per cell)")
+        try:
+            # one BLAS/OpenMP thread: multithreaded reductions can change the last digits between runs
+            with _env(PYTHONHASHSEED="0", MPLBACKEND="Agg", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
+                      MKL_NUM_THREADS="1"):
+                pm.execute_notebook(nb, str(executed), parameters=params, kernel_name=kernel_name,
+                                    cwd=str(staging), execution_timeout=timeout, progress_bar=progress,
+                                    log_output=False, start_timeout=120,
+                                    # the kernel's own log (e.g. its transport notice) is not the reader's concern
+                                    extra_arguments=["--IPKernelApp.log_level=ERROR"])
+        except pm.PapermillExecutionError as exc:
+            failed = final.parent / f"{q.label}.failed.ipynb"
+            if executed.exists():
+                shutil.copyfile(executed, failed)
+            raise ReportError(f"the report notebook failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue} "
+                              f"(executed notebook kept at {failed})") from None
+        except TimeoutError as exc:
+            raise ReportError(f"a notebook cell ran longer than {timeout} s ({exc}); raise --timeout") from None
+        say("exporting HTML (no code, figures embedded)")
+        import nbformat
+
+        nb_done = nbformat.read(executed, as_version=4)
+        html_text = export_html(nb_done, f"{cfg.operator} care calls {q}")
+        (staging / "report.html").write_text(html_text, encoding="utf-8")
+        if not keep_notebook:
+            executed.unlink()
+        for p in staging.iterdir():
+            p.chmod(0o644)
+        staging.chmod(0o755)
+        _swap_in(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    mj, mc = final / "metrics.json", final / "metrics.csv"
+    seconds = time.perf_counter() - t0
+    say(f"wrote {final}/report.html" + (", metrics.json, metrics.csv" if mj.exists() else "")
+        + f" in {seconds:.0f} s")
+    return RenderedReport(final, final / "report.html", mj if mj.exists() else None,
+                          mc if mc.exists() else None, seconds, tuple(notes))
+
+
+def latest_complete_quarter(ds):
+    """The last quarter whose every day is in the data (``quarter="latest"``)."""
+    from .quarters import Quarter
+
+    end = pd_date(ds.data_end)
+    q = Quarter(end.year, (end.month - 1) // 3 + 1)
+    return q if end >= q.end else q.shift(-1)
+
+
+def pd_date(ts) -> _dt.date:
+    import pandas as pd
+
+    return pd.Timestamp(ts).date()
+
+
+def _swap_in(staging: Path, final: Path) -> None:
+    """Replace ``final`` with ``staging`` by renames (the old report is kept until the new one is in place)."""
+    old = None
+    if final.exists():
+        old = final.parent / f".{final.name}.old-{os.getpid()}-{time.time_ns()}"
+        os.replace(final, old)
+    try:
+        os.replace(staging, final)
+    except BaseException:
+        if old is not None:
+            os.replace(old, final)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,405 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python (carecall-eval)
+#     language: python
+#     name: carecall-eval
+# ---
+
+# Quarterly care-call report: rendered by `carecall-eval report --data DIR --quarter 2025Q3 --out reports/`,
+# which executes this file with papermill and exports it as HTML without code. The numbers come from
+# carecall_eval.report.context.build_quarterly; this notebook lays them out.
+
+# %% tags=["parameters"]
+data = "../data/sample"          # operator data directory
+quarter = "2025Q4"               # report quarter
+design = ""                      # study design file (TOML or JSON); empty: the default design
+out_dir = "."                    # where metrics.json and metrics.csv are written
+placebo = True                   # run the placebo check (slow; off in the CI setting)
+pool_quarters = 4                # quarters of cases pooled for the effect estimates
+rendered_at = ""                 # render timestamp (set by the renderer)
+git_commit = ""                  # commit of the code (set by the renderer)
+git_uncommitted_changes = False  # whether the package had uncommitted changes
+
+# %%
+import html
+import warnings
+from pathlib import Path
+
+import pandas as pd
+
+from carecall_eval import plotting
+from carecall_eval.report import display as rd
+from carecall_eval.report.context import build_quarterly, provenance
+from carecall_eval.report.quarters import kpi_table
+
+rd.setup()
+warnings.filterwarnings("ignore")  # the library's caveats are collected into the data-quality section
+
+rep = build_quarterly(data, quarter, design or None, placebo=placebo, pool_quarters=pool_quarters)
+written = rep.write_metrics(out_dir)
+ev = rep.evaluation
+cfg = rep.config
+T = cfg.small_cell_threshold
+q = rep.quarter
+ds = rep.dataset
+data_start, data_end = pd.Timestamp(ds.data_start).date(), pd.Timestamp(ds.data_end).date()
+res = ev.results if ev is not None else {}
+
+
+def missing(section: str, text: str | None = None) -> None:
+    rd.show_markdown(f'<p class="missing"><b>Not available.</b> {html.escape(text or rep.missing[section])}.</p>')
+
+
+def note(text: str) -> None:
+    rd.show_markdown(f'<p class="note">{html.escape(text)}</p>')
+
+
+def row(result, metric, group=None, **where):
+    s = result.summary
+    s = s[s["metric"] == metric]
+    if group is not None:
+        s = s[s["group"] == group]
+    for k, v in where.items():
+        s = s[s[k] == v]
+    return s.iloc[0] if len(s) == 1 else None
+
+
+# %%
+start, end = rep.cohort_period
+rd.show_markdown(
+    f"# {html.escape(cfg.operator)} care calls: quarterly report {q}\n\n"
+    f"Responsible-gambling care calls of **{html.escape(cfg.operator)}** in **{q}** ({q.start} to {q.end}), "
+    f"with the four quarters before it for comparison. Data: {data_start} to {data_end}; amounts in "
+    f"{html.escape(cfg.currency)}. Each section says which customers it describes."
+)
+if not rep.complete_quarter:
+    note(f"{q} is not complete in the data (they end on {data_end}): its figures cover part of the quarter.")
+
+# %%
+bullets = []
+kp = rep.kpis.set_index(["metric", "quarter"])
+
+
+def kpi(metric, qq=q.label):
+    return kp.loc[(metric, qq)] if (metric, qq) in kp.index else None
+
+
+r_now, r_prev = kpi("kpi.reach_rate"), kpi("kpi.reach_rate", q.shift(-1).label)
+if r_now is not None and r_now["n"] > 0:
+    bullets.append(f"**Reach:** {rd.pct(r_now['estimate'], 0)} of {r_now['n']:,} phone cases opened in {q} were "
+                   f"answered" + (f" ({rd.pct(r_prev['estimate'], 0)} in {q.shift(-1)})."
+                                  if r_prev is not None and r_prev["n"] > 0 else "."))
+if "reach" in res and row(res["reach"], "reach.sms_effect") is not None:
+    e = row(res["reach"], "reach.sms_effect")
+    bullets.append(f"**Missed-call SMS:** it raised reach by about {100 * e['estimate']:.0f} percentage points "
+                   f"(95% CI {100 * e['ci_low']:+.0f} to {100 * e['ci_high']:+.0f}).")
+if "spending" in res:
+    nv = row(res["spending"], "spending.naive_change", "contact", window=84)
+    mt = row(res["spending"], "spending.matched_change", "difference", window=84)
+    if nv is not None and mt is not None:
+        bullets.append(f"**Spending:** reached customers' theoretical loss changed by {rd.pct(nv['estimate'], 0, True)} "
+                       f"after the call, but comparable customers who were not reached changed too; the call's own "
+                       f"effect is estimated at {rd.pct(mt['estimate'], 0, True)} (95% CI "
+                       f"{rd.ci_pct(mt['ci_low'], mt['ci_high'], 0)})"
+                       + (", which cannot be told apart from no effect." if mt["ci_low"] <= 0 <= mt["ci_high"]
+                          else "."))
+if rep.retention is not None:
+    rc = row(rep.retention, "retention.account_12m", "contact")
+    if rc is not None:
+        bullets.append(f"**Retention:** {rd.pct(rc['estimate'], 0)} of customers reached in {rep.retention_quarter} "
+                       "were still customers a year later.")
+if "actions" in res:
+    a = row(res["actions"], "actions.any_28d", "difference")
+    c = row(res["actions"], "actions.any_28d", "contact")
+    if a is not None:
+        bullets.append(f"**Actions:** {rd.pct(c['estimate'], 0)} of reached customers set a limit, paused or "
+                       f"self-excluded within 28 days ({rd.pts(a['estimate'], 0)} against comparable customers).")
+if bullets:
+    import re as _re
+
+    items = "".join("<li>" + _re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", html.escape(b, quote=False)) + "</li>"
+                    for b in bullets)
+    rd.show_markdown(f'<div class="headline"><ul>{items}</ul></div>')
+
+# %% [markdown]
+# ## 1. Headline figures
+
+# %%
+rd.show_markdown(
+    f"Cases, reach and SMS count by the quarter the case was opened; attempts, call length, outcomes and "
+    f"reception by the quarter of the call. Counts below {T} (the operator's small-cell threshold) are shown "
+    f"as <{T}; shares based on them likewise.".replace("<", "&lt;"))
+rd.show_table(kpi_table(rep.kpis, threshold=T), caption=f"{q} with the four quarters before it")
+
+# %% [markdown]
+# ## 2. Reach and the missed-call SMS
+
+# %%
+if "reach" not in res:
+    missing("evaluation")
+else:
+    reach = res["reach"]
+    rd.show_markdown(reach.text)
+    if "sms_policy" in rep.missing:
+        missing("sms_policy")
+    rows = []
+    names = {"reach.before_sms": "Reach before the SMS policy", "reach.after_sms": "Reach after the SMS policy",
+             "reach.sms_effect": "Effect of the SMS on reach (primary)",
+             "reach.after_sms_without_policy": "Reach after, had there been no SMS",
+             "reach.sms_difference": "Raw after - before (also moves with trends)",
+             "reach.its_level_change": "Interrupted time series: level change (for comparison)"}
+    for m, label in names.items():
+        r = row(reach, m)
+        if r is not None:
+            diff = r["group"] == "difference"
+            rows.append({"": label, "estimate": rd.pts(r["estimate"]) if diff else rd.pct(r["estimate"]),
+                         "95% CI": (rd.pts_ci(r["ci_low"], r["ci_high"]) if diff
+                                    else rd.ci_pct(r["ci_low"], r["ci_high"], signed=False)),
+                         "phone cases": rd.suppress(r["n"], T)})
+    if rows:
+        rd.show_table(pd.DataFrame(rows), index=False)
+    fig, ax = rd.figure(9, 4)
+    try:
+        plotting.reach_its_plot(reach, ax=ax)
+    except KeyError:
+        plotting.reach_its_plot({"weekly": reach.get_plot_data("weekly"), "policy_start": None}, ax=ax)
+    ax.set_title("Weekly reach of phone cases" + (" around the SMS policy" if cfg.sms_policy_start else ""))
+    rd.show_figure(fig, "Weekly share of phone cases reached, with the interrupted-time-series fit",
+                   "Dots: weekly share of phone cases reached (size: number of cases). Line: segmented fit; "
+                   "dashed: the pre-policy trend carried forward. Red line: SMS policy starts.")
+    fig, ax = rd.figure(8, 3.6)
+    plotting.answer_rate_plot(reach, ax=ax)
+    ax.set_title("Answer rate by attempt number, before and after the SMS policy")
+    rd.show_figure(fig, "Answer rate by attempt number before and after the SMS policy",
+                   "Bars: share of attempts answered, with 95% intervals. The SMS follows unanswered attempts, "
+                   "so it can only change the later ones.")
+
+# %% [markdown]
+# ## 3. Spending after a call
+
+# %%
+if "spending" not in res:
+    missing("evaluation")
+else:
+    sp = res["spending"]
+    w = sp.params["window"]
+    rd.show_markdown(
+        f"**Who:** phone cases opened from {start or data_start} to {end} ({pool_quarters} quarters pooled), the "
+        f"latest whose {w}-day follow-up is complete by the end of {q}. Reached customers are compared with "
+        f"customers whose case was opened the same way but who never answered, matched on their play and "
+        f"profile before the case. Theoretical loss (stakes x house edge) in the {w} days after the case was opened "
+        f"is compared with the {ev.design.pre_window} days before.")
+    nv = row(sp, "spending.naive_change", "contact", window=w)
+    mt = row(sp, "spending.matched_change", "difference", window=w)
+    cc = row(sp, "spending.comparison_change", "comparison", window=w)
+    labels = [("spending.naive_change", "contact", "Naive before/after, reached customers (what is usually quoted)"),
+              ("spending.comparison_change", "comparison", "Same change among matched customers not reached"),
+              ("spending.matched_change", "difference", "Matched estimate: effect of the call (primary)"),
+              ("spending.did_change", "difference", "Difference in differences (reference only)"),
+              ("spending.placebo_change", "difference", f"Placebo, {ev.design.pre_window} days earlier (should be 0)")]
+    rows = []
+    for m, g, label in labels:
+        r = row(sp, m, g, window=w)
+        if r is not None:
+            rows.append({"": label, "change": rd.pct(r["estimate"], 1, True),
+                         "95% CI": rd.ci_pct(r["ci_low"], r["ci_high"]), "customers": rd.suppress(r["n"], T)})
+    rd.show_table(pd.DataFrame(rows), index=False, caption=f"Change in theoretical loss, {w} days after vs before")
+    if nv is not None and mt is not None and cc is not None:
+        rd.show_markdown(
+            f"**Why the two figures differ.** Customers are called when their play is at a peak, and play at a "
+            f"peak falls back by itself: the matched customers who were never reached changed by "
+            f"{rd.pct(cc['estimate'], 0, True)} over the same days, so "
+            + ("all" if cc["estimate"] * nv["estimate"] > 0 and abs(cc["estimate"]) >= abs(nv["estimate"])
+               else "much") +
+            f" of the naive {rd.pct(nv['estimate'], 0, True)} would have happened without any call. "
+            f"The matched estimate compares reached customers with those similar customers and so counts only "
+            f"what the call added: {rd.pct(mt['estimate'], 1, True)} (95% CI {rd.ci_pct(mt['ci_low'], mt['ci_high'])})"
+            + (", which cannot be told apart from no effect." if mt["ci_low"] <= 0 <= mt["ci_high"] else "."))
+    mde = row(sp, "spending.mde")
+    if mde is not None:
+        rd.show_markdown(f"With the numbers of one quarter, only a reduction of about {rd.pct(-mde['estimate'], 0)} "
+                         f"or more would reliably show up; pooling quarters narrows the interval.")
+    fig, ax = rd.figure(9, 4)
+    plotting.event_study_plot(sp, ax=ax, currency=cfg.currency)
+    rd.show_figure(fig, "Weekly mean theoretical loss around the case opening, reached vs matched comparison",
+                   "Both groups peak at week 0 (when the case is opened) and fall afterwards; only the gap "
+                   "between the lines after week 0 can be credited to the call. Bands: 95% intervals.")
+    fig, ax = rd.figure(8, 4.2)
+    plotting.waterfall_plot(sp, ax=ax)
+    rd.show_figure(fig, "Waterfall: the naive change split into what would have happened anyway and the call",
+                   "The reached customers' spending before the case is set to 100; the naive change is split into "
+                   "what would have happened anyway (from the matched comparison) and what the call added.")
+    fig, ax = rd.figure(8, 3)
+    plotting.estimates_plot(sp, ax=ax)
+    ax.set_title("The estimators side by side")
+    rd.show_figure(fig, "Every spending estimator with its 95% interval",
+                   "Every estimator with its 95% interval; the matched estimate (blue) is the primary one.")
+
+# %% [markdown]
+# ## 4. Retention after 12 months
+
+# %%
+if rep.retention is None:
+    missing("retention")
+else:
+    rt = rep.retention
+    rd.show_markdown(f"**Who:** phone cases opened in {rep.retention_quarter}, a year before {q}, so that a full "
+                     f"year of follow-up is available; reached customers against matched customers who were not "
+                     f"reached. *Still a customer*: account not closed and no self-exclusion for good.")
+    rd.show_markdown(rt.text)
+    rows = []
+    for m, label in (("retention.account_12m", "Still a customer at 12 months"),
+                     ("retention.active_12m", "Played in months 10-12")):
+        for g in ("contact", "comparison", "difference"):
+            r = row(rt, m, g)
+            if r is not None:
+                rows.append({"": label, "group": {"contact": "reached", "comparison": "matched, not reached",
+                                                  "difference": "difference"}[g],
+                             "estimate": rd.pts(r["estimate"]) if g == "difference" else rd.pct(r["estimate"]),
+                             "95% CI": (rd.pts_ci(r["ci_low"], r["ci_high"]) if g == "difference"
+                                        else rd.ci_pct(r["ci_low"], r["ci_high"], signed=False)),
+                             "customers": rd.suppress(r["n"], T)})
+    rd.show_table(pd.DataFrame(rows), index=False)
+    fig, ax = rd.figure(8, 4)
+    plotting.km_plot(rt, ax=ax)
+    ax.set_title(f"Still a customer after the case (cases opened in {rep.retention_quarter})")
+    rd.show_figure(fig, "Kaplan-Meier curves of remaining a customer, reached vs matched comparison",
+                   "Kaplan-Meier estimate with 95% bands; dotted line: 12 months.")
+
+# %% [markdown]
+# ## 5. Actions within 28 days
+
+# %%
+if "actions" not in res:
+    missing("evaluation")
+else:
+    ac = res["actions"]
+    rd.show_markdown(f"**Who:** the same cohort as the spending section (cases opened {start or data_start} to "
+                     f"{end}), reached customers against matched customers who were not reached.")
+    rd.show_markdown(ac.text)
+    fig, ax = rd.figure(8, 3.6)
+    plotting.actions_plot(ac, ax=ax)
+    ax.set_title("Responsible-gambling actions within 28 days of the case")
+    rd.show_figure(fig, "Share of customers with each action within 28 days, reached vs comparison",
+                   "Share of customers who set or lowered a limit, paused or self-excluded within 28 days, with "
+                   "95% intervals.")
+
+# %% [markdown]
+# ## 6. Who was compared: cohort flow and balance
+
+# %%
+if ev is None:
+    missing("evaluation")
+else:
+    flow = ev.cohort.flow.copy()
+    shown = pd.DataFrame({"step": flow["step"]})
+    for c in flow.columns[1:]:
+        shown[c.replace("_", " ")] = [rd.suppress(v, T) if v else "0" for v in flow[c]]
+    rd.show_markdown(f"{ev.cohort.text} Each row removes cases that cannot be compared fairly.")
+    rd.show_table(shown, index=False, caption="Cohort flow (cases opened in the effect-cohort period)")
+    m = ev.matched
+    rd.show_markdown(m.text)
+    bal = m.balance()
+    bal = bal.drop(index="distance", errors="ignore")
+    before = int((bal["smd_before"].abs() >= 0.1).sum())
+    after = int((bal["smd_after"].abs() >= 0.1).sum())
+    rd.show_markdown(f"Standardised mean difference (SMD) of each baseline covariate: {before} of {len(bal)} terms "
+                     f"differed by 0.1 or more before matching, {after} after. Below 0.1 is the usual mark of "
+                     "good balance.")
+    fig, ax = rd.figure(7, 0.28 * len(bal) + 1.5)
+    plotting.love_plot(m, ax=ax)
+    rd.show_figure(fig, "Love plot of standardised mean differences before and after matching",
+                   "Open circles: before matching; filled: after. Dashed line: |SMD| = 0.1.")
+
+# %% [markdown]
+# ## 7. Data quality
+
+# %%
+v = rep.validation
+rows = [{"table": t, "rows": f"{n:,}"} for t, n in v.n_rows.items()]
+rd.show_markdown(
+    ("The data meet the carecall_eval data contract (v{}): every required table and column is present, types, "
+     "vocabularies, ranges, keys and cross-table rules hold.".format(v.contract_version)) if v.ok else
+    f"The data break {len(v.problems)} rule(s) of the data contract; see the table below.")
+rd.show_table(pd.DataFrame(rows), index=False, caption=f"Rows checked per table; data period {data_start} to "
+                                                       f"{data_end}; data fingerprint {ds.fingerprint()[:16]}...")
+if not v.ok:
+    rd.show_table(v.problems[["table", "column", "rule", "n_failing", "expected"]], index=False)
+if ev is not None:
+    t = ev.cohort.table
+    cens = []
+    for wdw in ev.design.post_windows:
+        col = f"followup_{wdw}"
+        if col in t.columns:
+            for g, lab in ((1, "reached"), (0, "not reached")):
+                tt = t[t["contact"] == g]
+                cens.append({"follow-up window": f"{wdw} days", "group": lab,
+                             "complete": rd.suppress(int(tt[col].sum()), T),
+                             "censored by the data end": rd.suppress(int((~tt[col]).sum()), T)})
+    rd.show_markdown("**Censoring.** Customers whose follow-up window runs past the data end are left out of that "
+                     "window's estimates (retention uses them up to the data end, as censored).")
+    rd.show_table(pd.DataFrame(cens), index=False, caption="Effect cohort: complete and censored follow-up")
+if rep.missing:
+    rd.show_markdown("**Sections not available:**\n\n" + "\n".join(f"* {k}: {html.escape(m)}"
+                                                                   for k, m in rep.missing.items()))
+if rep.notes:
+    rd.show_markdown("**Caveats raised during the analysis:**\n\n" + "\n".join(f"* {html.escape(n)}"
+                                                                             for n in rep.notes))
+
+# %% [markdown]
+# ## 8. Method notes
+#
+# * **Index date.** Reached and unreached customers are both indexed on the day their case was opened. Indexing
+#   reached customers at the answered call and others at their first attempt compares them at different points
+#   of a decaying peak and overstates the effect.
+# * **Matching.** Nearest-neighbour matching on the logit of the propensity score (five comparisons per reached
+#   customer, with replacement, caliper 0.2 SD, exact on trigger) over age, gender, tenure, trigger, season and
+#   play in the 28, 84 and 365 days before the index. Balance is checked in section 6.
+# * **Spending.** The primary estimate is a matched Poisson pseudo-likelihood (PPML) ratio of post-window
+#   theoretical loss with baseline covariates and cluster-robust errors, shown as a percent change. The naive
+#   figure and the difference in differences are reported beside it for comparison only. A placebo at a
+#   pseudo-index before the real one should show no effect.
+# * **Reach and the SMS.** The primary estimate compares the attempts the SMS can change (after the second
+#   unanswered one) with earlier attempts of the same periods (an attempt-level difference in differences,
+#   adjusted for who was called). The raw before/after difference and the interrupted time series also move with
+#   the trend in answering.
+# * **Retention.** Kaplan-Meier with matching weights; leaving = account closed or self-excluded for good.
+# * **What this cannot show.** Customers who answer differ from those who do not in ways the data may not
+#   record; matching removes the differences it can see. The E-value in `metrics.json` (`spending.evalue`) says
+#   how strong such a hidden difference would have to be to explain the estimate away.
+# * **Small cells.** Counts below the operator's threshold are suppressed in the tables of this report;
+#   `metrics.json` and `metrics.csv` carry the full numbers for the operator's own use.
+
+# %%
+rd.show_markdown(f"Design: {ev.design.describe() if ev is not None else rep.design.describe()} "
+                 f"All intervals are 95% intervals.")
+
+# %% [markdown]
+# ## 9. Reproducibility
+
+# %%
+prov = provenance()
+commit = git_commit or prov["git_commit"]
+facts = [
+    ("carecall_eval version", prov["carecall_eval"]),
+    ("code commit", (commit or "not available") + (" (with uncommitted changes)" if git_uncommitted_changes else "")),
+    ("data directory", Path(data).name),
+    ("data fingerprint (SHA-256 of the input files)", ds.fingerprint()),
+    ("data period", f"{data_start} to {data_end}"),
+    ("report quarter", q.label),
+    ("effect cohort (index dates)", f"{start or data_start} to {end}"),
+    ("retention cohort", f"cases opened in {rep.retention_quarter}"),
+    ("study design", Path(design).name if design else "default"),
+    ("placebo check", "run" if placebo else "skipped (fast setting)"),
+    ("metrics files", ", ".join(p.name for p in written) or "none (the evaluation did not run)"),
+    ("library versions", ", ".join(f"{k} {v}" for k, v in prov["versions"].items() if v)),
+]
+rd.show_table(pd.DataFrame(facts, columns=["", "value"]), index=False)
+rd.show_markdown(f'<p class="footer">Same inputs and parameters give the same metrics.json byte for byte and '
+                 f'this page unchanged except for the render time: '
+                 f'<time id="render-timestamp">{html.escape(rendered_at or "not recorded")}</time>.</p>')
