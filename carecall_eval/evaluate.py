@@ -94,7 +94,7 @@ def _progress(quiet: bool):
 
 
 def evaluate(data, design: StudyDesign | None = None, *, level: float = 0.95, quiet: bool = True,
-             window: int = 84, placebo: bool = True) -> Evaluation:
+             window: int = 84, placebo: bool = True, subgroups: bool = True) -> Evaluation:
     """Run the design over the whole data period and every estimator.
 
     Parameters
@@ -111,6 +111,8 @@ def evaluate(data, design: StudyDesign | None = None, *, level: float = 0.95, qu
         Headline post window for spending (days).
     placebo : bool
         Run the placebo analysis.
+    subgroups : bool
+        Estimate spending effects by subgroup (the slowest part).
     """
     from .contract import load
     from .outcomes.randomized import randomized_effects
@@ -134,7 +136,8 @@ def evaluate(data, design: StudyDesign | None = None, *, level: float = 0.95, qu
     say("matched")
     results: dict[str, Result] = {}
     t = time.perf_counter()
-    results["spending"] = spending_effect(ds, cohort, matched, window=window, level=level, placebo=placebo)
+    results["spending"] = spending_effect(ds, cohort, matched, window=window, level=level, placebo=placebo,
+                                          subgroups=subgroups)
     timings["spending"] = time.perf_counter() - t
     say("spending estimated")
     t = time.perf_counter()
@@ -154,6 +157,7 @@ def evaluate(data, design: StudyDesign | None = None, *, level: float = 0.95, qu
         timings["randomized"] = time.perf_counter() - t
     say("done")
     params = {"design": design.to_dict(), "index_rule": design.index_rule, "level": level, "window": window,
+              "placebo": placebo, "subgroups": subgroups,
               "data_fingerprint": ds.fingerprint(), "operator": ds.config.operator,
               "currency": ds.config.currency, "small_cell_threshold": ds.config.small_cell_threshold,
               "sms_policy_start": str(ds.config.sms_policy_start) if ds.config.sms_policy_start else None,

@@ -111,6 +111,10 @@ def window_totals(dataset, keys: pd.DataFrame, windows: Mapping[str, tuple[int, 
         else:
             res[f"deposits_{n}"] = np.nan
     res.index.name = "row_id"
+    # DuckDB sums floats in parallel, so the last bits can differ run to run; amounts are currency with
+    # two decimals, so rounding to 1e-6 makes the totals (and every estimate downstream) reproducible
+    num = [c for c in res.columns if not c.startswith("active_days_")]
+    res[num] = res[num].round(6)
     return res
 
 
@@ -138,6 +142,7 @@ def product_shares(dataset, keys: pd.DataFrame, first_day: int, last_day: int) -
     wide = wide.reindex(columns=products, fill_value=0.0)
     tot = wide.sum(axis=1)
     shares = wide.div(tot.where(tot > 0), axis=0).fillna(0.0)
+    shares = shares.round(12)
     shares.columns = [f"share_{p}" for p in shares.columns]
     return shares.reindex(keys["row_id"].to_numpy(), fill_value=0.0).rename_axis("row_id")
 
@@ -165,4 +170,5 @@ def weekly_series(dataset, keys: pd.DataFrame, first_week: int = -26, last_week:
         con.unregister(kname)
     full = pd.MultiIndex.from_product([keys["row_id"].to_numpy(), np.arange(first_week, last_week + 1)],
                                       names=["row_id", "week"])
+    long["tl"] = long["tl"].round(6)
     return long.set_index(["row_id", "week"])["tl"].reindex(full, fill_value=0.0).reset_index()

@@ -437,10 +437,13 @@ def _text(nv, est, placebo_est, window, outcome, design, decomp) -> str:
     m = est["matched"]
     direction = "fell" if nv.estimate < 0 else "rose"
     lbl = OUTCOMES[outcome]
-    t = (f"Among reached customers, {lbl} {direction} {_pct(nv.estimate)} in the {window} days after the index "
+    who = {"reached": "reached customers", "selected": "customers selected for a call"}.get(design.contact,
+                                                                                            "contacts")
+    t = (f"Among {who}, {lbl} {direction} {_pct(nv.estimate)} in the {window} days after the index "
          f"compared with the {design.pre_window} days before (the naive figure). ")
     anyway = float(decomp.loc[1, "value"])
-    t += (f"Comparable customers who were not reached changed by {anyway:+.0f} points per 100 anyway "
+    others = "who were not reached" if design.comparison == "unreached" else "who were not selected"
+    t += (f"Comparable customers {others} changed by {anyway:+.0f} points per 100 anyway "
           f"(regression to the mean: customers are selected at a peak). ")
     sig = m.ci_high < 0 or m.ci_low > 0
     t += (f"The matched estimate of what the call itself did is {m.estimate:+.1%} "
