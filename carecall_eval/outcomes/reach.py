@@ -89,8 +89,9 @@ def wilson_interval(count, nobs, level: float = 0.95):
     ``(p + z^2/2n +/- z sqrt(p(1-p)/n + z^2/4n^2)) / (1 + z^2/n)`` with ``z``
     the ``1 - (1 - level)/2`` normal quantile.  It keeps its coverage near the
     nominal level for small counts and proportions near 0 or 1, where the Wald
-    interval does not, and agrees with
-    ``statsmodels.stats.proportion.proportion_confint(method="wilson")``.
+    interval does not.  Computed by
+    ``statsmodels.stats.proportion.proportion_confint(method="wilson")``; this
+    wrapper adds validation, NaN for ``nobs == 0`` and the ``level`` argument.
 
     References
     ----------
@@ -103,19 +104,17 @@ def wilson_interval(count, nobs, level: float = 0.95):
     >>> round(float(lo), 4), round(float(hi), 4)
     (0.3094, 0.498)
     """
+    from statsmodels.stats.proportion import proportion_confint
+
     level = _check_level(level)
     count = np.asarray(count, dtype=float)
     nobs = np.asarray(nobs, dtype=float)
     if np.any(count < 0) or np.any(count > nobs * (1 + 1e-12)):
         raise ValueError("wilson_interval: need 0 <= count <= nobs")
-    z = stats.norm.ppf(0.5 + level / 2)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        p = count / nobs
-        denom = 1 + z ** 2 / nobs
-        centre = (p + z ** 2 / (2 * nobs)) / denom
-        half = z * np.sqrt(p * (1 - p) / nobs + z ** 2 / (4 * nobs ** 2)) / denom
-        lo = np.where(nobs > 0, np.where(count <= 0, 0.0, np.clip(centre - half, 0, 1)), np.nan)
-        hi = np.where(nobs > 0, np.where(count >= nobs, 1.0, np.clip(centre + half, 0, 1)), np.nan)
+    safe = np.where(nobs > 0, nobs, 1.0)
+    lo, hi = proportion_confint(np.minimum(count, safe), safe, alpha=1 - level, method="wilson")
+    lo = np.where(nobs > 0, lo, np.nan)
+    hi = np.where(nobs > 0, hi, np.nan)
     if lo.ndim == 0:
         return float(lo), float(hi)
     return lo, hi

@@ -23,6 +23,7 @@ import pandas as pd
 from scipy import stats
 
 from ..results import Result, tidy
+from .reach import wilson_interval
 
 DEFINITIONS = ("account", "active")
 
@@ -66,15 +67,6 @@ def active_at_horizon(dataset, table: pd.DataFrame, horizon: int = 365, last_day
     active = (tot["active_days_end"].to_numpy() > 0).astype(float)
     complete = (pd.to_datetime(table["index_date"]) + pd.Timedelta(days=horizon - 1)) <= pd.Timestamp(dataset.data_end)
     return pd.Series(np.where(complete.to_numpy(), active, np.nan), index=table.index, name="active")
-
-
-def _wilson(k: float, n: float, level: float) -> tuple[float, float]:
-    from statsmodels.stats.proportion import proportion_confint
-
-    if n <= 0:
-        return np.nan, np.nan
-    lo, hi = proportion_confint(k, n, alpha=1 - level, method="wilson")
-    return float(lo), float(hi)
 
 
 def retention(dataset, table: pd.DataFrame, *, horizon: int = 365, level: float = 0.95,
@@ -167,7 +159,7 @@ def retention_from_times(t: pd.DataFrame, *, horizon: int = 365, level: float = 
         w = g["weights"]
         p = float(np.sum(w * g["active"]) / np.sum(w))
         neff = float(w.sum() ** 2 / (w ** 2).sum())
-        lo, hi = _wilson(p * neff, neff, level)
+        lo, hi = wilson_interval(p * neff, neff, level)
         share[lab] = (p, neff)
         rows.append({"metric": "retention.active_12m", "group": lab, "estimate": p, "ci_low": lo, "ci_high": hi,
                      "n": len(g), "method": f"weighted share with play in days {horizon - 90}..{horizon - 1} "
