@@ -49,24 +49,20 @@ _DEFINITION_KEYS = {
 _SHARE = re.compile(r"^(reach\.(overall|quarter|before_sms|after_sms)|attempt\.answer_rate|reception\.\w+|"
                     r"call_outcome\.\w+|actions\.\w+|retention\.(account_12m|active_12m)|spending\.share_reduced)$")
 
-_QUARTER_RE = re.compile(r"^\s*(\d{4})\s*[-_ ]?\s*[Qq]([1-4])\s*$")
 
 
 def parse_quarter(value) -> tuple[str, _dt.date, _dt.date]:
-    """``"2025Q3"`` -> ``("2025Q3", date(2025, 7, 1), date(2025, 9, 30))``.
+    """``"2025Q3"`` -> ``("2025Q3", date(2025, 7, 1), date(2025, 9, 30))`` (via :func:`report.quarters.parse_quarter`).
 
     Examples
     --------
     >>> parse_quarter("2025-q1")
     ('2025Q1', datetime.date(2025, 1, 1), datetime.date(2025, 3, 31))
     """
-    m = _QUARTER_RE.match(str(value))
-    if not m:
-        raise ValueError(f"quarter {value!r} is not of the form 2025Q3")
-    y, q = int(m.group(1)), int(m.group(2))
-    start = _dt.date(y, 3 * q - 2, 1)
-    end = (_dt.date(y + 1, 1, 1) if q == 4 else _dt.date(y, 3 * q + 1, 1)) - _dt.timedelta(days=1)
-    return f"{y}Q{q}", start, end
+    from ..report.quarters import parse_quarter as _parse
+
+    q = _parse(value)
+    return q.label, q.start, q.end
 
 
 # ----------------------------------------------------------------------------- metrics

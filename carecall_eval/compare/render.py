@@ -1,14 +1,12 @@
 """Render the comparison notebook to a single self-contained HTML file.
 
-A small renderer of its own (papermill executes ``notebooks/compare.py``,
-nbconvert exports HTML without code cells, plots embedded as PNG data, every
-external URL removed).  Once :mod:`carecall_eval.report` offers a reusable
-notebook renderer this module should become a thin wrapper over it.
+papermill executes ``notebooks/compare.py`` in the project's kernel; the HTML
+export (no code cells, plots embedded, refusal of any external URL) is the
+quarterly report's :func:`carecall_eval.report.render.export_html`.
 """
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 from pathlib import Path
 
@@ -16,23 +14,11 @@ __all__ = ["NOTEBOOK", "render_notebook", "render_comparison"]
 
 #: The comparison notebook (jupytext percent format).
 NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "compare.py"
-_SCRIPT = re.compile(r"<script\b[^>]*>.*?</script>", re.IGNORECASE | re.DOTALL)
-_STYLE = re.compile(r"(<style\b[^>]*>)(.*?)(</style>)", re.IGNORECASE | re.DOTALL)
-_CSS_COMMENT = re.compile(r"/\*.*?\*/", re.DOTALL)
-_URL = re.compile(r"https?://[^\s\"'<>)]*")
-
-
-def _strip_external(html: str) -> str:
-    """Make the page self-contained: no scripts (the report needs none: plots are PNG data, tables HTML),
-    no CSS comments (they quote URLs), no remaining external URL."""
-    html = _SCRIPT.sub("", html)
-    html = _STYLE.sub(lambda m: m.group(1) + _CSS_COMMENT.sub("", m.group(2)) + m.group(3), html)
-    return _URL.sub("", html)
 
 
 def render_notebook(notebook: str | os.PathLike, parameters: dict, out_html: str | os.PathLike, *,
-                    kernel: str = "python3", timeout: int = 600, cwd: str | os.PathLike | None = None,
-                    keep_ipynb: bool = True) -> Path:
+                    kernel: str | None = None, timeout: int = 600, cwd: str | os.PathLike | None = None,
+                    keep_ipynb: bool = True, title: str = "carecall_eval") -> Path:
     """Execute a jupytext ``.py`` notebook with papermill and export HTML without code.
 
     Parameters
@@ -45,15 +31,20 @@ def render_notebook(notebook: str | os.PathLike, parameters: dict, out_html: str
         HTML file to write (atomically); the executed ``.ipynb`` is kept beside it
         when ``keep_ipynb``.
     kernel, timeout, cwd
-        Kernel name, per-cell timeout (s) and working directory of the execution.
+        Kernel name (default: the project's ``carecall-eval`` kernel), per-cell
+        timeout (s) and working directory of the execution.
+    title : str
+        Page title.
     """
     import jupytext
     import nbformat
     import papermill as pm
-    from nbconvert import HTMLExporter
 
     from ..evaluate import write_atomic
+    from ..report.render import KERNEL_NAME, _check_kernel, export_html
 
+    kernel = kernel or KERNEL_NAME
+    _check_kernel(kernel)
     out_html = Path(out_html)
     out_html.parent.mkdir(parents=True, exist_ok=True)
     nb = jupytext.read(notebook)
@@ -65,12 +56,7 @@ def render_notebook(notebook: str | os.PathLike, parameters: dict, out_html: str
                             cwd=str(cwd or Path.cwd()), execution_timeout=timeout, progress_bar=False,
                             log_output=False)
         result = nbformat.read(executed, as_version=4)
-    exporter = HTMLExporter(template_name="lab")
-    exporter.exclude_input = True
-    exporter.exclude_input_prompt = True
-    exporter.exclude_output_prompt = True
-    body, _ = exporter.from_notebook_node(result)
-    write_atomic(out_html, _strip_external(body))
+    write_atomic(out_html, export_html(result, title))
     if keep_ipynb:
         write_atomic(out_html.with_suffix(".ipynb"), nbformat.writes(result))
     return out_html
@@ -82,4 +68,5 @@ def render_comparison(bundles, out_dir: str | os.PathLike, *, allow_mismatch: bo
     out_dir = Path(out_dir)
     params = {"bundles": [str(Path(b).resolve()) for b in bundles], "out_dir": str(out_dir.resolve()),
               "allow_mismatch": bool(allow_mismatch)}
-    return render_notebook(NOTEBOOK, params, out_dir / "compare.html", timeout=timeout)
+    return render_notebook(NOTEBOOK, params, out_dir / "compare.html", timeout=timeout,
+                           title="Care calls: cross-operator comparison")
