@@ -317,7 +317,8 @@ def spending_effect(dataset, cohort: Cohort, matched=None, *, outcome: str = "tl
         m = m_all[m_all[f"followup_{w}"]]
         if m["contact"].sum() == 0 or (m["contact"] == 0).sum() == 0:
             continue
-        # weights must describe the complete-follow-up sample: renormalise controls within it
+        # rows whose window is cut by the data end are left out of this window's estimates; the matching
+        # weights are kept as matched (a set can lose a member whose own index is later than its partner's)
         nv = naive_change(full_w, outcome, w, design.pre_window, level)
         est = matched_estimates(m, outcome, w, covariates, replace=replace, pre_window=design.pre_window,
                                 level=level)
