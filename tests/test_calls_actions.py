@@ -1,8 +1,6 @@
 """Call length, actions after the index and reception: against truth.json, scipy/statsmodels and hand counts."""
 from __future__ import annotations
 
-import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,18 +13,7 @@ from carecall_eval.outcomes.actions import actions, reception
 from carecall_eval.outcomes.calls import call_length, quantile_interval
 from carecall_eval.simulate import simulate
 
-SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
-
-
-def _truth(path) -> dict:
-    return json.loads((Path(path) / "truth.json").read_text())["realised"]
-
-
-@pytest.fixture(scope="module")
-def sample():
-    ds = load(SAMPLE)
-    yield ds, _truth(SAMPLE)
-    ds.close()
+from conftest import SAMPLE, realised_truth
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +21,7 @@ def sim(tmp_path_factory):
     path = tmp_path_factory.mktemp("calls") / "sim"
     simulate(path, customers=5000, seed=2027)
     ds = load(path)
-    yield ds, _truth(path)
+    yield ds, realised_truth(path)
     ds.close()
 
 

@@ -15,20 +15,9 @@ from carecall_eval.contract import load
 from carecall_eval.outcomes.reach import answer_rates, case_reach, sms_effect, wilson_interval
 from carecall_eval.simulate import simulate
 
-SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
+from conftest import SAMPLE, realised_truth
 #: The simulator's truth counts ordinary phone cases only (arm null), so the exact comparisons use that definition.
 TRUTH_ARMS = (None,)
-
-
-def _truth(path) -> dict:
-    return json.loads((Path(path) / "truth.json").read_text())["realised"]
-
-
-@pytest.fixture(scope="module")
-def sample():
-    ds = load(SAMPLE)
-    yield ds, _truth(SAMPLE)
-    ds.close()
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +25,7 @@ def sim8k(tmp_path_factory):
     path = tmp_path_factory.mktemp("reach") / "sim8k"
     simulate(path, customers=8000, seed=4711)
     ds = load(path)
-    yield ds, _truth(path)
+    yield ds, realised_truth(path)
     ds.close()
 
 
@@ -175,7 +164,7 @@ def test_other_sms_rule(tmp_path):
     """An operator that sends the SMS after one unanswered attempt: the parameter follows the rule."""
     path = tmp_path / "sms1"
     simulate(path, customers=6000, seed=99, sms_after_attempts=1)
-    truth = _truth(path)
+    truth = realised_truth(path)
     with load(path) as ds:
         res = sms_effect(ds, arms=TRUTH_ARMS, sms_after_attempts=1)
         _check_effect(res, truth)
