@@ -208,7 +208,7 @@ def test_call_length_and_actions_plots(sample, tiny):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from carecall_eval.outcomes._plots_reach import actions_plot, call_length_plot
+    from carecall_eval.plotting import actions_plot, call_length_plot
 
     ds, _ = sample
     res = call_length(ds)

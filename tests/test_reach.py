@@ -209,7 +209,7 @@ def test_reach_plots_draw_the_plot_data(sample_result):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from carecall_eval.outcomes._plots_reach import answer_rate_plot, reach_its_plot
+    from carecall_eval.plotting import answer_rate_plot, reach_its_plot
 
     ax = reach_its_plot(sample_result)
     w = sample_result.get_plot_data("weekly")
