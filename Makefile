@@ -12,7 +12,7 @@ SAMPLE_SEED      := 20261122
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[report,test]'
+	$(BIN)/python -m pip install --quiet -e '.[report,test,spark]'
 	touch $(STAMP)
 
 # the Jupyter kernel the report notebooks run in (papermill is given this name explicitly)

@@ -24,6 +24,7 @@ pool_quarters = 4                # quarters of cases pooled for the effect estim
 rendered_at = ""                 # render timestamp (set by the renderer)
 git_commit = ""                  # commit of the code (set by the renderer)
 git_uncommitted_changes = False  # whether the package had uncommitted changes
+validation_file = ""             # validation report already computed by the renderer (JSON); empty: validate here
 
 # %%
 import html
@@ -40,7 +41,8 @@ from carecall_eval.report.quarters import kpi_table
 rd.setup()
 warnings.filterwarnings("ignore")  # the library's caveats are collected into the data-quality section
 
-rep = build_quarterly(data, quarter, design or None, placebo=placebo, pool_quarters=pool_quarters)
+rep = build_quarterly(data, quarter, design or None, placebo=placebo, pool_quarters=pool_quarters,
+                      validation=validation_file or None)
 written = rep.write_metrics(out_dir)
 ev = rep.evaluation
 cfg = rep.config

@@ -18,7 +18,7 @@ import pytest
 import carecall_eval as ce
 from carecall_eval.cli import main
 from carecall_eval.report import render as rr
-from carecall_eval.report.context import build_quarterly, check_quarter, deterministic, effect_cohort_period
+from carecall_eval.report.context import build_quarterly, check_quarter, effect_cohort_period
 from carecall_eval.report.quarters import Quarter, kpi_table, parse_quarter, quarter_kpis
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
@@ -33,7 +33,6 @@ CI_SETTING = {"placebo": False, "pool_quarters": 1}
 @pytest.fixture(scope="module")
 def ds():
     d = ce.load(SAMPLE)
-    deterministic(d)  # as build_quarterly does: one DuckDB thread, bit-reproducible sums
     yield d
     d.close()
 

@@ -51,7 +51,7 @@ def test_ppml_cluster_errors_against_a_hand_written_sandwich():
     w = rng.uniform(0.5, 2.0, n)
     r = ppml(y, pd.DataFrame({"t": t, "x": x}), term="t", weights=w, groups=g)
     X = np.column_stack([np.ones(n), t, x])
-    beta = r.fit.params.to_numpy()
+    beta = r.params.to_numpy()
     m = np.exp(X @ beta)
     bread = np.linalg.inv((X * (w * m)[:, None]).T @ X)
     scores = X * (w * (y - m))[:, None]

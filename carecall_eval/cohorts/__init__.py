@@ -1,7 +1,7 @@
 """Cohorts: study designs, index dates, eligibility, baseline covariates."""
 from .build import COVARIATE_WINDOWS, Cohort, build_cohort
 from .design import DEFAULT_COVARIATES, MatchingSpec, StudyDesign
-from .windows import MEASURES, product_shares, weekly_series, window_totals
+from .windows import MEASURES, product_shares, weekly_moments, window_aggregates, window_totals
 
 __all__ = ["Cohort", "build_cohort", "StudyDesign", "MatchingSpec", "DEFAULT_COVARIATES", "COVARIATE_WINDOWS",
-           "window_totals", "product_shares", "weekly_series", "MEASURES"]
+           "window_totals", "window_aggregates", "product_shares", "weekly_moments", "MEASURES"]

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from .design import StudyDesign
-from .windows import product_shares, window_totals
+from .windows import prior_rg_flags, window_aggregates
 
 #: Pre-index windows of the baseline covariates (inclusive day offsets).
 COVARIATE_WINDOWS = {"7": (-7, -1), "28": (-28, -1), "28_8": (-28, -8), "84_29": (-84, -29),
@@ -289,8 +289,7 @@ def _covariates(ds, cand: pd.DataFrame, design: StudyDesign, data_end: pd.Timest
     keys = cand[["row_id", "customer_id", "index_date"]]
     windows = dict(COVARIATE_WINDOWS)
     windows["pre"] = (-design.pre_window, -1)
-    tot = window_totals(ds, keys, windows)
-    shares = product_shares(ds, keys, -84, -1)
+    tot = window_aggregates(ds, keys, windows, share_window=(-84, -1))   # one pass over activity
     idx = cand["index_date"]
     out = cand.set_index("row_id")
     out["age"] = (idx.dt.year - out["birth_year"]).to_numpy().astype(float)
@@ -298,20 +297,14 @@ def _covariates(ds, cand: pd.DataFrame, design: StudyDesign, data_end: pd.Timest
     out["index_quarter"] = idx.dt.year.astype(str).to_numpy() + "Q" + idx.dt.quarter.astype(str).to_numpy()
     # calendar time as a number (years since 2000): a trend term that cannot separate groups like quarter dummies
     out["index_time"] = ((idx - pd.Timestamp("2000-01-01")).dt.days / 365.25).to_numpy()
-    out = out.join(tot).join(shares)
+    out = out.join(tot)
     for w in COVARIATE_WINDOWS:
         out[f"log_tl_{w}"] = np.log1p(out[f"tl_{w}"].clip(lower=0))
         out[f"log_wagered_{w}"] = np.log1p(out[f"wagered_{w}"])
         out[f"asinh_net_loss_{w}"] = np.arcsinh(out[f"net_loss_{w}"] / 100.0)
     out["log_deposits_84"] = np.log1p(out["deposits_28"].fillna(0) + out["deposits_84_29"].fillna(0))
     # prior responsible-gambling events in the year before the index
-    rg = ds.table("rg_events")
-    j = keys.merge(rg, on="customer_id", how="inner")
-    j = j[(j["occurred_on"] < j["index_date"]) & (j["occurred_on"] >= j["index_date"] - pd.Timedelta(days=365))]
-    for name, events in {"prior_limit": ("limit_set", "limit_lowered"), "prior_pause": ("pause",),
-                         "prior_self_exclusion": ("self_exclusion",)}.items():
-        hit = j.loc[j["event"].isin(events), "row_id"].unique()
-        out[name] = out.index.isin(hit).astype(int)
+    out = out.join(prior_rg_flags(ds, keys, 365))
     for w in design.post_windows:
         out[f"followup_{w}"] = (out["index_date"] + pd.Timedelta(days=w - 1)) <= data_end
     missing = [c for c in design.covariates if c not in out.columns and not c.startswith("share_")]

@@ -1,33 +1,217 @@
-"""Per-customer totals in windows relative to an index date, computed in DuckDB.
+"""Per-customer aggregates around index dates: the one set-based aggregation layer.
 
-This is the one implementation of "spending in days a..b around the index":
-baseline covariates (pre windows) and outcomes (post windows) both call
-:func:`window_totals`.  Activity never leaves DuckDB; only one row per
-(cohort row) comes back to pandas.
+This module is the one implementation of "spending in days a..b around the
+index".  Baseline covariates (pre windows), outcomes (post windows), the
+event-study series and the retention inputs all call it.  The queries are
+written once as `ibis <https://ibis-project.org>`_ expressions, so they run
+unchanged on the embedded DuckDB backend (the default, over the Parquet or
+CSV files) or on Spark or a warehouse (see :func:`carecall_eval.contract.connect`).
+The activity, deposits and rg_events tables never come to pandas; only one
+row per key (or per group and week) does.
+
+Sums are exact.  Money is cast to fixed-point decimals before it is summed
+(``DECIMAL(18,4)``; theoretical loss per row ``DECIMAL(18,6)``), so totals do
+not depend on how many threads or executors added them up, or in what
+order, and the same data give bit-identical estimates on every backend.
 """
 from __future__ import annotations
 
-import itertools
-from typing import Mapping
+import contextlib
+import functools
+import time
+from typing import Mapping, Sequence
 
+import ibis
 import numpy as np
 import pandas as pd
 
 #: Spending measures available for every window.
 MEASURES = ("tl", "net_loss", "wagered", "active_days", "deposits")
 
-_counter = itertools.count()
+#: Fixed-point types the sums are taken in (exact, order-independent).
+MONEY = "decimal(18, 4)"
+LOSS = "decimal(18, 6)"
+#: Products of weights and weekly totals for the event study (rounded per row, then summed exactly).
+MOMENT = "decimal(38, 8)"
+
+_RG_FLAGS = {"prior_limit": ("limit_set", "limit_lowered"), "prior_pause": ("pause",),
+             "prior_self_exclusion": ("self_exclusion",)}
 
 
-def _register_keys(con, keys: pd.DataFrame) -> str:
-    missing = {"row_id", "customer_id", "index_date"} - set(keys.columns)
+_LOG: list | None = None
+
+
+@contextlib.contextmanager
+def query_log():
+    """Record every aggregation call made inside the block: ``(function, keys, seconds)`` tuples.
+
+    Used by the benchmarks to compare each aggregation with a bare ``GROUP BY``::
+
+        with query_log() as log:
+            evaluate(ds)
+    """
+    global _LOG
+    outer, _LOG = _LOG, []
+    try:
+        yield _LOG
+    finally:
+        if outer is not None:
+            outer.extend(_LOG)
+        _LOG = outer
+
+
+def _logged(fn):
+    @functools.wraps(fn)
+    def wrapper(dataset, keys, *args, **kwargs):
+        t = time.perf_counter()
+        try:
+            return fn(dataset, keys, *args, **kwargs)
+        finally:
+            if _LOG is not None:
+                _LOG.append((fn.__name__, len(keys), time.perf_counter() - t))
+    return wrapper
+
+
+# ----------------------------------------------------------------------------- building blocks
+
+def _check_keys(keys: pd.DataFrame, extra: Sequence[str] = ()) -> None:
+    missing = {"row_id", "customer_id", "index_date", *extra} - set(keys.columns)
     if missing:
         raise ValueError(f"window keys lack columns {sorted(missing)}")
-    name = f"_keys_{next(_counter)}"
-    k = keys[["row_id", "customer_id", "index_date"]].copy()
+    if not keys["row_id"].is_unique:
+        raise ValueError("window keys: row_id must be unique")
+
+
+def keys_table(dataset, keys: pd.DataFrame, extra: Sequence[str] = ()):
+    """The keys as an ibis table on the dataset's backend (uploaded as a temporary table).
+
+    ``customer_id`` takes the type of ``activity.customer_id`` so the join
+    needs no cast on the large side.
+    """
+    _check_keys(keys, extra)
+    k = keys[["row_id", "customer_id", "index_date", *extra]].copy()
+    k["row_id"] = k["row_id"].astype("int64")
     k["index_date"] = pd.to_datetime(k["index_date"]).dt.date
-    con.register(name, k)
-    return name
+    id_type = dataset.ibis_table("activity").schema()["customer_id"]
+    schema = {"row_id": "int64", "customer_id": id_type, "index_date": "date"}
+    schema.update({c: ibis.dtype(_ibis_type(k[c])) for c in extra})
+    if id_type.is_string():
+        k["customer_id"] = k["customer_id"].astype(str)
+    return ibis.memtable(k, schema=ibis.schema(schema))
+
+
+def _ibis_type(s: pd.Series) -> str:
+    if s.dtype.kind == "f":
+        return "float64"
+    if s.dtype.kind in "iub":
+        return "int64"
+    return "string"
+
+
+def _around(table, k, lo: int, hi: int):
+    """Rows of `table` (with a ``date`` column) joined to the keys, dated in days lo..hi of the index.
+
+    Adds ``off`` (days from the index) and keeps the keys' columns.
+    """
+    j = table.join(k, "customer_id")
+    j = j.filter(j.date >= j.index_date + ibis.interval(days=int(lo)),
+                 j.date <= j.index_date + ibis.interval(days=int(hi)))
+    return j.mutate(off=j.date.delta(j.index_date, unit="day").cast("int32"))
+
+
+def _play(dataset, k, lo: int, hi: int):
+    """Activity rows around each key, with ``tl``, ``net_loss`` and ``wagered`` as exact decimals."""
+    a = dataset.ibis_table("activity").select("customer_id", "date", "product", "wagered", "won")
+    p = dataset.ibis_table("products").select("product", "payback")
+    j = _around(a, k, lo, hi).join(p, "product")
+    return j.mutate(tl=(j.wagered * (1 - j.payback)).cast(LOSS),
+                    net_loss=(j.wagered - j.won).cast(MONEY),
+                    wagered_d=j.wagered.cast(MONEY))
+
+
+def _products(dataset) -> list[str]:
+    return sorted(dataset.table("products")["product"].astype(str).tolist())
+
+
+def _validate_windows(windows: Mapping[str, tuple[int, int]]) -> None:
+    if not windows:
+        raise ValueError("window_totals: give at least one window")
+    for name, (a, b) in windows.items():
+        if a > b:
+            raise ValueError(f"window {name!r}: first day {a} is after last day {b}")
+
+
+def _fetch(expr) -> pd.DataFrame:
+    """Execute an ibis expression and return pandas (decimals as float64)."""
+    df = expr.to_pandas()
+    for c in df.columns:
+        if df[c].dtype == object and len(df) and not isinstance(df[c].iloc[0], str):
+            df[c] = pd.to_numeric(df[c])
+    return df
+
+
+# ----------------------------------------------------------------------------- window totals
+
+@_logged
+def window_aggregates(dataset, keys: pd.DataFrame, windows: Mapping[str, tuple[int, int]],
+                      share_window: tuple[int, int] | None = None) -> pd.DataFrame:
+    """Window totals of every measure and (optionally) product shares, in one pass over activity.
+
+    See :func:`window_totals` (columns ``{measure}_{window}``) and
+    :func:`product_shares` (columns ``share_{product}``, for `share_window`).
+    """
+    _validate_windows(windows)
+    k = keys_table(dataset, keys)
+    bounds = list(windows.values()) + ([share_window] if share_window else [])
+    lo, hi = min(a for a, _ in bounds), max(b for _, b in bounds)
+    j = _play(dataset, k, lo, hi)
+    products = _products(dataset) if share_window else []
+    # stage 1: one row per key and day (active days count days, not products)
+    day_aggs = {"tl": j.tl.sum(), "net_loss": j.net_loss.sum(), "wagered": j.wagered_d.sum()}
+    for i, prod in enumerate(products):
+        day_aggs[f"w{i}"] = j.wagered_d.sum(where=j.product == prod)
+    d = j.group_by(["row_id", "off"]).aggregate(**day_aggs)
+    # stage 2: one row per key, a conditional sum per window
+    aggs = {}
+    for name, (a, b) in windows.items():
+        inside = d.off.between(int(a), int(b))
+        for m in ("tl", "net_loss", "wagered"):
+            aggs[f"{m}_{name}"] = d[m].sum(where=inside).cast("float64")
+        aggs[f"active_days_{name}"] = inside.cast("int64").sum()
+    if share_window:
+        inside = d.off.between(int(share_window[0]), int(share_window[1]))
+        for i, _ in enumerate(products):
+            aggs[f"w{i}"] = d[f"w{i}"].sum(where=inside).cast("float64")
+    out = _fetch(d.group_by("row_id").aggregate(**aggs)).set_index("row_id")
+    order = keys["row_id"].to_numpy()
+    cols = [f"{m}_{n}" for n in windows for m in ("tl", "net_loss", "wagered", "active_days")]
+    res = out.reindex(order)[cols].fillna(0.0)
+    for n in windows:
+        res[f"active_days_{n}"] = res[f"active_days_{n}"].astype("int64")
+    dep = _deposit_totals(dataset, k, windows, lo, hi)
+    for n in windows:
+        res[f"deposits_{n}"] = dep.reindex(order)[f"deposits_{n}"].fillna(0.0).to_numpy() \
+            if dep is not None else np.nan
+    if share_window:
+        wide = out.reindex(order)[[f"w{i}" for i in range(len(products))]].fillna(0.0).to_numpy()
+        tot = wide.sum(axis=1, keepdims=True)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            shares = np.where(tot > 0, wide / np.where(tot > 0, tot, 1.0), 0.0)
+        for i, prod in enumerate(products):
+            res[f"share_{prod}"] = shares[:, i]
+    res.index.name = "row_id"
+    return res
+
+
+def _deposit_totals(dataset, k, windows, lo, hi) -> pd.DataFrame | None:
+    if not dataset.has("deposits"):
+        return None
+    x = dataset.ibis_table("deposits").select("customer_id", "date", "amount")
+    j = _around(x, k, lo, hi)
+    j = j.mutate(amount=j.amount.cast(MONEY))
+    aggs = {f"deposits_{n}": j.amount.sum(where=j.off.between(int(a), int(b))).cast("float64")
+            for n, (a, b) in windows.items()}
+    return _fetch(j.group_by("row_id").aggregate(**aggs)).set_index("row_id")
 
 
 def window_totals(dataset, keys: pd.DataFrame, windows: Mapping[str, tuple[int, int]]) -> pd.DataFrame:
@@ -36,8 +220,8 @@ def window_totals(dataset, keys: pd.DataFrame, windows: Mapping[str, tuple[int, 
     Parameters
     ----------
     dataset : carecall_eval.contract.Dataset
-        Loaded data (its DuckDB connection has the ``activity``, ``products``
-        and optional ``deposits`` views).
+        Loaded data (from :func:`~carecall_eval.contract.load`, or
+        :func:`~carecall_eval.contract.connect` for Spark or a warehouse).
     keys : pandas.DataFrame
         Columns ``row_id`` (unique int), ``customer_id``, ``index_date``.
     windows : mapping of name -> (first_day, last_day)
@@ -52,123 +236,80 @@ def window_totals(dataset, keys: pd.DataFrame, windows: Mapping[str, tuple[int, 
         (``tl`` = theoretical loss); zeros where there was no play.
         ``deposits_*`` is NaN when the data have no deposits table.
     """
-    if not windows:
-        raise ValueError("window_totals: give at least one window")
-    for name, (a, b) in windows.items():
-        if a > b:
-            raise ValueError(f"window {name!r}: first day {a} is after last day {b}")
-    con = dataset.con
-    kname = _register_keys(con, keys)
-    lo = min(a for a, _ in windows.values())
-    hi = max(b for _, b in windows.values())
-    try:
-        aggs = []
-        for name, (a, b) in windows.items():
-            f = f"FILTER (WHERE off BETWEEN {int(a)} AND {int(b)})"
-            aggs += [f"COALESCE(SUM(tl) {f}, 0) AS tl_{name}",
-                     f"COALESCE(SUM(net_loss) {f}, 0) AS net_loss_{name}",
-                     f"COALESCE(SUM(wagered) {f}, 0) AS wagered_{name}",
-                     f"COUNT(*) {f} AS active_days_{name}"]
-        sql = f"""
-        WITH k AS (SELECT row_id, customer_id, index_date FROM {kname}),
-        d AS (
-            SELECT a.customer_id, a.date,
-                   SUM(a.wagered) AS wagered,
-                   SUM(a.wagered - a.won) AS net_loss,
-                   SUM(a.wagered * (1 - p.payback)) AS tl
-            FROM activity a JOIN products p ON a.product = p.product
-            WHERE a.customer_id IN (SELECT DISTINCT customer_id FROM k)
-            GROUP BY a.customer_id, a.date),
-        j AS (
-            SELECT k.row_id, date_diff('day', k.index_date, d.date) AS off, d.tl, d.net_loss, d.wagered
-            FROM k JOIN d ON d.customer_id = k.customer_id
-            WHERE d.date BETWEEN k.index_date + {int(lo)} AND k.index_date + {int(hi)})
-        SELECT row_id, {", ".join(aggs)} FROM j GROUP BY row_id
-        """
-        out = con.execute(sql).df().set_index("row_id")
-        if dataset.has("deposits"):
-            daggs = [f"COALESCE(SUM(amount) FILTER (WHERE off BETWEEN {int(a)} AND {int(b)}), 0) AS deposits_{n}"
-                     for n, (a, b) in windows.items()]
-            dsql = f"""
-            WITH k AS (SELECT row_id, customer_id, index_date FROM {kname})
-            SELECT k.row_id, {", ".join(daggs)} FROM (
-                SELECT k.row_id, date_diff('day', k.index_date, x.date) AS off, x.amount
-                FROM k JOIN deposits x ON x.customer_id = k.customer_id
-                WHERE x.date BETWEEN k.index_date + {int(lo)} AND k.index_date + {int(hi)}) k
-            GROUP BY k.row_id
-            """
-            dep = con.execute(dsql).df().set_index("row_id")
-        else:
-            dep = None
-    finally:
-        con.unregister(kname)
-    cols = [f"{m}_{n}" for n in windows for m in ("tl", "net_loss", "wagered", "active_days")]
-    res = out.reindex(keys["row_id"].to_numpy())[cols].fillna(0.0)
-    for n in windows:
-        res[f"active_days_{n}"] = res[f"active_days_{n}"].astype("int64")
-        if dep is not None:
-            res[f"deposits_{n}"] = dep.reindex(res.index)[f"deposits_{n}"].fillna(0.0).to_numpy()
-        else:
-            res[f"deposits_{n}"] = np.nan
-    res.index.name = "row_id"
-    # DuckDB sums floats in parallel, so the last bits can differ run to run; amounts are currency with
-    # two decimals, so rounding to 1e-6 makes the totals (and every estimate downstream) reproducible
-    num = [c for c in res.columns if not c.startswith("active_days_")]
-    res[num] = res[num].round(6)
-    return res
+    return window_aggregates(dataset, keys, windows)
 
 
 def product_shares(dataset, keys: pd.DataFrame, first_day: int, last_day: int) -> pd.DataFrame:
     """Share of amount wagered per product in a window (rows sum to 1, or 0 with no play).
 
     Returns a frame indexed by ``row_id`` with one ``share_{product}`` column per
-    product in the products table.
+    product in the products table (products in sorted order).
     """
-    con = dataset.con
-    kname = _register_keys(con, keys)
-    try:
-        sql = f"""
-        WITH k AS (SELECT row_id, customer_id, index_date FROM {kname})
-        SELECT k.row_id, a.product, SUM(a.wagered) AS w
-        FROM k JOIN activity a ON a.customer_id = k.customer_id
-        WHERE a.date BETWEEN k.index_date + {int(first_day)} AND k.index_date + {int(last_day)}
-        GROUP BY k.row_id, a.product
-        """
-        long = con.execute(sql).df()
-        products = con.execute("SELECT product FROM products ORDER BY product").df()["product"].tolist()
-    finally:
-        con.unregister(kname)
-    wide = long.pivot_table(index="row_id", columns="product", values="w", aggfunc="sum", fill_value=0.0)
-    wide = wide.reindex(columns=products, fill_value=0.0)
-    tot = wide.sum(axis=1)
-    shares = wide.div(tot.where(tot > 0), axis=0).fillna(0.0)
-    shares = shares.round(12)
-    shares.columns = [f"share_{p}" for p in shares.columns]
-    return shares.reindex(keys["row_id"].to_numpy(), fill_value=0.0).rename_axis("row_id")
+    res = window_aggregates(dataset, keys, {"_share": (first_day, last_day)}, share_window=(first_day, last_day))
+    return res[[c for c in res.columns if c.startswith("share_")]]
 
 
-def weekly_series(dataset, keys: pd.DataFrame, first_week: int = -26, last_week: int = 52) -> pd.DataFrame:
-    """Theoretical loss per key and event-time week (week 0 = days 0..6).
+# ----------------------------------------------------------------------------- event-time weeks
 
-    Returns long data: ``row_id``, ``week``, ``tl`` with zeros for weeks without
-    play (so means over keys are means over customers).
+@_logged
+def weekly_moments(dataset, keys: pd.DataFrame, first_week: int = -26, last_week: int = 52,
+                   by: str = "group", weight: str = "weight") -> pd.DataFrame:
+    """Weighted sums of weekly theoretical loss by group and event-time week (week 0 = days 0..6).
+
+    Parameters
+    ----------
+    keys : pandas.DataFrame
+        ``row_id``, ``customer_id``, ``index_date``, the grouping column `by`
+        and the weight column `weight`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (`by`, ``week``) with any play: ``swy`` = sum of w * y and
+        ``swy2`` = sum of w * y**2, y being a key's theoretical loss in the
+        week.  Weeks without play contribute zero to both, so the caller adds
+        the weight totals (which need no activity) to get means and variances.
     """
-    con = dataset.con
-    kname = _register_keys(con, keys)
-    lo, hi = 7 * first_week, 7 * (last_week + 1) - 1
-    try:
-        sql = f"""
-        WITH k AS (SELECT row_id, customer_id, index_date FROM {kname})
-        SELECT k.row_id, CAST(floor(date_diff('day', k.index_date, a.date) / 7.0) AS INTEGER) AS week,
-               SUM(a.wagered * (1 - p.payback)) AS tl
-        FROM k JOIN activity a ON a.customer_id = k.customer_id JOIN products p ON a.product = p.product
-        WHERE a.date BETWEEN k.index_date + {lo} AND k.index_date + {hi}
-        GROUP BY k.row_id, week
-        """
-        long = con.execute(sql).df()
-    finally:
-        con.unregister(kname)
-    full = pd.MultiIndex.from_product([keys["row_id"].to_numpy(), np.arange(first_week, last_week + 1)],
-                                      names=["row_id", "week"])
-    long["tl"] = long["tl"].round(6)
-    return long.set_index(["row_id", "week"])["tl"].reindex(full, fill_value=0.0).reset_index()
+    k = keys_table(dataset, keys, extra=(by, weight))
+    lo, hi = 7 * int(first_week), 7 * (int(last_week) + 1) - 1
+    j = _play(dataset, k, lo, hi)
+    j = j.mutate(week=(j.off + 7 * 1000).floordiv(7).cast("int32") - 1000)   # floor for negative offsets
+    wk = j.group_by(["row_id", "week", by, weight]).aggregate(y=j.tl.sum().cast("float64"))
+    wy = (wk[weight] * wk.y)
+    out = wk.group_by([by, "week"]).aggregate(swy=wy.cast(MOMENT).sum().cast("float64"),
+                                              swy2=(wy * wk.y).cast(MOMENT).sum().cast("float64"))
+    return _fetch(out).sort_values([by, "week"]).reset_index(drop=True)
+
+
+# ----------------------------------------------------------------------------- other per-key aggregates
+
+@_logged
+def prior_rg_flags(dataset, keys: pd.DataFrame, days: int = 365) -> pd.DataFrame:
+    """Responsible-gambling events in the `days` days before each index (index day excluded).
+
+    Returns 0/1 columns ``prior_limit`` (limit set or lowered), ``prior_pause``
+    and ``prior_self_exclusion``, indexed by ``row_id`` in the keys' order.
+    """
+    k = keys_table(dataset, keys)
+    rg = dataset.ibis_table("rg_events").select("customer_id", "event", "occurred_on")
+    rg = rg.mutate(date=rg.occurred_on.cast("date"))
+    j = _around(rg, k, -int(days), -1)
+    aggs = {name: j.event.isin(list(events)).cast("int64").max() for name, events in _RG_FLAGS.items()}
+    got = _fetch(j.group_by("row_id").aggregate(**aggs)).set_index("row_id")
+    res = got.reindex(keys["row_id"].to_numpy()).fillna(0).astype("int64")
+    res.index.name = "row_id"
+    return res
+
+
+@_logged
+def last_play(dataset, customers: pd.Series) -> pd.DataFrame:
+    """Each listed customer's last day of play (``customer_id``, ``last_play``; absent if never played)."""
+    ids = pd.Series(pd.unique(customers.dropna()))
+    a = dataset.ibis_table("activity").select("customer_id", "date")
+    id_type = a.schema()["customer_id"]
+    c = ibis.memtable(pd.DataFrame({"customer_id": ids.astype(str) if id_type.is_string() else ids}),
+                      schema=ibis.schema({"customer_id": id_type}))
+    j = a.join(c, "customer_id")
+    out = _fetch(j.group_by("customer_id").aggregate(last_play=j.date.max()))
+    out["last_play"] = pd.to_datetime(out["last_play"]).astype("datetime64[ns]")
+    return out.sort_values("customer_id").reset_index(drop=True)

@@ -261,6 +261,18 @@ class Dataset:
             raise ValueError(f"table {name!r} is not in {self.path} (optional table); "
                              f"check dataset.has({name!r}) first")
 
+    @cached_property
+    def backend(self):
+        """The ibis backend over this dataset's DuckDB connection (the tables are its views)."""
+        import ibis
+
+        return ibis.duckdb.from_connection(self.con)
+
+    def ibis_table(self, name: str):
+        """Table `name` as an ibis expression: how the aggregation layer reads every backend."""
+        self._check_present(name)
+        return self.backend.table(name)
+
     def relation(self, name: str) -> duckdb.DuckDBPyRelation:
         """A lazy DuckDB relation over table `name`, for set-based queries.
 

@@ -85,6 +85,24 @@ class ValidationReport:
         frame["n_failing"] = frame["n_failing"].astype("int64")
         return cls(Path(path), frame, dict(n_rows or {}), dict(engines or {}))
 
+    def to_json(self) -> str:
+        """The report as JSON (read back with :meth:`from_json`)."""
+        import json
+
+        return json.dumps({"path": str(self.path), "contract_version": self.contract_version,
+                           "n_rows": dict(self.n_rows), "engines": dict(self.engines),
+                           "problems": self.problems.to_dict(orient="records")}, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ValidationReport":
+        """A report written by :meth:`to_json`."""
+        import json
+
+        doc = json.loads(text)
+        frame = pd.DataFrame.from_records(doc["problems"], columns=PROBLEM_COLUMNS)
+        frame["n_failing"] = frame["n_failing"].astype("int64")
+        return cls(Path(doc["path"]), frame, doc["n_rows"], doc["engines"], doc["contract_version"])
+
     @property
     def ok(self) -> bool:
         """True when no rule failed."""

@@ -342,12 +342,12 @@ def answer_rates(ds, *, arms: Sequence = PHONE_ARMS, policy_start=None, level: f
 
 def _case_covariates(ds, cases: pd.DataFrame) -> pd.DataFrame:
     """Case-mix covariates at the case's opening: pre-window spending, product mix, age, trigger."""
-    from ..cohorts.windows import product_shares, window_totals
+    from ..cohorts.windows import window_aggregates
 
     keys = pd.DataFrame({"row_id": np.arange(len(cases)), "customer_id": cases["customer_id"].to_numpy(),
                          "index_date": cases["opened_on"].to_numpy()})
-    tot = window_totals(ds, keys, _PRE_WINDOWS)
-    shares = product_shares(ds, keys, *_PRE_WINDOWS["pre84"])
+    tot = window_aggregates(ds, keys, _PRE_WINDOWS, share_window=_PRE_WINDOWS["pre84"])
+    shares = tot[[c for c in tot.columns if c.startswith("share_")]]
     cov = pd.DataFrame(index=np.arange(len(cases)))
     cov["log_tl_pre28"] = np.log1p(tot["tl_pre28"].clip(lower=0).to_numpy())
     cov["log_tl_pre84"] = np.log1p(tot["tl_pre84"].clip(lower=0).to_numpy())

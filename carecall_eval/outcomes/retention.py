@@ -23,6 +23,7 @@ import pandas as pd
 from scipy import stats
 
 from ..results import Result, tidy
+from ..cohorts import windows
 from .reach import wilson_interval
 
 DEFINITIONS = ("account", "active")
@@ -36,9 +37,7 @@ def exit_times(dataset, table: pd.DataFrame) -> pd.DataFrame:
     cust = dataset.table("customers")[["customer_id", "closed_on"]]
     rg = dataset.table("rg_events")
     se = rg.loc[rg["event"] == "self_exclusion", ["customer_id", "occurred_on"]]
-    last_play = dataset.con.execute(
-        "SELECT customer_id, max(date) AS last_play FROM activity GROUP BY customer_id").df()
-    last_play["last_play"] = pd.to_datetime(last_play["last_play"])
+    last_play = windows.last_play(dataset, se["customer_id"])   # only customers who self-excluded
     # self-exclusion 'for good': the customer's last self-exclusion with no play afterwards
     se = se.merge(last_play, on="customer_id", how="left")
     end = pd.Timestamp(dataset.data_end)
@@ -59,11 +58,9 @@ def exit_times(dataset, table: pd.DataFrame) -> pd.DataFrame:
 
 def active_at_horizon(dataset, table: pd.DataFrame, horizon: int = 365, last_days: int = 90) -> pd.Series:
     """1 if the customer played in the last ``last_days`` days of the horizon, NaN if not observable."""
-    from ..cohorts.windows import window_totals
-
     keys = pd.DataFrame({"row_id": np.arange(len(table)), "customer_id": table["customer_id"].to_numpy(),
                          "index_date": table["index_date"].to_numpy()})
-    tot = window_totals(dataset, keys, {"end": (horizon - last_days, horizon - 1)})
+    tot = windows.window_totals(dataset, keys, {"end": (horizon - last_days, horizon - 1)})
     active = (tot["active_days_end"].to_numpy() > 0).astype(float)
     complete = (pd.to_datetime(table["index_date"]) + pd.Timedelta(days=horizon - 1)) <= pd.Timestamp(dataset.data_end)
     return pd.Series(np.where(complete.to_numpy(), active, np.nan), index=table.index, name="active")

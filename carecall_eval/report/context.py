@@ -36,7 +36,7 @@ from ..cohorts import StudyDesign
 from ..results import Result
 from .quarters import Quarter, parse_quarter, quarter_kpis, quarter_of
 
-__all__ = ["QuarterlyReport", "build_quarterly", "deterministic", "effect_cohort_period", "check_quarter", "provenance"]
+__all__ = ["QuarterlyReport", "build_quarterly", "effect_cohort_period", "check_quarter", "provenance"]
 
 
 @dataclass
@@ -193,27 +193,17 @@ def _collect(notes: list, step: str):
                 notes.append(msg)
 
 
-def deterministic(ds) -> None:
-    """Make a dataset's DuckDB aggregation reproducible to the last bit (one thread).
-
-    DuckDB sums floating-point values in parallel, in an order that varies from
-    run to run; the last bits of window totals then differ, and an ill-conditioned
-    fit (a small subgroup) can carry that into the tenth digit of an estimate.
-    One thread costs little on report-sized data and makes renders byte-identical.
-    """
-    ds.con.execute("SET threads TO 1")
-
-
 def build_quarterly(data, quarter: str | Quarter, design: StudyDesign | str | os.PathLike | None = None, *,
                     pool_quarters: int | None = 4, window: int = 84, level: float = 0.95,
-                    placebo: bool = True, kpi_quarters: int = 4) -> QuarterlyReport:
+                    placebo: bool = True, kpi_quarters: int = 4, validation=None) -> QuarterlyReport:
     """Compute everything a quarterly report shows.
 
     Parameters
     ----------
     data : path or Dataset
-        Operator data directory (loaded, validated and made single-threaded by
-        :func:`deterministic`) or a loaded dataset (used as it is).
+        Operator data directory (opened and validated once) or a loaded
+        dataset (used as it is).  Aggregates are exact (fixed-point sums), so
+        the figures do not depend on DuckDB's thread count.
     quarter : str or Quarter
         Report quarter, e.g. ``"2025Q3"``.
     design : StudyDesign, path or None
@@ -230,6 +220,10 @@ def build_quarterly(data, quarter: str | Quarter, design: StudyDesign | str | os
         Run the placebo analysis (slow; off in the CI setting).
     kpi_quarters : int
         Earlier quarters shown beside the report quarter.
+    validation : ValidationReport or path, optional
+        The data's validation report when it was already computed (the
+        renderer validates before it starts the notebook; a path is a JSON
+        file from :meth:`ValidationReport.to_json`).  Validated here when None.
 
     Returns
     -------
@@ -242,13 +236,19 @@ def build_quarterly(data, quarter: str | Quarter, design: StudyDesign | str | os
     ValueError
         If the quarter is malformed, outside the data or has no cases.
     """
-    from ..contract import load, validate
+    from ..contract import ValidationReport, load, validate
     from ..evaluate import evaluate
 
     q = parse_quarter(quarter)
+    if isinstance(validation, (str, os.PathLike)):
+        validation = ValidationReport.from_json(Path(validation).read_text(encoding="utf-8"))
+    notes: list[str] = []
     if isinstance(data, (str, os.PathLike)):
-        ds = load(data)
-        deterministic(ds)
+        ds = load(data, validate=False)
+        if validation is None:
+            with _collect(notes, "validation"):
+                validation = validate(ds)
+        validation.raise_if_failed()
     else:
         ds = data
     problems = check_quarter(ds, q)
@@ -264,13 +264,13 @@ def build_quarterly(data, quarter: str | Quarter, design: StudyDesign | str | os
     else:
         eff_design = design
     missing: dict[str, str] = {}
-    notes: list[str] = []
     if ds.config.sms_policy_start is None:
         missing["sms_policy"] = ("operator.toml has no sms_policy_start, so answer rates cannot be compared before "
                                  "and after the missed-call SMS; add a line sms_policy_start = YYYY-MM-DD "
                                  "(the date the SMS began) to compare them")
-    with _collect(notes, "validation"):
-        validation = validate(ds)
+    if validation is None:
+        with _collect(notes, "validation"):
+            validation = validate(ds)
     with _collect(notes, "headline figures"):
         kpis = quarter_kpis(ds, q.previous(kpi_quarters), level=level)
     ev = None

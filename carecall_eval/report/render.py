@@ -239,7 +239,8 @@ def render_report(data, quarter, out="reports", design=None, *, notebook=None, k
     import jupytext
     import papermill as pm
 
-    from ..contract import load
+    from ..contract import open_dataset
+    from ..contract.validation import validate_dataset
     from .context import check_quarter, provenance
     from .quarters import parse_quarter
 
@@ -256,7 +257,13 @@ def render_report(data, quarter, out="reports", design=None, *, notebook=None, k
         raise FileNotFoundError(f"design file {design} does not exist")
     if str(quarter).strip().lower() != "latest":
         parse_quarter(quarter)  # a malformed quarter fails before the data are read
-    ds = load(data)
+    ds, _ = open_dataset(data)
+    try:
+        say(f"validating {data} against the data contract")
+        validation = validate_dataset(ds).raise_if_failed()   # once: the notebook reuses this report
+    except BaseException:
+        ds.close()
+        raise
     q = latest_complete_quarter(ds) if str(quarter).strip().lower() == "latest" else parse_quarter(quarter)
     problems = check_quarter(ds, q)
     if problems:
@@ -282,6 +289,8 @@ def render_report(data, quarter, out="reports", design=None, *, notebook=None, k
     final.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{q.label}.staging-", dir=final.parent))
     executed = staging / "report.ipynb"
+    vfile = Path(tempfile.mkdtemp(prefix="carecall_validation_")) / "validation.json"
+    vfile.write_text(validation.to_json(), encoding="utf-8")
     prov = provenance()
     params = {
         "data": str(data.resolve()),
@@ -293,6 +302,7 @@ def render_report(data, quarter, out="reports", design=None, *, notebook=None, k
         "rendered_at": rendered_at or _timestamp(),
         "git_commit": prov["git_commit"] or "",
         "git_uncommitted_changes": bool(prov["git_uncommitted_changes"]),
+        "validation_file": str(vfile),
     }
     try:
         say(f"executing {src.name} for {cfg.operator} {q} in kernel {kernel_name!r} (timeout {timeout} s per cell)")
@@ -328,6 +338,8 @@ def render_report(data, quarter, out="reports", design=None, *, notebook=None, k
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    finally:
+        shutil.rmtree(vfile.parent, ignore_errors=True)
     mj, mc = final / "metrics.json", final / "metrics.csv"
     seconds = time.perf_counter() - t0
     say(f"wrote {final}/report.html" + (", metrics.json, metrics.csv" if mj.exists() else "")

@@ -1,0 +1,219 @@
+"""End-to-end benchmark: simulate, then load + validate + cohorts + matching + every estimator + report.
+
+    python benchmarks/bench_e2e.py                       # 100k and 1M customers (make bench)
+    python benchmarks/bench_e2e.py --customers 100000    # one size
+
+For each size the simulated operator (two years, written as Parquet in chunks)
+is kept in ``benchmarks/out/e2e/`` and reused by later runs with the same size
+and seed.  The pipeline runs in a fresh process per size, stage by stage,
+printing each stage's wall time and its peak resident memory (the process's
+high-water mark is reset before each stage through ``/proc/self/clear_refs``;
+the report stage runs its notebook in a kernel, whose peak is read from the
+kernel process).  In the same process and on the same files, a bare DuckDB
+``GROUP BY customer_id`` over activity is timed first, and every aggregation
+query of the pipeline (``carecall_eval.cohorts.windows``) is compared with it.
+
+Targets (issue 7, on 2 cores and 24 GB): the pipeline under 5 minutes and 8 GB
+at 1M customers; each aggregation within 3x of the bare GROUP BY.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+OUT = HERE / "out" / "e2e"
+
+
+# ----------------------------------------------------------------------------- memory
+
+def _reset_peak() -> None:
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        pass
+
+
+def _peak_mb() -> float:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# ----------------------------------------------------------------------------- data
+
+def ensure_data(customers: int, seed: int) -> tuple[Path, float | None]:
+    """The simulated data directory for (customers, seed), simulated when absent; (dir, seconds or None)."""
+    from carecall_eval.simulate import simulate
+
+    d = OUT / f"sim_{customers}_seed{seed}"
+    if (d / "truth.json").exists():
+        return d, None
+    OUT.mkdir(parents=True, exist_ok=True)
+    print(f"simulating {customers:,} customers (seed {seed}) into {d} ...", flush=True)
+    t = time.perf_counter()
+    simulate(d, customers=customers, seed=seed)
+    return d, time.perf_counter() - t
+
+
+# ----------------------------------------------------------------------------- one pipeline run (child)
+
+def run_pipeline(data: Path, memory_limit: str) -> dict:
+    """Run every stage on `data` in this process; return timings, peaks and the aggregation log."""
+    import duckdb
+    import pyarrow.parquet as pq
+
+    import carecall_eval as ce
+    from carecall_eval.cohorts import windows
+    from carecall_eval.outcomes import actions as act
+    from carecall_eval.outcomes import calls, reach
+    from carecall_eval.outcomes.randomized import randomized_effects
+    from carecall_eval.outcomes.retention import retention
+    from carecall_eval.outcomes.spending import spending_effect
+    from carecall_eval.report.render import render_report
+
+    stages: list[dict] = []
+
+    def stage(name: str, fn):
+        _reset_peak()
+        t = time.perf_counter()
+        out = fn()
+        dt = time.perf_counter() - t
+        stages.append({"stage": name, "seconds": dt, "peak_mb": _peak_mb()})
+        print(f"  {name:<28} {dt:8.1f} s   peak {stages[-1]['peak_mb']:8,.0f} MB", flush=True)
+        return out
+
+    files = sorted((data).glob("activity*"))
+    act_rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files if f.is_file())
+
+    def bare():
+        con = duckdb.connect(config={"memory_limit": memory_limit})
+        src = str(data / "activity.parquet")
+        df = con.sql(f"SELECT customer_id, sum(wagered) AS w, sum(won) AS won, count(*) AS n "
+                     f"FROM read_parquet('{src}') GROUP BY customer_id").df()
+        con.close()
+        return len(df)
+    stage("bare DuckDB GROUP BY", bare)
+    bare_s = stages[-1]["seconds"]
+
+    with windows.query_log() as log:
+        ds = stage("load + validate", lambda: ce.load(data, memory_limit=memory_limit))
+        design = ce.StudyDesign()
+        cohort = stage("cohort (with covariates)", lambda: ce.build_cohort(ds, design))
+        matched = stage("matching", cohort.match)
+        stage("spending (all estimators)", lambda: spending_effect(ds, cohort, matched))
+        stage("retention", lambda: retention(ds, matched.matched_data()))
+        stage("reach, calls, actions", lambda: (reach.sms_effect(ds), calls.call_length(ds),
+                                                 act.actions(ds, cohort.table, matched.matched_data()),
+                                                 act.reception(ds)))
+
+        def rct():
+            rc = ce.build_cohort(ds, ce.StudyDesign(contact="randomized", comparison="arms"))
+            return randomized_effects(ds, rc)
+        stage("randomized arms", rct)
+        n_cohort = len(cohort.table)
+        ds.close()
+
+    out_dir = Path(tempfile.mkdtemp(prefix="carecall_bench_report_"))
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    t = time.perf_counter()
+    render_report(data, "latest", out=out_dir, progress=False, timeout=3600)
+    dt = time.perf_counter() - t
+    kernel_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    stages.append({"stage": "report (notebook, own cohort)", "seconds": dt,
+                   "peak_mb": max(kernel_peak, _peak_mb()) if kernel_peak > before else _peak_mb()})
+    print(f"  {'report (notebook, own cohort)':<28} {dt:8.1f} s   peak {stages[-1]['peak_mb']:8,.0f} MB "
+          f"(kernel process)", flush=True)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    return {"activity_rows": act_rows, "cohort_rows": n_cohort, "bare_seconds": bare_s, "stages": stages,
+            "aggregations": [{"function": f, "keys": k, "seconds": s} for f, k, s in log]}
+
+
+# ----------------------------------------------------------------------------- parent
+
+def _print_size(customers: int, res: dict) -> None:
+    pipe = [s for s in res["stages"] if s["stage"] != "bare DuckDB GROUP BY"]
+    total = sum(s["seconds"] for s in pipe)
+    peak = max(s["peak_mb"] for s in pipe)
+    res["total_seconds"], res["peak_mb"] = total, peak
+    print(f"  {'pipeline total':<28} {total:8.1f} s   peak {peak:8,.0f} MB")
+    bare = res["bare_seconds"]
+    aggs = res["aggregations"]
+    worst = max((a["seconds"] / bare for a in aggs), default=float("nan"))
+    print(f"  aggregation queries: {len(aggs)}, {sum(a['seconds'] for a in aggs):.1f} s in all; "
+          f"bare GROUP BY {bare:.2f} s; slowest query {worst:.2f}x the bare GROUP BY")
+    by_fn: dict[str, list] = {}
+    for a in aggs:
+        by_fn.setdefault(a["function"], []).append(a)
+    for fn, rows in by_fn.items():
+        r = max(rows, key=lambda a: a["seconds"])
+        print(f"    {fn:<20} {len(rows):3d} calls, slowest {r['seconds']:6.2f} s on {r['keys']:,} keys "
+              f"({r['seconds'] / bare:.2f}x bare)")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--customers", type=int, nargs="+", default=[100_000, 1_000_000])
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--memory-limit", default="4GB", help="DuckDB memory limit (default 4GB)")
+    ap.add_argument("--run", help=argparse.SUPPRESS)          # child mode: run the pipeline on this directory
+    ap.add_argument("--json", help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    if a.run:
+        res = run_pipeline(Path(a.run), a.memory_limit)
+        Path(a.json).write_text(json.dumps(res))
+        return 0
+    results = {}
+    for n in sorted(a.customers):
+        data, sim_s = ensure_data(n, a.seed)
+        print(f"\n== {n:,} customers ({data.name}"
+              + (f", simulated in {sim_s:,.0f} s" if sim_s is not None else ", simulated earlier") + ")", flush=True)
+        with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as fh:
+            jpath = fh.name
+        try:
+            subprocess.run([sys.executable, __file__, "--run", str(data), "--json", jpath,
+                            "--memory-limit", a.memory_limit], check=True)
+            res = json.loads(Path(jpath).read_text())
+        finally:
+            os.unlink(jpath)
+        print(f"  activity rows {res['activity_rows']:,}; cohort rows {res['cohort_rows']:,}")
+        _print_size(n, res)
+        results[n] = res
+    if len(results) > 1:
+        sizes = sorted(results)
+        lo, hi = results[sizes[0]], results[sizes[-1]]
+        print(f"\nscaling {sizes[0]:,} -> {sizes[-1]:,} customers "
+              f"({hi['activity_rows'] / lo['activity_rows']:.1f}x activity rows):")
+        for s_lo, s_hi in zip(lo["stages"], hi["stages"]):
+            print(f"  {s_lo['stage']:<28} {s_lo['seconds']:7.1f} s -> {s_hi['seconds']:7.1f} s "
+                  f"({s_hi['seconds'] / max(s_lo['seconds'], 1e-9):5.1f}x)")
+        print(f"  {'pipeline total':<28} {lo['total_seconds']:7.1f} s -> {hi['total_seconds']:7.1f} s "
+              f"({hi['total_seconds'] / lo['total_seconds']:5.1f}x); peak {lo['peak_mb']:,.0f} -> "
+              f"{hi['peak_mb']:,.0f} MB")
+    big = results[max(results)]
+    if max(results) >= 1_000_000:
+        ok_t, ok_m = big["total_seconds"] < 300, big["peak_mb"] < 8192
+        ratio = max(x["seconds"] for x in big["aggregations"]) / big["bare_seconds"]
+        print(f"\ntargets at {max(results):,}: total {big['total_seconds']:.0f} s < 300 s: "
+              f"{'met' if ok_t else 'NOT met'}; peak {big['peak_mb']:,.0f} MB < 8192 MB: "
+              f"{'met' if ok_m else 'NOT met'}; slowest aggregation {ratio:.2f}x bare < 3x: "
+              f"{'met' if ratio < 3 else 'NOT met'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
