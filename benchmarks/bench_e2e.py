@@ -8,8 +8,7 @@ is kept in ``benchmarks/out/e2e/`` and reused by later runs with the same size
 and seed.  The pipeline runs in a fresh process per size, stage by stage,
 printing each stage's wall time and its peak resident memory (the process's
 high-water mark is reset before each stage through ``/proc/self/clear_refs``;
-the report stage runs its notebook in a kernel, whose peak is read from the
-kernel process).  In the same process and on the same files, a bare DuckDB
+the notebook runs in a kernel, whose peak is read from the kernel process).  In the same process and on the same files, a bare DuckDB
 ``GROUP BY customer_id`` over activity is timed first, and every aggregation
 query of the pipeline (``carecall_eval.cohorts.windows``) is compared with it.
 
@@ -33,27 +32,6 @@ HERE = Path(__file__).resolve().parent
 OUT = HERE / "out" / "e2e"
 
 
-# ----------------------------------------------------------------------------- memory
-
-def _reset_peak() -> None:
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-    except OSError:
-        pass
-
-
-def _peak_mb() -> float:
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 # ----------------------------------------------------------------------------- data
 
 def ensure_data(customers: int, seed: int) -> tuple[Path, float | None]:
@@ -73,73 +51,43 @@ def ensure_data(customers: int, seed: int) -> tuple[Path, float | None]:
 # ----------------------------------------------------------------------------- one pipeline run (child)
 
 def run_pipeline(data: Path, memory_limit: str) -> dict:
-    """Run every stage on `data` in this process; return timings, peaks and the aggregation log."""
+    """Render the quarterly report of `data` in this process; return stage timings, peaks and the query log.
+
+    The pipeline is what ``carecall-eval report`` runs: open + validate, the
+    quarter's key figures, the effect cohort (four pooled quarters) with its
+    covariates, matching, every outcome estimator (spending with placebo,
+    subgroups and event study; retention; reach, calls, actions; randomized
+    arms), the year-earlier retention cohort, then the notebook that lays the
+    figures out as HTML.
+    """
     import duckdb
     import pyarrow.parquet as pq
 
-    import carecall_eval as ce
     from carecall_eval.cohorts import windows
-    from carecall_eval.outcomes import actions as act
-    from carecall_eval.outcomes import calls, reach
-    from carecall_eval.outcomes.randomized import randomized_effects
-    from carecall_eval.outcomes.retention import retention
-    from carecall_eval.outcomes.spending import spending_effect
     from carecall_eval.report.render import render_report
+    from carecall_eval.stages import Stages
 
-    stages: list[dict] = []
-
-    def stage(name: str, fn):
-        _reset_peak()
-        t = time.perf_counter()
-        out = fn()
-        dt = time.perf_counter() - t
-        stages.append({"stage": name, "seconds": dt, "peak_mb": _peak_mb()})
-        print(f"  {name:<28} {dt:8.1f} s   peak {stages[-1]['peak_mb']:8,.0f} MB", flush=True)
-        return out
-
-    files = sorted((data).glob("activity*"))
-    act_rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files if f.is_file())
-
-    def bare():
+    act_rows = pq.ParquetFile(data / "activity.parquet").metadata.num_rows
+    st = Stages(quiet=False, stream=sys.stdout)
+    with st("bare DuckDB GROUP BY"):
         con = duckdb.connect(config={"memory_limit": memory_limit})
-        src = str(data / "activity.parquet")
-        df = con.sql(f"SELECT customer_id, sum(wagered) AS w, sum(won) AS won, count(*) AS n "
-                     f"FROM read_parquet('{src}') GROUP BY customer_id").df()
+        n = len(con.sql(f"SELECT customer_id, sum(wagered) AS w, sum(won) AS won, count(*) AS n "
+                        f"FROM read_parquet('{data / 'activity.parquet'}') GROUP BY customer_id").df())
         con.close()
-        return len(df)
-    stage("bare DuckDB GROUP BY", bare)
-    bare_s = stages[-1]["seconds"]
-
-    with windows.query_log() as log:
-        ds = stage("load + validate", lambda: ce.load(data, memory_limit=memory_limit))
-        design = ce.StudyDesign()
-        cohort = stage("cohort (with covariates)", lambda: ce.build_cohort(ds, design))
-        matched = stage("matching", cohort.match)
-        stage("spending (all estimators)", lambda: spending_effect(ds, cohort, matched))
-        stage("retention", lambda: retention(ds, matched.matched_data()))
-        stage("reach, calls, actions", lambda: (reach.sms_effect(ds), calls.call_length(ds),
-                                                 act.actions(ds, cohort.table, matched.matched_data()),
-                                                 act.reception(ds)))
-
-        def rct():
-            rc = ce.build_cohort(ds, ce.StudyDesign(contact="randomized", comparison="arms"))
-            return randomized_effects(ds, rc)
-        stage("randomized arms", rct)
-        n_cohort = len(cohort.table)
-        ds.close()
-
+    bare_s = st.records[-1]["seconds"]
     out_dir = Path(tempfile.mkdtemp(prefix="carecall_bench_report_"))
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    t = time.perf_counter()
-    render_report(data, "latest", out=out_dir, progress=False, timeout=3600)
-    dt = time.perf_counter() - t
+    os.environ["CARECALL_MEMORY_LIMIT"] = memory_limit
+    try:
+        with windows.query_log() as log:
+            render_report(data, "latest", out=out_dir, progress=False, timeout=3600, stages=st)
+    finally:
+        shutil.rmtree(out_dir, ignore_errors=True)
     kernel_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    stages.append({"stage": "report (notebook, own cohort)", "seconds": dt,
-                   "peak_mb": max(kernel_peak, _peak_mb()) if kernel_peak > before else _peak_mb()})
-    print(f"  {'report (notebook, own cohort)':<28} {dt:8.1f} s   peak {stages[-1]['peak_mb']:8,.0f} MB "
-          f"(kernel process)", flush=True)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    return {"activity_rows": act_rows, "cohort_rows": n_cohort, "bare_seconds": bare_s, "stages": stages,
+    for r in st.records:
+        if r["stage"] == "report notebook":
+            r["peak_mb"] = max(r["peak_mb"], kernel_peak)   # the notebook runs in a kernel process
+    return {"activity_rows": act_rows, "customers_with_play": n, "bare_seconds": bare_s,
+            "stages": st.records,
             "aggregations": [{"function": f, "keys": k, "seconds": s} for f, k, s in log]}
 
 
@@ -190,7 +138,7 @@ def main(argv=None) -> int:
             res = json.loads(Path(jpath).read_text())
         finally:
             os.unlink(jpath)
-        print(f"  activity rows {res['activity_rows']:,}; cohort rows {res['cohort_rows']:,}")
+        print(f"  activity rows {res['activity_rows']:,}; customers with play {res['customers_with_play']:,}")
         _print_size(n, res)
         results[n] = res
     if len(results) > 1:

@@ -13,6 +13,9 @@ HERE = Path(__file__).resolve().parent
 
 STEPS = [
     ("simulator, 100k customers", ["bench_simulate.py", "--customers", "100000"]),
+    # simulates 100k and 1M customers once (kept in benchmarks/out/e2e/, about 10 min at 1M), then times the
+    # whole report pipeline at both sizes against a bare DuckDB GROUP BY
+    ("end to end: 100k and 1M customers, load to report", ["bench_e2e.py"]),
     ("matching (20k x 400k and 200k x 4M)", ["bench_matching.py"]),
     ("spending estimators: bias and coverage over 40 seeds", ["coverage_spending.py", "--seeds", "40"]),
     ("reach after the SMS: bias and coverage", ["reach_bias.py"]),

@@ -7,18 +7,18 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from ._version import __version__
 from .cohorts import Cohort, StudyDesign, build_cohort
 from .results import SUMMARY_COLUMNS, Result
+from .stages import Stages
 
 
 @dataclass(frozen=True)
@@ -84,17 +84,9 @@ def _jsonable(v):
     return v
 
 
-def _progress(quiet: bool):
-    t0 = time.perf_counter()
-
-    def say(msg: str) -> None:
-        if not quiet:
-            print(f"[{time.perf_counter() - t0:6.1f} s] {msg}", file=sys.stderr, flush=True)
-    return say
-
-
 def evaluate(data, design: StudyDesign | None = None, *, level: float = 0.95, quiet: bool = True,
-             window: int = 84, placebo: bool = True, subgroups: bool = True) -> Evaluation:
+             window: int = 84, placebo: bool = True, subgroups: bool = True, stages: Stages | None = None
+             ) -> Evaluation:
     """Run the design over the whole data period and every estimator.
 
     Parameters
@@ -113,49 +105,52 @@ def evaluate(data, design: StudyDesign | None = None, *, level: float = 0.95, qu
         Run the placebo analysis.
     subgroups : bool
         Estimate spending effects by subgroup (the slowest part).
+    stages : Stages, optional
+        Records each step's time and peak memory (and prints progress);
+        a new one (printing unless `quiet`) when None.  ``Evaluation.timings``
+        has the seconds either way.
     """
+    # one BLAS thread: multithreaded reductions could change the last digits of a fit between runs
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _evaluate(data, design, level=level, window=window, placebo=placebo, subgroups=subgroups,
+                         stages=stages if stages is not None else Stages(quiet=quiet))
+
+
+def _evaluate(data, design, *, level, window, placebo, subgroups, stages) -> Evaluation:
     from .contract import load
     from .outcomes.randomized import randomized_effects
     from .outcomes.retention import retention
     from .outcomes.spending import spending_effect
 
-    say = _progress(quiet)
-    timings = {}
-    t = time.perf_counter()
-    ds = load(data) if isinstance(data, (str, os.PathLike)) else data
-    timings["load_validate"] = time.perf_counter() - t
-    say(f"loaded {ds.path}")
+    st = stages
+    first = len(st.records)
+    if isinstance(data, (str, os.PathLike)):
+        with st("load + validate"):
+            ds = load(data)
+    else:
+        ds = data
     design = design or StudyDesign()
-    t = time.perf_counter()
-    cohort = build_cohort(ds, design)
-    timings["cohort"] = time.perf_counter() - t
-    say(f"cohort: {cohort.text}")
-    t = time.perf_counter()
-    matched = cohort.match()
-    timings["matching"] = time.perf_counter() - t
-    say("matched")
+    with st("cohort"):
+        cohort = build_cohort(ds, design)
+    st.say(f"cohort: {cohort.text}")
+    with st("matching"):
+        matched = cohort.match()
     results: dict[str, Result] = {}
-    t = time.perf_counter()
-    results["spending"] = spending_effect(ds, cohort, matched, window=window, level=level, placebo=placebo,
-                                          subgroups=subgroups)
-    timings["spending"] = time.perf_counter() - t
-    say("spending estimated")
-    t = time.perf_counter()
-    results["retention"] = retention(ds, matched.matched_data(), level=level)
-    timings["retention"] = time.perf_counter() - t
-    say("retention estimated")
-    t = time.perf_counter()
-    _other_estimators(ds, cohort, matched, results, level)
-    timings["reach_calls_actions"] = time.perf_counter() - t
+    with st("spending"):
+        results["spending"] = spending_effect(ds, cohort, matched, window=window, level=level, placebo=placebo,
+                                              subgroups=subgroups)
+    with st("retention"):
+        results["retention"] = retention(ds, matched.matched_data(), level=level)
+    with st("reach, calls, actions"):
+        _other_estimators(ds, cohort, matched, results, level)
     if ds.table("call_cases")["arm"].notna().any():
-        t = time.perf_counter()
-        rc = build_cohort(ds, StudyDesign(contact="randomized", comparison="arms", pre_window=design.pre_window))
-        try:
-            results["randomized"] = randomized_effects(ds, rc, window=window, level=level)
-        except ValueError as exc:
-            say(f"randomized arms skipped: {exc}")
-        timings["randomized"] = time.perf_counter() - t
-    say("done")
+        with st("randomized arms"):
+            rc = build_cohort(ds, StudyDesign(contact="randomized", comparison="arms", pre_window=design.pre_window))
+            try:
+                results["randomized"] = randomized_effects(ds, rc, window=window, level=level)
+            except ValueError as exc:
+                st.say(f"randomized arms skipped: {exc}")
+    timings = {r["stage"]: r["seconds"] for r in st.records[first:]}
     params = {"design": design.to_dict(), "index_rule": design.index_rule, "level": level, "window": window,
               "placebo": placebo, "subgroups": subgroups,
               "data_fingerprint": ds.fingerprint(), "operator": ds.config.operator,

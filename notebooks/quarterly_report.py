@@ -24,7 +24,7 @@ pool_quarters = 4                # quarters of cases pooled for the effect estim
 rendered_at = ""                 # render timestamp (set by the renderer)
 git_commit = ""                  # commit of the code (set by the renderer)
 git_uncommitted_changes = False  # whether the package had uncommitted changes
-validation_file = ""             # validation report already computed by the renderer (JSON); empty: validate here
+context_file = ""                # figures already computed by the renderer (a pickle it wrote); empty: compute here
 
 # %%
 import html
@@ -35,14 +35,16 @@ import pandas as pd
 
 from carecall_eval import plotting
 from carecall_eval.report import display as rd
-from carecall_eval.report.context import build_quarterly, provenance
+from carecall_eval.report.context import build_quarterly, load_report, provenance
 from carecall_eval.report.quarters import kpi_table
 
 rd.setup()
 warnings.filterwarnings("ignore")  # the library's caveats are collected into the data-quality section
 
-rep = build_quarterly(data, quarter, design or None, placebo=placebo, pool_quarters=pool_quarters,
-                      validation=validation_file or None)
+if context_file:   # the renderer computed everything (with progress lines); this notebook lays it out
+    rep = load_report(context_file)
+else:
+    rep = build_quarterly(data, quarter, design or None, placebo=placebo, pool_quarters=pool_quarters)
 written = rep.write_metrics(out_dir)
 ev = rep.evaluation
 cfg = rep.config

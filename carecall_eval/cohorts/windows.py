@@ -34,6 +34,19 @@ LOSS = "decimal(18, 6)"
 #: Products of weights and weekly totals for the event study (rounded per row, then summed exactly).
 MOMENT = "decimal(38, 8)"
 
+#: Days per bitmask block (bits 0..62 of a signed 64-bit integer, so no shift reaches the sign bit).
+_BLOCK = 63
+
+
+@ibis.udf.agg.builtin(name="bit_or")
+def _bit_or(x: int) -> int:  # noqa: ARG001 - SQL's bit_or aggregate (ibis 12 has no PySpark rule for BitOr)
+    """Bitwise OR of a group's values (the SQL aggregate ``bit_or``)."""
+
+
+@ibis.udf.scalar.builtin(name="bit_count")
+def _bit_count(x: int) -> int:  # noqa: ARG001 - DuckDB's and Spark SQL's bit_count
+    """Number of set bits (the SQL function ``bit_count``)."""
+
 _RG_FLAGS = {"prior_limit": ("limit_set", "limit_lowered"), "prior_pause": ("pause",),
              "prior_self_exclusion": ("self_exclusion",)}
 
@@ -82,22 +95,26 @@ def _check_keys(keys: pd.DataFrame, extra: Sequence[str] = ()) -> None:
         raise ValueError("window keys: row_id must be unique")
 
 
-def keys_table(dataset, keys: pd.DataFrame, extra: Sequence[str] = ()):
+def keys_table(dataset, keys: pd.DataFrame, lo: int, hi: int, extra: Sequence[str] = ()):
     """The keys as an ibis table on the dataset's backend (uploaded as a temporary table).
 
     ``customer_id`` takes the type of ``activity.customer_id`` so the join
-    needs no cast on the large side.
+    needs no cast on the large side; ``_lo`` and ``_hi`` are the dates of days
+    `lo` and `hi` around the index, so the date filter compares dates only.
     """
     _check_keys(keys, extra)
     k = keys[["row_id", "customer_id", "index_date", *extra]].copy()
     k["row_id"] = k["row_id"].astype("int64")
-    k["index_date"] = pd.to_datetime(k["index_date"]).dt.date
+    idx = pd.to_datetime(k["index_date"])
+    k["index_date"] = idx.dt.date
+    k["_lo"] = (idx + pd.Timedelta(days=int(lo))).dt.date
+    k["_hi"] = (idx + pd.Timedelta(days=int(hi))).dt.date
     id_type = dataset.ibis_table("activity").schema()["customer_id"]
-    schema = {"row_id": "int64", "customer_id": id_type, "index_date": "date"}
+    schema = {"row_id": "int64", "customer_id": id_type, "index_date": "date", "_lo": "date", "_hi": "date"}
     schema.update({c: ibis.dtype(_ibis_type(k[c])) for c in extra})
     if id_type.is_string():
         k["customer_id"] = k["customer_id"].astype(str)
-    return ibis.memtable(k, schema=ibis.schema(schema))
+    return ibis.memtable(k[list(schema)], schema=ibis.schema(schema))   # Spark loads columns by position
 
 
 def _ibis_type(s: pd.Series) -> str:
@@ -108,22 +125,21 @@ def _ibis_type(s: pd.Series) -> str:
     return "string"
 
 
-def _around(table, k, lo: int, hi: int):
-    """Rows of `table` (with a ``date`` column) joined to the keys, dated in days lo..hi of the index.
+def _around(table, k):
+    """Rows of `table` (with a ``date`` column) joined to the keys, dated between their ``_lo`` and ``_hi``.
 
-    Adds ``off`` (days from the index) and keeps the keys' columns.
+    Adds ``off`` (days from the index) and keeps the keys' other columns.
     """
     j = table.join(k, "customer_id")
-    j = j.filter(j.date >= j.index_date + ibis.interval(days=int(lo)),
-                 j.date <= j.index_date + ibis.interval(days=int(hi)))
-    return j.mutate(off=j.date.delta(j.index_date, unit="day").cast("int32"))
+    j = j.filter(j.date >= j._lo, j.date <= j._hi)
+    return j.mutate(off=j.date.delta(j.index_date, unit="day").cast("int32")).drop("_lo", "_hi")
 
 
-def _play(dataset, k, lo: int, hi: int):
+def _play(dataset, k):
     """Activity rows around each key, with ``tl``, ``net_loss`` and ``wagered`` as exact decimals."""
     a = dataset.ibis_table("activity").select("customer_id", "date", "product", "wagered", "won")
     p = dataset.ibis_table("products").select("product", "payback")
-    j = _around(a, k, lo, hi).join(p, "product")
+    j = _around(a, k).join(p, "product")
     return j.mutate(tl=(j.wagered * (1 - j.payback)).cast(LOSS),
                     net_loss=(j.wagered - j.won).cast(MONEY),
                     wagered_d=j.wagered.cast(MONEY))
@@ -161,27 +177,43 @@ def window_aggregates(dataset, keys: pd.DataFrame, windows: Mapping[str, tuple[i
     :func:`product_shares` (columns ``share_{product}``, for `share_window`).
     """
     _validate_windows(windows)
-    k = keys_table(dataset, keys)
     bounds = list(windows.values()) + ([share_window] if share_window else [])
     lo, hi = min(a for a, _ in bounds), max(b for _, b in bounds)
-    j = _play(dataset, k, lo, hi)
+    k = keys_table(dataset, keys, lo, hi)
+    j = _play(dataset, k)
     products = _products(dataset) if share_window else []
-    # stage 1: one row per key and day (active days count days, not products)
-    day_aggs = {"tl": j.tl.sum(), "net_loss": j.net_loss.sum(), "wagered": j.wagered_d.sum()}
+    named = dict(windows)
+    if share_window:
+        named["_share"] = tuple(share_window)
+    # Stage 1 groups rows by key, elementary segment and 63-day block; stage 2 adds segments up per window.
+    # Segments are the pieces the window bounds cut the day axis into, so every window is a union of
+    # segments.  Active days are distinct days, not rows (a day can have several products): each group
+    # keeps a bitmask of its days (bit = day within the block), and a window's active days are the set
+    # bits of its groups.  Grouping by block instead of by day keeps stage 1 to a few groups per key.
+    cuts = sorted({int(a) for a, _ in named.values()} | {int(b) + 1 for _, b in named.values()})
+    seg = ibis.cases(*[(j.off < c, i) for i, c in enumerate(cuts)], else_=len(cuts))
+    pos = j.off + _BLOCK * 10_000                          # non-negative day number
+    in_blk = pos % _BLOCK
+    j = j.mutate(seg=seg, blk=(pos - in_blk), bit=ibis.literal(1).cast("int64") << in_blk.cast("int64"))
+    day_aggs = {"tl": j.tl.sum(), "net_loss": j.net_loss.sum(), "wagered": j.wagered_d.sum(),
+                "days": _bit_or(j.bit)}
     for i, prod in enumerate(products):
         day_aggs[f"w{i}"] = j.wagered_d.sum(where=j.product == prod)
-    d = j.group_by(["row_id", "off"]).aggregate(**day_aggs)
-    # stage 2: one row per key, a conditional sum per window
+    d = j.group_by(["row_id", "seg", "blk"]).aggregate(**day_aggs)
+    d = d.mutate(ndays=_bit_count(d.days))
+
+    def inside(a, b):
+        return d.seg.isin([i for i in range(1, len(cuts)) if cuts[i - 1] >= a and cuts[i] - 1 <= b])
     aggs = {}
     for name, (a, b) in windows.items():
-        inside = d.off.between(int(a), int(b))
+        w = inside(int(a), int(b))
         for m in ("tl", "net_loss", "wagered"):
-            aggs[f"{m}_{name}"] = d[m].sum(where=inside).cast("float64")
-        aggs[f"active_days_{name}"] = inside.cast("int64").sum()
+            aggs[f"{m}_{name}"] = d[m].sum(where=w).cast("float64")
+        aggs[f"active_days_{name}"] = d.ndays.cast("int64").sum(where=w)
     if share_window:
-        inside = d.off.between(int(share_window[0]), int(share_window[1]))
+        w = inside(int(share_window[0]), int(share_window[1]))
         for i, _ in enumerate(products):
-            aggs[f"w{i}"] = d[f"w{i}"].sum(where=inside).cast("float64")
+            aggs[f"w{i}"] = d[f"w{i}"].sum(where=w).cast("float64")
     out = _fetch(d.group_by("row_id").aggregate(**aggs)).set_index("row_id")
     order = keys["row_id"].to_numpy()
     cols = [f"{m}_{n}" for n in windows for m in ("tl", "net_loss", "wagered", "active_days")]
@@ -207,7 +239,7 @@ def _deposit_totals(dataset, k, windows, lo, hi) -> pd.DataFrame | None:
     if not dataset.has("deposits"):
         return None
     x = dataset.ibis_table("deposits").select("customer_id", "date", "amount")
-    j = _around(x, k, lo, hi)
+    j = _around(x, k)
     j = j.mutate(amount=j.amount.cast(MONEY))
     aggs = {f"deposits_{n}": j.amount.sum(where=j.off.between(int(a), int(b))).cast("float64")
             for n, (a, b) in windows.items()}
@@ -270,9 +302,9 @@ def weekly_moments(dataset, keys: pd.DataFrame, first_week: int = -26, last_week
         week.  Weeks without play contribute zero to both, so the caller adds
         the weight totals (which need no activity) to get means and variances.
     """
-    k = keys_table(dataset, keys, extra=(by, weight))
     lo, hi = 7 * int(first_week), 7 * (int(last_week) + 1) - 1
-    j = _play(dataset, k, lo, hi)
+    k = keys_table(dataset, keys, lo, hi, extra=(by, weight))
+    j = _play(dataset, k)
     j = j.mutate(week=(j.off + 7 * 1000).floordiv(7).cast("int32") - 1000)   # floor for negative offsets
     wk = j.group_by(["row_id", "week", by, weight]).aggregate(y=j.tl.sum().cast("float64"))
     wy = (wk[weight] * wk.y)
@@ -290,10 +322,10 @@ def prior_rg_flags(dataset, keys: pd.DataFrame, days: int = 365) -> pd.DataFrame
     Returns 0/1 columns ``prior_limit`` (limit set or lowered), ``prior_pause``
     and ``prior_self_exclusion``, indexed by ``row_id`` in the keys' order.
     """
-    k = keys_table(dataset, keys)
+    k = keys_table(dataset, keys, -int(days), -1)
     rg = dataset.ibis_table("rg_events").select("customer_id", "event", "occurred_on")
     rg = rg.mutate(date=rg.occurred_on.cast("date"))
-    j = _around(rg, k, -int(days), -1)
+    j = _around(rg, k)
     aggs = {name: j.event.isin(list(events)).cast("int64").max() for name, events in _RG_FLAGS.items()}
     got = _fetch(j.group_by("row_id").aggregate(**aggs)).set_index("row_id")
     res = got.reindex(keys["row_id"].to_numpy()).fillna(0).astype("int64")

@@ -39,6 +39,14 @@ class OperatorConfig:
     extra: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}),
                                      compare=False)
 
+    def __reduce__(self):  # picklable although `extra` is a read-only mapping proxy
+        return (_rebuild_config, (self.operator, self.currency, self.sms_policy_start,
+                                  self.small_cell_threshold, dict(self.extra)))
+
+
+def _rebuild_config(operator, currency, sms_policy_start, small_cell_threshold, extra) -> OperatorConfig:
+    return OperatorConfig(operator, currency, sms_policy_start, small_cell_threshold, MappingProxyType(extra))
+
 
 def parse_operator_config(values: Mapping[str, Any]) -> tuple[OperatorConfig | None, list[Problem]]:
     """Check the values of ``operator.toml`` and build an :class:`OperatorConfig`.

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
+import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -473,6 +474,10 @@ def validate(path_or_dataset: str | Path | Dataset, *, engine: str = "auto",
     """
     if isinstance(path_or_dataset, Dataset):
         return validate_dataset(path_or_dataset, engine=engine)
+    if not isinstance(path_or_dataset, (str, os.PathLike)):
+        raise TypeError(f"validate() takes a data directory or a Dataset from load(), not "
+                        f"{type(path_or_dataset).__name__}; data on Spark or a warehouse are validated from a "
+                        f"Parquet export (docs/backends.md)")
     ds, _ = open_dataset(path_or_dataset, memory_limit=memory_limit)
     try:
         return validate_dataset(ds, engine=engine)

@@ -5,9 +5,6 @@ PPML only to gain precision.
 """
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
-
 from ..cohorts.build import Cohort
 from ..results import Result, tidy
 from .spending import OUTCOMES, add_outcomes, ppml

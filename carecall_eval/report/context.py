@@ -36,7 +36,30 @@ from ..cohorts import StudyDesign
 from ..results import Result
 from .quarters import Quarter, parse_quarter, quarter_kpis, quarter_of
 
-__all__ = ["QuarterlyReport", "build_quarterly", "effect_cohort_period", "check_quarter", "provenance"]
+__all__ = ["QuarterlyReport", "DatasetInfo", "build_quarterly", "load_report", "effect_cohort_period", "check_quarter", "provenance"]
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a finished report needs of its dataset: period, settings, fingerprint (picklable, no connection)."""
+
+    path: str
+    config: object
+    data_start: pd.Timestamp
+    data_end: pd.Timestamp
+    tables: tuple
+    data_fingerprint: str
+
+    @classmethod
+    def of(cls, ds) -> "DatasetInfo":
+        return cls(str(ds.path), ds.config, pd.Timestamp(ds.data_start), pd.Timestamp(ds.data_end),
+                   tuple(ds.tables), ds.fingerprint())
+
+    def fingerprint(self) -> str:
+        return self.data_fingerprint
+
+    def has(self, name: str) -> bool:
+        return name in self.tables
 
 
 @dataclass
@@ -60,6 +83,19 @@ class QuarterlyReport:
     @property
     def config(self):
         return self.dataset.config
+
+    def detached(self) -> "QuarterlyReport":
+        """A copy whose dataset is a :class:`DatasetInfo` (no open connection), for pickling."""
+        return dataclasses.replace(self, dataset=DatasetInfo.of(self.dataset))
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Pickle the detached report to `path` (read back with :func:`load_report`)."""
+        import pickle
+
+        path = Path(path)
+        with open(path, "wb") as fh:
+            pickle.dump(self.detached(), fh, protocol=pickle.HIGHEST_PROTOCOL)
+        return path
 
     @property
     def complete_quarter(self) -> bool:
@@ -109,6 +145,17 @@ class QuarterlyReport:
         write_atomic(paths[0], self.metrics_json())
         write_atomic(paths[1], self.metrics_csv())
         return paths
+
+
+def load_report(path: str | os.PathLike) -> QuarterlyReport:
+    """A report saved by :meth:`QuarterlyReport.save` (only open files you wrote yourself: it is a pickle)."""
+    import pickle
+
+    with open(path, "rb") as fh:
+        rep = pickle.load(fh)
+    if not isinstance(rep, QuarterlyReport):
+        raise TypeError(f"{path} does not hold a QuarterlyReport")
+    return rep
 
 
 def effect_cohort_period(quarter: Quarter, data_end, *, window: int = 84,
@@ -195,7 +242,8 @@ def _collect(notes: list, step: str):
 
 def build_quarterly(data, quarter: str | Quarter, design: StudyDesign | str | os.PathLike | None = None, *,
                     pool_quarters: int | None = 4, window: int = 84, level: float = 0.95,
-                    placebo: bool = True, kpi_quarters: int = 4, validation=None) -> QuarterlyReport:
+                    placebo: bool = True, kpi_quarters: int = 4, validation=None,
+                    stages=None) -> QuarterlyReport:
     """Compute everything a quarterly report shows.
 
     Parameters
@@ -224,6 +272,8 @@ def build_quarterly(data, quarter: str | Quarter, design: StudyDesign | str | os
         The data's validation report when it was already computed (the
         renderer validates before it starts the notebook; a path is a JSON
         file from :meth:`ValidationReport.to_json`).  Validated here when None.
+    stages : carecall_eval.stages.Stages, optional
+        Records each step's time and peak memory and prints progress.
 
     Returns
     -------
@@ -238,6 +288,9 @@ def build_quarterly(data, quarter: str | Quarter, design: StudyDesign | str | os
     """
     from ..contract import ValidationReport, load, validate
     from ..evaluate import evaluate
+    from ..stages import Stages
+
+    st = stages if stages is not None else Stages(quiet=True)
 
     q = parse_quarter(quarter)
     if isinstance(validation, (str, os.PathLike)):
@@ -246,7 +299,7 @@ def build_quarterly(data, quarter: str | Quarter, design: StudyDesign | str | os
     if isinstance(data, (str, os.PathLike)):
         ds = load(data, validate=False)
         if validation is None:
-            with _collect(notes, "validation"):
+            with _collect(notes, "validation"), st("validate"):
                 validation = validate(ds)
         validation.raise_if_failed()
     else:
@@ -269,14 +322,14 @@ def build_quarterly(data, quarter: str | Quarter, design: StudyDesign | str | os
                                  "and after the missed-call SMS; add a line sms_policy_start = YYYY-MM-DD "
                                  "(the date the SMS began) to compare them")
     if validation is None:
-        with _collect(notes, "validation"):
+        with _collect(notes, "validation"), st("validate"):
             validation = validate(ds)
-    with _collect(notes, "headline figures"):
+    with _collect(notes, "headline figures"), st("quarterly key figures"):
         kpis = quarter_kpis(ds, q.previous(kpi_quarters), level=level)
     ev = None
     with _collect(notes, "effect cohort"):
         try:
-            ev = evaluate(ds, eff_design, level=level, window=window, placebo=placebo, quiet=True)
+            ev = evaluate(ds, eff_design, level=level, window=window, placebo=placebo, stages=st)
         except Exception as exc:  # the report says what is missing instead of failing
             missing["evaluation"] = f"the effect estimates could not be computed ({type(exc).__name__}: {exc})"
     rq = q.shift(-4)
@@ -288,7 +341,7 @@ def build_quarterly(data, quarter: str | Quarter, design: StudyDesign | str | os
         missing["retention"] = (f"the data start on {pd.Timestamp(ds.data_start).date()}, too late for the "
                                 f"{design.pre_window}-day history of cases opened in {rq}")
     else:
-        with _collect(notes, f"retention cohort ({rq})"):
+        with _collect(notes, f"retention cohort ({rq})"), st("retention cohort (year earlier)"):
             try:
                 from ..cohorts import build_cohort
                 from ..outcomes.retention import retention

@@ -94,6 +94,7 @@ class RenderedReport:
     metrics_csv: Path | None
     seconds: float
     notes: tuple[str, ...] = ()
+    stages: tuple[dict, ...] = ()   # {"stage", "seconds", "peak_mb"} per step (see carecall_eval.stages)
 
 
 def notebook_path(name: str = "quarterly_report") -> Path:
@@ -190,7 +191,7 @@ def _timestamp() -> str:
 
 def render_report(data, quarter, out="reports", design=None, *, notebook=None, kernel_name: str = KERNEL_NAME,
                   timeout: int = 1200, progress: bool = True, placebo: bool = True, pool_quarters: int = 4,
-                  keep_notebook: bool = False, rendered_at: str | None = None) -> RenderedReport:
+                  keep_notebook: bool = False, rendered_at: str | None = None, stages=None) -> RenderedReport:
     """Execute the quarterly report notebook and write HTML, metrics.json and metrics.csv.
 
     Parameters
@@ -222,6 +223,13 @@ def render_report(data, quarter, out="reports", design=None, *, notebook=None, k
     rendered_at : str, optional
         Render timestamp shown in the footer (default: now, or
         ``SOURCE_DATE_EPOCH`` when set).
+    stages : carecall_eval.stages.Stages, optional
+        Records each step (validation, cohorts, matching, each estimator,
+        the notebook) with its time and peak memory; the returned report's
+        ``stages`` lists them either way.
+
+    Every figure is computed in this process (with a progress line per step),
+    then the notebook lays the saved figures out in its kernel.
 
     Returns
     -------
@@ -244,12 +252,12 @@ def render_report(data, quarter, out="reports", design=None, *, notebook=None, k
     from .context import check_quarter, provenance
     from .quarters import parse_quarter
 
+    from ..stages import Stages
+    from .context import build_quarterly
+
+    st = stages if stages is not None else Stages(quiet=not progress)
+    say = st.say
     t0 = time.perf_counter()
-
-    def say(msg: str) -> None:
-        if progress:
-            print(f"[{time.perf_counter() - t0:6.1f} s] {msg}", file=sys.stderr, flush=True)
-
     data = Path(data)
     if not data.is_dir():
         raise FileNotFoundError(f"data directory {data} does not exist")
@@ -257,29 +265,36 @@ def render_report(data, quarter, out="reports", design=None, *, notebook=None, k
         raise FileNotFoundError(f"design file {design} does not exist")
     if str(quarter).strip().lower() != "latest":
         parse_quarter(quarter)  # a malformed quarter fails before the data are read
+    _check_kernel(kernel_name)
     ds, _ = open_dataset(data)
     try:
-        say(f"validating {data} against the data contract")
-        validation = validate_dataset(ds).raise_if_failed()   # once: the notebook reuses this report
-    except BaseException:
+        with st("validate"):
+            validation = validate_dataset(ds).raise_if_failed()   # once: the report shows this one
+        q = latest_complete_quarter(ds) if str(quarter).strip().lower() == "latest" else parse_quarter(quarter)
+        problems = check_quarter(ds, q)
+        if problems:
+            raise ValueError("; ".join(problems))
+        cfg = ds.config
+        notes = []
+        if cfg.sms_policy_start is None:
+            notes.append("operator.toml has no sms_policy_start: the report shows reach over time but cannot "
+                         "compare answer rates before and after the missed-call SMS")
+        if pd_date(ds.data_end) < q.end:
+            notes.append(f"{q} is not complete in the data (data end {pd_date(ds.data_end)}): its figures cover "
+                         "part of the quarter")
+        for n in notes:
+            say(f"note: {n}")
+        say(f"computing the {cfg.operator} {q} report figures")
+        # every number is computed here, in this process, with progress; the notebook only lays them out
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=1, user_api="blas"):   # as in the kernel: reproducible to the last digit
+            rep = build_quarterly(ds, q, design, pool_quarters=pool_quarters, placebo=placebo,
+                                  validation=validation, stages=st)
+        cfile = Path(tempfile.mkdtemp(prefix="carecall_report_")) / "context.pickle"
+        rep.save(cfile)
+    finally:
         ds.close()
-        raise
-    q = latest_complete_quarter(ds) if str(quarter).strip().lower() == "latest" else parse_quarter(quarter)
-    problems = check_quarter(ds, q)
-    if problems:
-        raise ValueError("; ".join(problems))
-    cfg = ds.config
-    notes = []
-    if cfg.sms_policy_start is None:
-        notes.append("operator.toml has no sms_policy_start: the report shows reach over time but cannot compare "
-                     "answer rates before and after the missed-call SMS")
-    if pd_date(ds.data_end) < q.end:
-        notes.append(f"{q} is not complete in the data (data end {pd_date(ds.data_end)}): its figures cover part "
-                     "of the quarter")
-    ds.close()
-    for n in notes:
-        say(f"note: {n}")
-    _check_kernel(kernel_name)
     src = Path(notebook) if notebook else notebook_path("quarterly_report")
     nb = jupytext.read(src)
     nb.metadata["kernelspec"] = {"name": kernel_name, "display_name": f"Python ({kernel_name})", "language": "python"}
@@ -289,8 +304,6 @@ def render_report(data, quarter, out="reports", design=None, *, notebook=None, k
     final.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{q.label}.staging-", dir=final.parent))
     executed = staging / "report.ipynb"
-    vfile = Path(tempfile.mkdtemp(prefix="carecall_validation_")) / "validation.json"
-    vfile.write_text(validation.to_json(), encoding="utf-8")
     prov = provenance()
     params = {
         "data": str(data.resolve()),
@@ -302,27 +315,28 @@ def render_report(data, quarter, out="reports", design=None, *, notebook=None, k
         "rendered_at": rendered_at or _timestamp(),
         "git_commit": prov["git_commit"] or "",
         "git_uncommitted_changes": bool(prov["git_uncommitted_changes"]),
-        "validation_file": str(vfile),
+        "context_file": str(cfile),
     }
     try:
         say(f"executing {src.name} for {cfg.operator} {q} in kernel {kernel_name!r} (timeout {timeout} s per cell)")
-        try:
-            # one BLAS/OpenMP thread: multithreaded reductions can change the last digits between runs
-            with _env(PYTHONHASHSEED="0", MPLBACKEND="Agg", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
-                      MKL_NUM_THREADS="1"):
-                pm.execute_notebook(nb, str(executed), parameters=params, kernel_name=kernel_name,
-                                    cwd=str(staging), execution_timeout=timeout, progress_bar=progress,
-                                    log_output=False, start_timeout=120,
-                                    # the kernel's own log (e.g. its transport notice) is not the reader's concern
-                                    extra_arguments=["--IPKernelApp.log_level=ERROR"])
-        except pm.PapermillExecutionError as exc:
-            failed = final.parent / f"{q.label}.failed.ipynb"
-            if executed.exists():
-                shutil.copyfile(executed, failed)
-            raise ReportError(f"the report notebook failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue} "
-                              f"(executed notebook kept at {failed})") from None
-        except TimeoutError as exc:
-            raise ReportError(f"a notebook cell ran longer than {timeout} s ({exc}); raise --timeout") from None
+        with st("report notebook"):
+            try:
+                # one BLAS/OpenMP thread: multithreaded reductions can change the last digits between runs
+                with _env(PYTHONHASHSEED="0", MPLBACKEND="Agg", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
+                          MKL_NUM_THREADS="1"):
+                    pm.execute_notebook(nb, str(executed), parameters=params, kernel_name=kernel_name,
+                                        cwd=str(staging), execution_timeout=timeout, progress_bar=progress,
+                                        log_output=False, start_timeout=120,
+                                        # the kernel's own log (e.g. its transport notice) is not the reader's concern
+                                        extra_arguments=["--IPKernelApp.log_level=ERROR"])
+            except pm.PapermillExecutionError as exc:
+                failed = final.parent / f"{q.label}.failed.ipynb"
+                if executed.exists():
+                    shutil.copyfile(executed, failed)
+                raise ReportError(f"the report notebook failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue} "
+                                  f"(executed notebook kept at {failed})") from None
+            except TimeoutError as exc:
+                raise ReportError(f"a notebook cell ran longer than {timeout} s ({exc}); raise --timeout") from None
         say("exporting HTML (no code, figures embedded)")
         import nbformat
 
@@ -339,13 +353,13 @@ def render_report(data, quarter, out="reports", design=None, *, notebook=None, k
         shutil.rmtree(staging, ignore_errors=True)
         raise
     finally:
-        shutil.rmtree(vfile.parent, ignore_errors=True)
+        shutil.rmtree(cfile.parent, ignore_errors=True)
     mj, mc = final / "metrics.json", final / "metrics.csv"
     seconds = time.perf_counter() - t0
     say(f"wrote {final}/report.html" + (", metrics.json, metrics.csv" if mj.exists() else "")
         + f" in {seconds:.0f} s")
     return RenderedReport(final, final / "report.html", mj if mj.exists() else None,
-                          mc if mc.exists() else None, seconds, tuple(notes))
+                          mc if mc.exists() else None, seconds, tuple(notes), tuple(st.records))
 
 
 def latest_complete_quarter(ds):
