@@ -65,3 +65,28 @@ def test_sample_retention_matches_truth():
     km = res.get_plot_data("km")
     assert set(km["group"]) == {"contact", "comparison"}
     assert km["survival"].between(0, 1).all()
+
+
+def test_fast_cox_robust_variance_equals_lifelines_loop():
+    """The O(n) score residuals give lifelines' own (O(n^2)) robust variance, with weights, ties and clusters."""
+    from lifelines import CoxPHFitter
+
+    from carecall_eval.outcomes.retention import _cox_fitter
+
+    rng = np.random.default_rng(11)
+    n = 1500
+    x = rng.integers(0, 2, n)
+    df = pd.DataFrame({"duration": np.ceil(rng.exponential(200 * np.exp(-0.4 * x))).clip(max=365),
+                       "contact": x, "z": rng.normal(size=n), "weights": rng.choice([0.2, 1.0, 2.5], n),
+                       "cluster": rng.integers(0, 400, n)})
+    df["event"] = (df["duration"] < 365).astype(int)
+    assert df["duration"].duplicated().any()                      # tied times
+    kw = dict(duration_col="duration", event_col="event", weights_col="weights", cluster_col="cluster",
+              robust=True)
+    ref = CoxPHFitter().fit(df, **kw)
+    fast = _cox_fitter(alpha=0.05).fit(df, **kw)
+    np.testing.assert_allclose(fast.params_, ref.params_, rtol=1e-12)
+    np.testing.assert_allclose(fast.standard_errors_, ref.standard_errors_, rtol=1e-9)
+    assert fast.standard_errors_["contact"] != pytest.approx(CoxPHFitter().fit(
+        df, duration_col="duration", event_col="event", weights_col="weights").standard_errors_["contact"],
+        rel=1e-3)                                                   # the robust variance is not the model one

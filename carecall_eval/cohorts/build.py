@@ -17,6 +17,24 @@ from .windows import prior_rg_flags, window_aggregates
 COVARIATE_WINDOWS = {"7": (-7, -1), "28": (-28, -1), "28_8": (-28, -8), "84_29": (-84, -29),
                      "365_85": (-365, -85)}
 
+#: Play in the last 90 days of the first year (retention's "still active" definition).
+ACTIVE_END_WINDOW = {"last90_365": (275, 364)}
+
+
+def post_windows(windows) -> dict[str, tuple[int, int]]:
+    """``{"post28": (0, 27), ...}`` for window lengths in days."""
+    return {f"post{w}": (0, int(w) - 1) for w in windows}
+
+
+def outcome_windows(design: StudyDesign) -> dict[str, tuple[int, int]]:
+    """Every window a cohort row carries besides the covariate windows: pre, post and active-at-a-year.
+
+    They are summed in the same pass over activity as the covariates (one scan
+    of days -365..+364), so estimators find their outcomes on the cohort (and
+    matched) tables instead of scanning activity again.  Matching never uses them.
+    """
+    return {"pre": (-design.pre_window, -1), **post_windows(design.post_windows), **ACTIVE_END_WINDOW}
+
 
 @dataclass(frozen=True)
 class Cohort:
@@ -287,8 +305,7 @@ def _covariates(ds, cand: pd.DataFrame, design: StudyDesign, data_end: pd.Timest
     cand = cand.copy()
     cand["row_id"] = np.arange(len(cand))
     keys = cand[["row_id", "customer_id", "index_date"]]
-    windows = dict(COVARIATE_WINDOWS)
-    windows["pre"] = (-design.pre_window, -1)
+    windows = {**COVARIATE_WINDOWS, **outcome_windows(design)}
     tot = window_aggregates(ds, keys, windows, share_window=(-84, -1))   # one pass over activity
     idx = cand["index_date"]
     out = cand.set_index("row_id")

@@ -57,11 +57,20 @@ def exit_times(dataset, table: pd.DataFrame) -> pd.DataFrame:
 
 
 def active_at_horizon(dataset, table: pd.DataFrame, horizon: int = 365, last_days: int = 90) -> pd.Series:
-    """1 if the customer played in the last ``last_days`` days of the horizon, NaN if not observable."""
-    keys = pd.DataFrame({"row_id": np.arange(len(table)), "customer_id": table["customer_id"].to_numpy(),
-                         "index_date": table["index_date"].to_numpy()})
-    tot = windows.window_totals(dataset, keys, {"end": (horizon - last_days, horizon - 1)})
-    active = (tot["active_days_end"].to_numpy() > 0).astype(float)
+    """1 if the customer played in the last ``last_days`` days of the horizon, NaN if not observable.
+
+    A cohort table carries the default window (``active_days_last90_365``, summed
+    in the cohort's pass); other horizons are summed now.
+    """
+    col = f"active_days_last{last_days}_{horizon}"
+    if col in table.columns:
+        days = table[col].to_numpy()
+    else:
+        keys = pd.DataFrame({"row_id": np.arange(len(table)), "customer_id": table["customer_id"].to_numpy(),
+                             "index_date": table["index_date"].to_numpy()})
+        days = windows.window_totals(dataset, keys, {"end": (horizon - last_days, horizon - 1)})[
+            "active_days_end"].to_numpy()
+    active = (days > 0).astype(float)
     complete = (pd.to_datetime(table["index_date"]) + pd.Timedelta(days=horizon - 1)) <= pd.Timestamp(dataset.data_end)
     return pd.Series(np.where(complete.to_numpy(), active, np.nan), index=table.index, name="active")
 
@@ -102,6 +111,37 @@ def retention(dataset, table: pd.DataFrame, *, horizon: int = 365, level: float 
     return retention_from_times(t, horizon=horizon, level=level, label=label, cluster=cluster)
 
 
+def _cox_fitter(alpha: float):
+    """lifelines' CoxPHFitter with its robust-variance score residuals computed in O(n).
+
+    lifelines (0.30) computes the score residuals behind ``robust=True`` with a
+    Python loop whose step i sums over rows 0..i, O(n^2): minutes at 200k
+    rows.  The same quantity is two cumulative sums:
+    ``r_i = w_i * (E_i (x_i - a_i) - phi_i (x_i C_i - A_i))`` with ``a_j`` the
+    risk-set mean of x at row j, ``C_i = sum_{j<=i} E_j w_j / R_j`` and
+    ``A_i = sum_{j<=i} E_j w_j a_j / R_j`` (rows sorted by time, as lifelines
+    sorts them).  Everything else is lifelines' own; the test suite checks the
+    result equals lifelines' loop and R's survival.
+    """
+    from lifelines import CoxPHFitter
+
+    class _CoxPHFitter(CoxPHFitter):
+        def _compute_score_within_strata(self, X, _T, E, weights, entries):
+            X, E, w = X.values, E.values.astype(int), weights.values
+            beta = self.params_.values * self._norm_std
+            phi = np.exp(X @ beta)
+            risk_x = (X * (w * phi)[:, None])[::-1].cumsum(0)[::-1]
+            risk = (w * phi)[::-1].cumsum()[::-1]
+            a = risk_x / risk[:, None]
+            c = E * w / risk
+            C = np.cumsum(c)
+            A = np.cumsum(c[:, None] * a, axis=0)
+            score = E[:, None] * (X - a) - phi[:, None] * (X * C[:, None] - A)
+            return score * w[:, None]
+
+    return _CoxPHFitter(alpha=alpha)
+
+
 def retention_from_times(t: pd.DataFrame, *, horizon: int = 365, level: float = 0.95, label: str | None = None,
                          cluster: str | None = "subclass") -> Result:
     """Retention estimates from prepared survival data (see :func:`retention`).
@@ -109,7 +149,7 @@ def retention_from_times(t: pd.DataFrame, *, horizon: int = 365, level: float = 
     ``t`` has ``duration`` (days), ``event`` (1 = left), ``contact`` (1/0),
     ``weights``, optionally ``active`` (1/0/NaN), ``customer_id`` and a cluster column.
     """
-    from lifelines import CoxPHFitter, KaplanMeierFitter
+    from lifelines import KaplanMeierFitter
     from lifelines.statistics import proportional_hazard_test
 
     t = t.copy()
@@ -177,7 +217,7 @@ def retention_from_times(t: pd.DataFrame, *, horizon: int = 365, level: float = 
         cl = cluster if (cluster and cluster in t.columns and t[cluster].notna().all()) else None
         if cl:
             cdf["cluster"] = pd.factorize(t[cl])[0]
-        cph = CoxPHFitter(alpha=1 - level)
+        cph = _cox_fitter(alpha=1 - level)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             cph.fit(cdf, duration_col="duration", event_col="event", weights_col="weights",
