@@ -123,9 +123,10 @@ def _cox_fitter(alpha: float):
     sorts them).  Everything else is lifelines' own; the test suite checks the
     result equals lifelines' loop and R's survival.
     """
-    from lifelines import CoxPHFitter
+    from lifelines import CoxPHFitter, utils
+    from lifelines.fitters.coxph_fitter import SemiParametricPHFitter
 
-    class _CoxPHFitter(CoxPHFitter):
+    class _SemiParametricPHFitter(SemiParametricPHFitter):   # what CoxPHFitter fits with the Breslow baseline
         def _compute_score_within_strata(self, X, _T, E, weights, entries):
             X, E, w = X.values, E.values.astype(int), weights.values
             beta = self.params_.values * self._norm_std
@@ -138,6 +139,15 @@ def _cox_fitter(alpha: float):
             A = np.cumsum(c[:, None] * a, axis=0)
             score = E[:, None] * (X - a) - phi[:, None] * (X * C[:, None] - A)
             return score * w[:, None]
+
+    class _CoxPHFitter(CoxPHFitter):
+        def _fit_model_breslow(self, *args, **kwargs):
+            model = _SemiParametricPHFitter(penalizer=self.penalizer, l1_ratio=self.l1_ratio, strata=self.strata,
+                                            alpha=self.alpha, label=self._label)
+            if not utils.CensoringType.is_right_censoring(self):   # pragma: no cover - as lifelines
+                raise ValueError("the Cox model here takes right-censored data only")
+            model.fit(*args, **kwargs)
+            return model
 
     return _CoxPHFitter(alpha=alpha)
 
