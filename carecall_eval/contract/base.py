@@ -41,6 +41,27 @@ class TablesBase:
     def close(self) -> None:  # pragma: no cover - overridden
         pass
 
+    def upload(self, name: str, table):
+        """A pyarrow Table as a temporary table `name` where the data live; returns its ibis table.
+
+        The aggregation layer uploads its per-key tables this way so the
+        backend knows their size (and joins them as the small side).  Falls
+        back to an in-memory ibis table on backends without temporary tables.
+        """
+        import ibis
+
+        try:
+            return self.backend.create_table(name, obj=table, temp=True)
+        except Exception:
+            return ibis.memtable(table)
+
+    def drop_upload(self, name: str) -> None:
+        """Drop a table made by :meth:`upload` (nothing if it is gone or was in memory)."""
+        try:
+            self.backend.drop_table(name, force=True)
+        except Exception:  # pragma: no cover - backend-specific
+            pass
+
     def has(self, name: str) -> bool:
         """Whether table `name` is present (e.g. the optional ``deposits``)."""
         return name in self.tables

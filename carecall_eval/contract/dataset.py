@@ -247,6 +247,19 @@ class Dataset(TablesBase):
 
         return ibis.duckdb.from_connection(self.con)
 
+    def upload(self, name: str, table):
+        """A pyarrow Table as a DuckDB temporary table `name` (see :meth:`TablesBase.upload`)."""
+        view = f"_{name}_arrow"
+        self.con.register(view, table)
+        try:
+            self.con.execute(f"CREATE OR REPLACE TEMP TABLE {quote_ident(name)} AS SELECT * FROM {quote_ident(view)}")
+        finally:
+            self.con.unregister(view)
+        return self.backend.table(name)
+
+    def drop_upload(self, name: str) -> None:
+        self.con.execute(f"DROP TABLE IF EXISTS {quote_ident(name)}")
+
     def ibis_table(self, name: str):
         """Table `name` as an ibis expression: how the aggregation layer reads every backend."""
         self._check_present(name)
