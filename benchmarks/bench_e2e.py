@@ -69,12 +69,17 @@ def run_pipeline(data: Path, memory_limit: str) -> dict:
 
     act_rows = pq.ParquetFile(data / "activity.parquet").metadata.num_rows
     st = Stages(quiet=False, stream=sys.stdout)
-    with st("bare DuckDB GROUP BY"):
-        con = duckdb.connect(config={"memory_limit": memory_limit})
-        n = len(con.sql(f"SELECT customer_id, sum(wagered) AS w, sum(won) AS won, count(*) AS n "
-                        f"FROM read_parquet('{data / 'activity.parquet'}') GROUP BY customer_id").df())
-        con.close()
-    bare_s = st.records[-1]["seconds"]
+    bare = {}
+    for table, cols in (("activity", "sum(wagered) AS w, sum(won) AS won"), ("deposits", "sum(amount) AS a"),
+                        ("rg_events", "max(occurred_on) AS o")):
+        with st(f"bare DuckDB GROUP BY ({table})"):
+            con = duckdb.connect(config={"memory_limit": memory_limit})
+            got = con.sql(f"SELECT customer_id, {cols}, count(*) AS n "
+                          f"FROM read_parquet('{data / (table + '.parquet')}') GROUP BY customer_id").df()
+            con.close()
+        bare[table] = st.records[-1]["seconds"]
+        if table == "activity":
+            n = len(got)
     out_dir = Path(tempfile.mkdtemp(prefix="carecall_bench_report_"))
     os.environ["CARECALL_MEMORY_LIMIT"] = memory_limit
     try:
@@ -86,31 +91,34 @@ def run_pipeline(data: Path, memory_limit: str) -> dict:
     for r in st.records:
         if r["stage"] == "report notebook":
             r["peak_mb"] = max(r["peak_mb"], kernel_peak)   # the notebook runs in a kernel process
-    return {"activity_rows": act_rows, "customers_with_play": n, "bare_seconds": bare_s,
+    return {"activity_rows": act_rows, "customers_with_play": n, "bare_seconds": bare,
             "stages": st.records,
-            "aggregations": [{"function": f, "keys": k, "seconds": s} for f, k, s in log]}
+            "aggregations": [{"function": f, "table": t, "keys": k, "seconds": s} for f, t, k, s in log]}
 
 
 # ----------------------------------------------------------------------------- parent
 
 def _print_size(customers: int, res: dict) -> None:
-    pipe = [s for s in res["stages"] if s["stage"] != "bare DuckDB GROUP BY"]
+    pipe = [s for s in res["stages"] if not s["stage"].startswith("bare DuckDB GROUP BY")]
     total = sum(s["seconds"] for s in pipe)
     peak = max(s["peak_mb"] for s in pipe)
     res["total_seconds"], res["peak_mb"] = total, peak
     print(f"  {'pipeline total':<28} {total:8.1f} s   peak {peak:8,.0f} MB")
     bare = res["bare_seconds"]
     aggs = res["aggregations"]
-    worst = max((a["seconds"] / bare for a in aggs), default=float("nan"))
-    print(f"  aggregation queries: {len(aggs)}, {sum(a['seconds'] for a in aggs):.1f} s in all; "
-          f"bare GROUP BY {bare:.2f} s; slowest query {worst:.2f}x the bare GROUP BY")
-    by_fn: dict[str, list] = {}
     for a in aggs:
-        by_fn.setdefault(a["function"], []).append(a)
-    for fn, rows in by_fn.items():
-        r = max(rows, key=lambda a: a["seconds"])
-        print(f"    {fn:<20} {len(rows):3d} calls, slowest {r['seconds']:6.2f} s on {r['keys']:,} keys "
-              f"({r['seconds'] / bare:.2f}x bare)")
+        a["ratio"] = a["seconds"] / bare[a["table"]]
+    res["worst_ratio"] = max((a["ratio"] for a in aggs), default=float("nan"))
+    print(f"  aggregation queries: {len(aggs)}, {sum(a['seconds'] for a in aggs):.1f} s in all; bare GROUP BY "
+          + ", ".join(f"{t} {s:.2f} s" for t, s in bare.items())
+          + f"; slowest query {res['worst_ratio']:.2f}x the bare GROUP BY over its table")
+    by_fn: dict[tuple, list] = {}
+    for a in aggs:
+        by_fn.setdefault((a["function"], a["table"]), []).append(a)
+    for (fn, table), rows in by_fn.items():
+        r = max(rows, key=lambda a: a["ratio"])
+        print(f"    {fn:<18} on {table:<10} {len(rows):3d} queries, slowest {r['seconds']:6.2f} s on "
+              f"{r['keys']:,} keys ({r['ratio']:.2f}x bare)")
 
 
 def main(argv=None) -> int:
@@ -155,7 +163,7 @@ def main(argv=None) -> int:
     big = results[max(results)]
     if max(results) >= 1_000_000:
         ok_t, ok_m = big["total_seconds"] < 300, big["peak_mb"] < 8192
-        ratio = max(x["seconds"] for x in big["aggregations"]) / big["bare_seconds"]
+        ratio = big["worst_ratio"]
         print(f"\ntargets at {max(results):,}: total {big['total_seconds']:.0f} s < 300 s: "
               f"{'met' if ok_t else 'NOT met'}; peak {big['peak_mb']:,.0f} MB < 8192 MB: "
               f"{'met' if ok_m else 'NOT met'}; slowest aggregation {ratio:.2f}x bare < 3x: "

@@ -142,8 +142,9 @@ def test_query_log_records_each_aggregation(ds, keys):
     with W.query_log() as log:
         W.window_totals(ds, keys, {"a": (-7, -1)})
         W.prior_rg_flags(ds, keys)
-    assert [name for name, n, s in log] == ["window_aggregates", "prior_rg_flags"]
-    assert all(n == len(keys) and s >= 0 for _, n, s in log)
+    assert [(name, table) for name, table, n, s in log] == [
+        ("window_aggregates", "activity"), ("window_aggregates", "deposits"), ("prior_rg_flags", "rg_events")]
+    assert all(n == len(keys) and s >= 0 for _, _, n, s in log)
 
 
 def test_window_keys_are_checked(ds, keys):
