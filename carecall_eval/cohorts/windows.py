@@ -50,9 +50,9 @@ def _bit_or(x: int) -> int:  # noqa: ARG001 - SQL's bit_or aggregate (ibis 12 ha
 def _bit_count(x: int) -> int:  # noqa: ARG001 - DuckDB's and Spark SQL's bit_count
     """Number of set bits (the SQL function ``bit_count``)."""
 
+
 _RG_FLAGS = {"prior_limit": ("limit_set", "limit_lowered"), "prior_pause": ("pause",),
              "prior_self_exclusion": ("self_exclusion",)}
-
 
 _LOG: list | None = None
 
