@@ -175,9 +175,11 @@ def _play(dataset, k):
     """Activity rows around each key, with ``tl``, ``net_loss`` and ``wagered`` as exact decimals."""
     a = dataset.ibis_table("activity").select("customer_id", "date", "product", "wagered", "won")
     p = dataset.ibis_table("products").select("product", "payback")
-    # a small integer per product (sorted names, as _products lists them): per-product sums test it
-    # instead of comparing strings on every play row
-    p = p.mutate(pcode=ibis.row_number().over(order_by="product").cast("int32"))
+    # a small integer per product, the position in _products' list (set on the products table, a few rows,
+    # so it cannot disagree with the Python list whatever the backend's collation): per-product sums test
+    # it instead of comparing strings on every play row
+    codes = [(p["product"] == name, i) for i, name in enumerate(_products(dataset))]
+    p = p.mutate(pcode=ibis.cases(*codes, else_=-1).cast("int32") if codes else ibis.literal(-1, "int32"))
     j = _around(a, k).join(p, "product")
     return j.mutate(tl=(j.wagered * (1 - j.payback)).cast(LOSS),
                     net_loss=(j.wagered - j.won).cast(MONEY),

@@ -192,15 +192,22 @@ def naive_change(table: pd.DataFrame, outcome: str = "tl", window: int = 84, pre
     return ppml(long["y"], long[["post"]], term="post", groups=long["g"], exposure=long["days"], level=level)
 
 
+def matched_ppml(m: pd.DataFrame, outcome: str, window: int, covariates: list[str], *, replace: bool,
+                 level: float = 0.95) -> RatioEstimate:
+    """The primary estimate: weighted PPML of the post-window outcome on contact plus baseline covariates."""
+    X = _ppml_covariates(m, covariates)
+    X.insert(0, "contact", m["contact"].to_numpy(float))
+    return ppml(m[f"{outcome}_post{window}"].to_numpy(float), X, term="contact",
+                weights=m["weights"].to_numpy(float), groups=_clusters(m, replace), level=level)
+
+
 def matched_estimates(m: pd.DataFrame, outcome: str, window: int, covariates: list[str], *, replace: bool,
                       pre_window: int = 84, level: float = 0.95) -> dict:
     """Every matched estimator for one outcome and window on a matched table with ``weights``."""
     y = m[f"{outcome}_post{window}"].to_numpy(float)
     w = m["weights"].to_numpy(float)
     g = _clusters(m, replace)
-    X = _ppml_covariates(m, covariates)
-    X.insert(0, "contact", m["contact"].to_numpy(float))
-    out = {"matched": ppml(y, X, term="contact", weights=w, groups=g, level=level),
+    out = {"matched": matched_ppml(m, outcome, window, covariates, replace=replace, level=level),
            "post_only": ppml(y, m[["contact"]], term="contact", weights=w, groups=g, level=level)}
     out["diff"] = weighted_diff(y, m["contact"], w, g, level=level)
     # difference in differences: stacked pre/post, daily means, interaction
@@ -540,10 +547,7 @@ def _subgroups(m: pd.DataFrame, outcome, window, covariates, replace, level,
                 continue
             covs = [c for c in covariates if c != by]
             try:
-                X = _ppml_covariates(g, covs)
-                X.insert(0, "contact", g["contact"].to_numpy(float))
-                e = ppml(g[f"{outcome}_post{window}"].to_numpy(float), X, term="contact",
-                         weights=g["weights"].to_numpy(float), groups=_clusters(g, True), level=level)
+                e = matched_ppml(g, outcome, window, covs, replace=True, level=level)
             except Exception:  # pragma: no cover - tiny or separated subgroup
                 continue
             if not e.converged:      # separation in a small subgroup: no finite estimate
