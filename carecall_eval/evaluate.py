@@ -9,98 +9,100 @@ import json
 import os
 import tempfile
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
+from ._validation import check_horizon, check_level
 from ._version import __version__
-from .cohorts import Cohort, StudyDesign, build_cohort
-from .results import SUMMARY_COLUMNS, Result
+from .cohorts import Cohort, MatchedSample, StudyDesign, build_cohort
+from .errors import NotAvailableError
+from .results import SUMMARY_COLUMNS, Reporting, Result, jsonable, tidy
 from .stages import Stages
 
 
-@dataclass(frozen=True)
-class Evaluation:
-    """Everything one design produced on one data set."""
+@dataclass(frozen=True, repr=False)
+class Evaluation(Reporting):
+    """Everything one design produced on one data set (the result protocol over every estimator).
+
+    Attributes
+    ----------
+    design : StudyDesign
+    cohort : Cohort
+    sample : MatchedSample
+        The matched sample every cohort estimator used.
+    results : dict of str to Result
+        One entry per registered estimator that applied to the data.
+    settings : dict
+        Design, level, headline window, data fingerprint and operator facts.
+    timings : dict
+        Seconds per step.
+    """
 
     design: StudyDesign
     cohort: Cohort
-    matched: object
+    sample: MatchedSample
     results: dict
-    params: dict = field(default_factory=dict)
+    settings: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
+    name = "evaluation"
 
     @property
-    def summary(self) -> pd.DataFrame:
-        """Every estimator's rows, with an ``estimator`` column; stable order."""
+    def matched(self):
+        """The matching result (``sample.matching``)."""
+        return self.sample.matching
+
+    @cached_property
+    def _summary(self) -> pd.DataFrame:
         frames = []
         for name, r in self.results.items():
             s = r.summary.copy()
-            s.insert(0, "estimator", name)
+            s["estimator"] = name
             frames.append(s)
-        out = pd.concat(frames, ignore_index=True, sort=False)
-        first = ["estimator"] + SUMMARY_COLUMNS
+        out = pd.concat(frames, ignore_index=True, sort=False) if frames else tidy([])
+        first = SUMMARY_COLUMNS + ["estimator"]
         return out[first + [c for c in out.columns if c not in first]]
+
+    @property
+    def summary(self) -> pd.DataFrame:
+        """Every estimator's rows, :data:`SUMMARY_COLUMNS` first, then ``estimator``; stable order."""
+        return self._summary.copy()
 
     @property
     def text(self) -> str:
         return "\n".join(f"- {r.text}" for r in self.results.values())
 
-    def metric(self, metric: str, group: str | None = None, **where) -> pd.Series:
-        s = self.summary
-        s = s[s["metric"] == metric]
-        if group is not None:
-            s = s[s["group"] == group]
-        for k, v in where.items():
-            s = s[s[k] == v]
-        if len(s) != 1:
-            raise KeyError(f"{len(s)} rows for metric={metric!r} group={group!r} {where}")
-        return s.iloc[0]
+    def _plot_data(self) -> dict:
+        return {f"{name}.{k}": v for name, r in self.results.items() for k, v in r.get_plot_data().items()}
 
     def to_records(self) -> list[dict]:
         """JSON-ready rows (NaN -> None), deterministic order."""
-        s = self.summary
-        recs = []
-        for rec in s.to_dict(orient="records"):
-            recs.append({k: _jsonable(v) for k, v in rec.items()})
-        return recs
+        return [jsonable(rec) for rec in self._summary.to_dict(orient="records")]
 
     def to_json(self) -> str:
-        doc = {"carecall_eval_version": __version__, "params": self.params, "metrics": self.to_records()}
+        doc = {"carecall_eval_version": __version__, "settings": jsonable(self.settings), "metrics": self.to_records()}
         return json.dumps(doc, indent=2, sort_keys=True, allow_nan=False) + "\n"
 
 
-def _jsonable(v):
-    if v is None or v is pd.NA:
-        return None
-    if isinstance(v, (np.integer,)):
-        return int(v)
-    if isinstance(v, (float, np.floating)):
-        return None if not np.isfinite(v) else round(float(v), 10)
-    if isinstance(v, (np.bool_,)):
-        return bool(v)
-    return v
-
-
 def evaluate(data, design: StudyDesign | None = None, *, level: float = 0.95, quiet: bool = True,
-             window: int = 84, placebo: bool = True, subgroups: bool = True, stages: Stages | None = None
-             ) -> Evaluation:
-    """Run the design over the whole data period and every estimator.
+             window: int = 84, placebo: bool = True, subgroups: bool = True, stages: Stages | None = None,
+             options: dict | None = None) -> Evaluation:
+    """Run the design over the whole data period and every registered estimator.
 
     Parameters
     ----------
-    data : path or Dataset
-        A data directory (loaded and validated) or a loaded dataset.
+    data : path, Dataset or IbisDataset
+        A data directory (loaded and validated) or an opened dataset.
     design : StudyDesign, optional
         Default: reached vs unreached phone cases, both indexed at opening.
     level : float
-        Confidence level of every interval.
+        Confidence level of every interval (strictly between 0 and 1).
     quiet : bool
         Print no progress lines.
     window : int
-        Headline post window for spending (days).
+        Headline post window for spending and randomized arms (days).
     placebo : bool
         Run the placebo analysis.
     subgroups : bool
@@ -109,66 +111,69 @@ def evaluate(data, design: StudyDesign | None = None, *, level: float = 0.95, qu
         Records each step's time and peak memory (and prints progress);
         a new one (printing unless `quiet`) when None.  ``Evaluation.timings``
         has the seconds either way.
+    options : dict, optional
+        Further keyword options per estimator name, e.g. ``{"retention": {"horizon": 180}}``.
+
+    Returns
+    -------
+    Evaluation
     """
+    level = check_level(level)
+    window = check_horizon("window", window)
     # one BLAS thread: multithreaded reductions could change the last digits of a fit between runs
     with threadpool_limits(limits=1, user_api="blas"):
         return _evaluate(data, design, level=level, window=window, placebo=placebo, subgroups=subgroups,
-                         stages=stages if stages is not None else Stages(quiet=quiet))
+                         stages=stages if stages is not None else Stages(quiet=quiet), options=options or {})
 
 
-def _evaluate(data, design, *, level, window, placebo, subgroups, stages) -> Evaluation:
-    from .contract import load
-    from .outcomes.randomized import randomized_effects
-    from .outcomes.retention import retention
-    from .outcomes.spending import spending_effect
+def _evaluate(data, design, *, level, window, placebo, subgroups, stages, options) -> Evaluation:
+    from .contract.base import open_data
+    from .outcomes.registry import ESTIMATORS
 
     st = stages
     first = len(st.records)
-    if isinstance(data, (str, os.PathLike)):
-        with st("load + validate"):
-            ds = load(data)
-    else:
-        ds = data
+    with st("load + validate"):
+        ds = open_data(data, "evaluate")
     design = design or StudyDesign()
     with st("cohort"):
         cohort = build_cohort(ds, design)
     st.say(f"cohort: {cohort.text}")
     with st("matching"):
-        matched = cohort.match()
+        sample = cohort.sample()
+    defaults = {"spending": {"window": window, "placebo": placebo, "subgroups": subgroups},
+                "randomized": {"window": window}}
+    unknown = sorted(set(options) - set(ESTIMATORS))
+    if unknown:
+        raise ValueError(f"evaluate: options for unknown estimator(s) {unknown}; registered: {sorted(ESTIMATORS)}")
     results: dict[str, Result] = {}
-    with st("spending"):
-        results["spending"] = spending_effect(ds, cohort, matched, window=window, level=level, placebo=placebo,
-                                              subgroups=subgroups)
-    with st("retention"):
-        results["retention"] = retention(ds, matched.matched_data(), level=level)
-    with st("reach, calls, actions"):
-        _other_estimators(ds, cohort, matched, results, level)
-    if ds.table("call_cases")["arm"].notna().any():
-        with st("randomized arms"):
-            rc = build_cohort(ds, StudyDesign(contact="randomized", comparison="arms", pre_window=design.pre_window))
+    rsample = None
+    for name, spec in ESTIMATORS.items():
+        if not spec.applies(ds):
+            continue
+        opts = {**defaults.get(name, {}), **options.get(name, {})}
+        with st(name):
+            if spec.sample == "observational":
+                arg = sample
+            elif spec.sample == "randomized":
+                if rsample is None:
+                    rsample = build_cohort(ds, StudyDesign(contact="randomized", comparison="arms",
+                                                           pre_window=design.pre_window)).sample()
+                arg = rsample
+            else:
+                arg = None
             try:
-                results["randomized"] = randomized_effects(ds, rc, window=window, level=level)
-            except ValueError as exc:
-                st.say(f"randomized arms skipped: {exc}")
+                results[name] = spec(ds, arg, level=level, **opts)
+            except NotAvailableError as exc:
+                st.say(f"{name} not available: {exc}")
     timings = {r["stage"]: r["seconds"] for r in st.records[first:]}
-    params = {"design": design.to_dict(), "index_rule": design.index_rule, "level": level, "window": window,
-              "placebo": placebo, "subgroups": subgroups,
-              "data_fingerprint": ds.fingerprint(), "operator": ds.config.operator,
-              "currency": ds.config.currency, "small_cell_threshold": ds.config.small_cell_threshold,
-              "sms_policy_start": str(ds.config.sms_policy_start) if ds.config.sms_policy_start else None,
-              "data_start": str(pd.Timestamp(ds.data_start).date()), "data_end": str(pd.Timestamp(ds.data_end).date())}
-    return Evaluation(design, cohort, matched, results, params, timings)
-
-
-def _other_estimators(ds, cohort, matched, results, level) -> None:
-    """Reach, call length, actions and reception (each optional on the data at hand)."""
-    from .outcomes import actions as act
-    from .outcomes import calls, reach
-
-    results["reach"] = reach.sms_effect(ds, level=level)
-    results["call_length"] = calls.call_length(ds, level=level)
-    results["actions"] = act.actions(ds, cohort.table, matched.matched_data(), level=level)
-    results["reception"] = act.reception(ds, level=level)
+    cfg = ds.config
+    settings = {"design": design.to_dict(), "index_rule": design.index_rule, "level": level, "window": window,
+                "placebo": placebo, "subgroups": subgroups, "options": jsonable(options),
+                "data_fingerprint": ds.fingerprint(), "operator": cfg.operator,
+                "currency": cfg.currency, "small_cell_threshold": cfg.small_cell_threshold,
+                "sms_policy_start": str(cfg.sms_policy_start) if cfg.sms_policy_start else None,
+                "data_start": str(pd.Timestamp(ds.data_start).date()), "data_end": str(pd.Timestamp(ds.data_end).date())}
+    return Evaluation(design, cohort, sample, results, settings, timings)
 
 
 def write_atomic(path: str | os.PathLike, text: str) -> None:
@@ -201,7 +206,7 @@ def evaluate_to_file(data, out, *, design_path=None, quiet=False) -> int:
 
 def headline(ev: Evaluation) -> str:
     """The few numbers a manager asks for first, as text."""
-    lines = [f"carecall_eval {__version__} - {ev.params.get('operator')} - {ev.design.describe()}"]
+    lines = [f"carecall_eval {__version__} - {ev.settings.get('operator')} - {ev.design.describe()}"]
     for name in ("spending", "retention", "reach", "call_length"):
         if name in ev.results:
             lines.append(f"* {ev.results[name].text}")

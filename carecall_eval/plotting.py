@@ -163,8 +163,8 @@ def estimates_plot(result, ax=None, *, window: int | None = None):
     df = _result_data(result, "estimates")
     if window is not None and "window" in df.columns:
         df = df[df["window"] == window]
-    elif "window" in df.columns and hasattr(result, "params"):
-        df = df[df["window"] == result.params.get("window", df["window"].iloc[0])]
+    elif "window" in df.columns and hasattr(result, "settings"):
+        df = df[df["window"] == result.settings.get("window", df["window"].iloc[0])]
     names = {"spending.naive_change": "naive before/after", "spending.matched_change": "matched (primary)",
              "spending.post_only_change": "matched post-only ratio", "spending.did_change": "difference in differences",
              "spending.placebo_change": "placebo (should be 0)"}

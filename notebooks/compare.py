@@ -88,8 +88,8 @@ def forest(key, xlabel, scale=100.0, reference=0.0):
         pooled = rr.summary[rr.summary["group"] == "pooled"].iloc[0]
         rows.append({"between-operator variance": {"dl": "DerSimonian-Laird", "iterated": "Paule-Mandel"}[m],
                      "pooled": pooled["estimate"], "ci_low": pooled["ci_low"], "ci_high": pooled["ci_high"],
-                     "tau^2": rr.params["tau2"], "I^2": rr.params["i2"], "Q": rr.params["q"],
-                     "p (heterogeneity)": rr.params["q_pvalue"], "operators": rr.params["k"]})
+                     "tau^2": rr.settings["tau2"], "I^2": rr.settings["i2"], "Q": rr.settings["q"],
+                     "p (heterogeneity)": rr.settings["q_pvalue"], "operators": rr.settings["k"]})
     display(pd.DataFrame(rows).round(4))
     display(Markdown(r.text))
 

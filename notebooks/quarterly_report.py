@@ -191,7 +191,7 @@ if "spending" not in res:
     missing("evaluation")
 else:
     sp = res["spending"]
-    w = sp.params["window"]
+    w = sp.settings["window"]
     rd.show_markdown(
         f"**Who:** phone cases opened from {start or data_start} to {end} ({pool_quarters} quarters pooled), the "
         f"latest whose {w}-day follow-up is complete by the end of {q}. Reached customers are compared with "

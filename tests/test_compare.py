@@ -239,7 +239,7 @@ def test_dl_negative_tau2_is_truncated():
     r = meta_analysis([-0.10, -0.101], [0.05, 0.04], ["A", "B"], scale="log1p", method="dl")
     ref = combine_effects(np.log1p([-0.10, -0.101]), np.array([0.05, 0.04]) ** 2, method_re="dl")
     assert ref.tau2 < 0
-    assert r.params["tau2"] == 0 and r.params["i2"] == 0
+    assert r.settings["tau2"] == 0 and r.settings["i2"] == 0
     assert r.metric("effect", "pooled")["estimate"] == pytest.approx(np.expm1(ref.mean_effect_fe), rel=1e-12)
 
 

@@ -475,7 +475,7 @@ def test_boolean_treatment_and_formula_covariates(small):
     assert (a.pairs()[["treated", "control"]].to_numpy() == b.pairs()[["treated", "control"]].to_numpy()).all()
     c = match(small, "treat", "treat ~ age + np.log(loss) + C(trigger)")
     assert "np.log(loss)" in c.balance().index and "C(trigger)[time]" in c.balance().index
-    assert c.params["covariates"] == "age + np.log(loss) + C(trigger)"
+    assert c.settings["covariates"] == "age + np.log(loss) + C(trigger)"
 
 
 def test_random_order_without_seed_warns(small):
@@ -529,7 +529,7 @@ def test_matched_data_and_counts(small):
 
 def test_summary_text_and_shared_result(small):
     res = match(small, "treat", ["age", "loss", "trigger"], caliper=0.1)
-    s = res.summary()
+    s = res.summary
     assert list(s.columns[:7]) == SUMMARY_COLUMNS
     row = s[(s.metric == "n_matched") & (s.group == "treated")].iloc[0]
     assert row.estimate == res.counts.loc["matched", "treated"]

@@ -131,7 +131,7 @@ def test_propensity_scores_against_R(case, results, ref):
 def test_caliper_width_against_R(case, results, ref):
     """std caliper = caliper x SD (n - 1) of the distance over all non-discarded units."""
     r = ref["cases"].set_index("case").loc[case, "caliper"]
-    assert results[case].params["caliper_distance_units"] == pytest.approx(r, rel=1e-7)
+    assert results[case].settings["caliper_distance_units"] == pytest.approx(r, rel=1e-7)
 
 
 @pytest.mark.parametrize("case", list(CASES))

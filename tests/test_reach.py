@@ -156,8 +156,8 @@ def test_plot_data_and_params(sample_result):
     pre = w[~w["post_policy"]]
     assert np.allclose(pre["fitted"], pre["counterfactual"])
     assert sample_result.get_plot_data("policy_start") == pd.Timestamp("2025-01-01")
-    json.dumps(sample_result.params)
-    assert sample_result.params["policy_start"] == "2025-01-01"
+    json.dumps(sample_result.settings)
+    assert sample_result.settings["policy_start"] == "2025-01-01"
 
 
 def test_other_sms_rule(tmp_path):

@@ -210,11 +210,11 @@ def test_metrics_round_trip_and_match_evaluate(rendered, ds):
     assert csv["metric"].tolist() == js["metric"].tolist()
     np.testing.assert_allclose(csv["estimate"].to_numpy(float), js["estimate"].astype(float).to_numpy(),
                                rtol=1e-9, equal_nan=True)
-    rep = doc["params"]["report"]
+    rep = doc["settings"]["report"]
     assert rep["quarter"] == QUARTER and rep["retention_cohort"] == "2024Q4"
-    assert doc["params"]["data_fingerprint"] == ds.fingerprint()
+    assert doc["settings"]["data_fingerprint"] == ds.fingerprint()
     # the evaluation's rows are exactly what evaluate() gives for the recorded design
-    design = ce.StudyDesign.from_dict(doc["params"]["design"])
+    design = ce.StudyDesign.from_dict(doc["settings"]["design"])
     assert str(design.study_end) == rep["effect_cohort"]["study_end"]
     from threadpoolctl import threadpool_limits
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from ..results import Reporting, tidy
 from .design import StudyDesign
 from .windows import prior_rg_flags, window_aggregates
 
@@ -36,8 +37,8 @@ def outcome_windows(design: StudyDesign) -> dict[str, tuple[int, int]]:
     return {"pre": (-design.pre_window, -1), **post_windows(design.post_windows), **ACTIVE_END_WINDOW}
 
 
-@dataclass(frozen=True)
-class Cohort:
+@dataclass(frozen=True, repr=False)
+class Cohort(Reporting):
     """One row per (customer, index) with group, index date, covariates and follow-up.
 
     Attributes
@@ -58,7 +59,8 @@ class Cohort:
     flow: pd.DataFrame
     design: StudyDesign
     data_end: pd.Timestamp
-    params: dict = field(default_factory=dict)
+    settings: dict = field(default_factory=dict)
+    name = "cohort"
 
     @property
     def covariates(self) -> list[str]:
@@ -72,6 +74,35 @@ class Cohort:
         c = self.counts()
         parts = ", ".join(f"{int(v):,} {k}" for k, v in c.items())
         return f"{self.design.describe()} Eligible: {parts}."
+
+    @property
+    def summary(self) -> pd.DataFrame:
+        """Tidy rows: eligible rows by group, and rows excluded by each step of the flow."""
+        rows = [{"metric": "cohort.n_eligible", "group": g, "estimate": float(v), "n": int(v),
+                 "method": self.design.describe()} for g, v in self.counts().items()]
+        for _, r in self.flow.iterrows():
+            for col in [c for c in self.flow.columns if c.startswith("excluded_")]:
+                rows.append({"metric": "cohort.n_excluded", "group": col[len("excluded_"):], "step": r["step"],
+                             "estimate": float(r[col]), "n": int(r[col]), "method": "CONSORT-style flow"})
+        return tidy(rows)
+
+    def _plot_data(self) -> dict:
+        return {"flow": self.flow.copy()}
+
+    def sample(self, **overrides):
+        """The :class:`~carecall_eval.cohorts.sample.MatchedSample` every cohort estimator takes.
+
+        Matched with the design's matching settings (keyword arguments override
+        :class:`~carecall_eval.cohorts.design.MatchingSpec` fields); randomized
+        designs are taken as allocated, without matching.
+        """
+        from .sample import MatchedSample
+
+        if self.design.comparison == "arms":
+            if overrides:
+                raise ValueError("randomized designs are analysed by arm, without matching: no matching options")
+            return MatchedSample(self, None)
+        return MatchedSample(self, self.match(**overrides))
 
     def match(self, **overrides):
         """Match contacts to comparisons with the design's matching settings.
@@ -282,7 +313,7 @@ def build_cohort(dataset, design: StudyDesign | None = None) -> Cohort:
     flow.add("eligible", None, table["group"].value_counts())
     params = {"design": design.to_dict(), "index_rule": design.index_rule,
               "data_start": str(data_start.date()), "data_end": str(data_end.date())}
-    return Cohort(table=table, flow=flow.frame(), design=design, data_end=data_end, params=params)
+    return Cohort(table=table, flow=flow.frame(), design=design, data_end=data_end, settings=params)
 
 
 #: Columns a cohort row has before covariates are computed.

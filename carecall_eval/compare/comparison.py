@@ -155,9 +155,9 @@ class Comparison:
             s.insert(0, "tau_method", method)
             s.insert(0, "effect", key)
             pooled = s["group"] == "pooled"
-            s.loc[pooled, "tau2"] = r.params["tau2"]
-            s.loc[pooled, "i2"] = r.params["i2"]
-            s.loc[pooled, "q_pvalue"] = r.params["q_pvalue"]
+            s.loc[pooled, "tau2"] = r.settings["tau2"]
+            s.loc[pooled, "i2"] = r.settings["i2"]
+            s.loc[pooled, "q_pvalue"] = r.settings["q_pvalue"]
             frames.append(s)
         if not frames:
             return tidy([])

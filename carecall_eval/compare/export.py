@@ -234,17 +234,17 @@ def _km(ev, threshold: int, step: int, level: float) -> pd.DataFrame:
     r = ev.results.get("retention")
     if r is None or "table" not in r.details:
         return pd.DataFrame(columns=["group", "day", "survival", "ci_low", "ci_high", "at_risk"])
-    return sup.km_points(r.details["table"], threshold, horizon=int(r.params.get("horizon", 365)), step=step,
+    return sup.km_points(r.details["table"], threshold, horizon=int(r.settings.get("horizon", 365)), step=step,
                          level=level)
 
 
 def _definitions(ev) -> dict:
-    defs = {"design": ev.design.to_dict(), "index_rule": ev.params.get("index_rule", ev.design.index_rule),
-            "level": ev.params.get("level"), "window": ev.params.get("window")}
+    defs = {"design": ev.design.to_dict(), "index_rule": ev.settings.get("index_rule", ev.design.index_rule),
+            "level": ev.settings.get("level"), "window": ev.settings.get("window")}
     est = {}
     for name, r in ev.results.items():
         keys = _DEFINITION_KEYS.get(name, ())
-        est[name] = {k: _json(r.params[k]) for k in keys if k in r.params}
+        est[name] = {k: _json(r.settings[k]) for k in keys if k in r.settings}
     defs["estimators"] = est
     return defs
 
@@ -277,21 +277,21 @@ def build_tables(ev, *, threshold: int, quarter: str | None = None, km_step: int
         Grid spacing of the Kaplan-Meier points (days).
     """
     threshold = sup.check_threshold(threshold)
-    level = float(ev.params.get("level", 0.95))
+    level = float(ev.settings.get("level", 0.95))
     metrics, log = _metrics_table(ev, threshold, level)
     tables = {"metrics": metrics, "km": _km(ev, threshold, km_step, level),
               "reach_series": _reach_series(ev, threshold), "flow": _flow(ev, threshold)}
     d = ev.design
     manifest = {
         "format": BUNDLE_FORMAT, "format_version": BUNDLE_VERSION, "carecall_eval_version": __version__,
-        "operator": ev.params.get("operator"), "currency": ev.params.get("currency"), "quarter": quarter,
-        "period": {"index_from": d.study_start.isoformat() if d.study_start else ev.params.get("data_start"),
-                   "index_to": d.study_end.isoformat() if d.study_end else ev.params.get("data_end"),
-                   "data_start": ev.params.get("data_start"), "data_end": ev.params.get("data_end"),
+        "operator": ev.settings.get("operator"), "currency": ev.settings.get("currency"), "quarter": quarter,
+        "period": {"index_from": d.study_start.isoformat() if d.study_start else ev.settings.get("data_start"),
+                   "index_to": d.study_end.isoformat() if d.study_end else ev.settings.get("data_end"),
+                   "data_start": ev.settings.get("data_start"), "data_end": ev.settings.get("data_end"),
                    "note": "cohort metrics (spending, retention, actions) use index dates in index_from..index_to; "
                            "reach, call length and reception use every case in the data"},
-        "sms_policy_start": ev.params.get("sms_policy_start"),
-        "data_fingerprint": ev.params.get("data_fingerprint"),
+        "sms_policy_start": ev.settings.get("sms_policy_start"),
+        "data_fingerprint": ev.settings.get("data_fingerprint"),
         "small_cell_threshold": threshold,
         "definitions": _definitions(ev),
         "suppression": {
@@ -362,7 +362,7 @@ def export_bundle(data_or_evaluation, out, quarter: str | None = None, *, design
                              f"not quarter {label} ({start}..{end}); evaluate with "
                              f"design.replace(study_start=date({start.year}, {start.month}, 1), study_end=...) "
                              "or pass the data directory instead")
-        configured = ev.params.get("small_cell_threshold")
+        configured = ev.settings.get("small_cell_threshold")
         if threshold is None:
             threshold = configured
         if threshold is None:

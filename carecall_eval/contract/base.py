@@ -114,3 +114,20 @@ class TablesBase:
     def data_end(self) -> pd.Timestamp:
         """Last date in ``activity`` (NaT if it is empty)."""
         return self._activity_span[1]
+
+
+def open_data(data, who: str = "this estimator"):
+    """The dataset behind an estimator's ``data`` argument: a Dataset or IbisDataset as is, a path loaded.
+
+    Raises a TypeError naming what was expected and how to get it for anything else.
+    """
+    import os
+
+    if isinstance(data, TablesBase):
+        return data
+    if isinstance(data, (str, os.PathLike)):
+        from .dataset import load
+
+        return load(data)
+    raise TypeError(f"{who}: data must be a Dataset (carecall_eval.load(path)), an IbisDataset "
+                    f"(carecall_eval.contract.connect(backend)) or a data directory path, got {type(data).__name__}")

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, NamedTuple
 
+from ..errors import InputError
+
 if TYPE_CHECKING:  # pragma: no cover
     from .validation import ValidationReport
 
@@ -21,7 +23,7 @@ class Problem(NamedTuple):
     expected: str
 
 
-class ContractError(ValueError):
+class ContractError(InputError):
     """Data does not meet the carecall_eval data contract.
 
     Attributes

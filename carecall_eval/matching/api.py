@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .._version import __version__
-from ..results import Result, tidy
+from ..results import Reporting, Result, tidy
 from . import _inputs as inp
 from .balance import balance_table, sample_sizes
 from .cem import cem_subclass
@@ -365,7 +365,7 @@ def match(
         "package_version": __version__,
     }
     return MatchResult(
-        params=params,
+        settings=params,
         counts=counts,
         ess=ess,
         propensity=fit,
@@ -382,13 +382,13 @@ def match(
     )
 
 
-@dataclass(frozen=True, eq=False)
-class MatchResult:
+@dataclass(frozen=True, eq=False, repr=False)
+class MatchResult(Reporting):
     """Outcome of :func:`match`.
 
     Attributes
     ----------
-    params : dict
+    settings : dict
         How the result was made (JSON-serialisable): method, estimand
         ``"ATT"``, treatment, covariates and expanded terms, distance,
         ratio, replace, caliper (as given and in distance units), order,
@@ -409,8 +409,9 @@ class MatchResult:
         row order), ``-1`` for none.  :meth:`pairs` gives it with labels.
     """
 
-    params: dict
+    settings: dict
     counts: pd.DataFrame
+    name = "matching"
     ess: pd.DataFrame
     propensity: PropensityFit | None
     match_matrix: np.ndarray | None = field(repr=False)
@@ -428,12 +429,12 @@ class MatchResult:
     @property
     def method(self) -> str:
         """``"nearest"``, ``"cem"`` or ``"ipw"``."""
-        return self.params["method"]
+        return self.settings["method"]
 
     @property
     def estimand(self) -> str:
         """Always ``"ATT"``."""
-        return self.params["estimand"]
+        return self.settings["estimand"]
 
     @property
     def coef(self) -> pd.Series | None:
@@ -603,6 +604,7 @@ class MatchResult:
         bad = b[b.abs() >= threshold]
         return bad.reindex(bad.abs().sort_values(ascending=False, kind="stable").index)
 
+    @property
     def summary(self) -> pd.DataFrame:
         """Tidy summary (columns :data:`carecall_eval.SUMMARY_COLUMNS`).
 
@@ -630,7 +632,7 @@ class MatchResult:
         return tidy(rows)
 
     def _label(self) -> str:
-        p = self.params
+        p = self.settings
         dist = {"ps": "propensity score", "logit": "logit of the propensity score"}.get(p["distance"] or "")
         if p["method"] == "nearest":
             s = f"nearest-neighbour {p['ratio']}:1 {'with' if p['replace'] else 'without'} replacement on the {dist}"
@@ -652,7 +654,7 @@ class MatchResult:
         c = self.counts
         nt, nc = int(c.loc["all", "treated"]), int(c.loc["all", "control"])
         mt, mc = int(c.loc["matched", "treated"]), int(c.loc["matched", "control"])
-        p = self.params
+        p = self.settings
         parts = []
         if p["method"] == "ipw":
             cap = f" (control weights capped at {p['trim_cap']:.3g}, their {p['trim']:g} quantile)" if p["trim"] else ""
@@ -726,9 +728,9 @@ class MatchResult:
         """The shared :class:`carecall_eval.Result` form (for reports)."""
         return Result(
             name="matching",
-            summary=self.summary(),
+            summary=self.summary,
             text=self.text,
-            params=dict(self.params),
+            settings=dict(self.settings),
             plot_data=self.get_plot_data(),
             details={"balance": self.balance(), "counts": self.counts.copy(), "ess": self.ess.copy(),
                      "propensity": self.propensity},

@@ -206,7 +206,7 @@ def actions(ds, cohort_table: pd.DataFrame, matched: pd.DataFrame | None = None,
     params = {"days": days, "via_call": via_call, "level": level, "weighting": weighting,
               "events": {k: list(v) for k, v in events.items()}, "data_end": str(data_end.date()),
               "rows_used": int(len(rows_t))}
-    return Result(name="actions", summary=summary, text=text, params=params,
+    return Result(name="actions", summary=summary, text=text, settings=params,
                   plot_data={"shares": pd.DataFrame(shares)}, details={"indicators": Y.set_index(rows_t.index)})
 
 
@@ -283,6 +283,6 @@ def reception(ds, *, level: float = 0.95) -> Result:
             f"{s.loc['call_outcome.declined', 'estimate']:.0%} with the customer declining; the actions agreed were "
             + ", ".join(f"{o.replace('_', ' ')} ({p:.0%})" for p, o in top) + ".") if n_rec else \
         f"Of {n:,} answered calls, none had a recorded reception."
-    return Result(name="reception", summary=summary, text=text, params={"level": level, "n_answered": n,
+    return Result(name="reception", summary=summary, text=text, settings={"level": level, "n_answered": n,
                                                                        "n_reception_recorded": n_rec},
                   plot_data={"reception": pd.DataFrame(rec_tab), "outcomes": pd.DataFrame(out_tab)})

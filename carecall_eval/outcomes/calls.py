@@ -248,5 +248,5 @@ def call_length(ds, by: Sequence[str] | str | None = None, *, include_agents: bo
             text += " There is no clear trend in call length over the period."
     params = {"by": list(by), "include_agents": bool(include_agents), "level": level,
               "population": "answered attempts (all cases)", "n_calls": int(len(x))}
-    return Result(name="call_length", summary=summary, text=text, params=params, plot_data=plot_data,
+    return Result(name="call_length", summary=summary, text=text, settings=params, plot_data=plot_data,
                   details=details)

@@ -331,7 +331,7 @@ def answer_rates(ds, *, arms: Sequence = PHONE_ARMS, policy_start=None, level: f
     text = ("Answer rate by attempt: " + ", ".join(f"attempt {int(r.attempt)} {r.rate:.0%} (n={int(r.n):,})"
                                                   for r in overall.itertuples()) + ".")
     return Result(name="answer_rates", summary=tidy(rows), text=text,
-                  params={"arms": [a for a in arms], "level": level,
+                  settings={"arms": [a for a in arms], "level": level,
                           "policy_start": None if policy is None else str(policy.date())},
                   plot_data={"answer_by_attempt": tab})
 
@@ -839,7 +839,7 @@ def sms_effect(ds, *, sms_after_attempts: int = 2, policy_start=None, arms: Sequ
                 f"{_pct(lo)} to {_pct(hi)}).{trend} No effect of a missed-call SMS is estimated because {why}; "
                 "reach is reported over time only.")
         text = text.replace("95% CI", f"{level:.0%} CI")
-        return Result(name="reach", summary=tidy(rows), text=text, params=params, plot_data=plot_data,
+        return Result(name="reach", summary=tidy(rows), text=text, settings=params, plot_data=plot_data,
                       details=details)
 
     # --- before / after and the raw difference ----------------------------------------------------
@@ -946,4 +946,4 @@ def sms_effect(ds, *, sms_after_attempts: int = 2, policy_start=None, arms: Sequ
     else:
         text += " also moves with the trend in answering and with changes in who is called, so it is shown only " \
                 "for comparison."
-    return Result(name="reach", summary=tidy(rows), text=text, params=params, plot_data=plot_data, details=details)
+    return Result(name="reach", summary=tidy(rows), text=text, settings=params, plot_data=plot_data, details=details)

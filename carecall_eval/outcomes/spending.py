@@ -342,7 +342,7 @@ def spending_effect(dataset, cohort: Cohort, matched=None, *, outcome: str = "tl
         raise ValueError("spending_effect: outcome='deposits' needs the optional deposits table")
     if matched is None:
         matched = cohort.match()
-    replace = bool(matched.params.get("replace", design.matching.replace)) if hasattr(matched, "params") else True
+    replace = bool(matched.settings.get("replace", design.matching.replace)) if hasattr(matched, "settings") else True
     covariates = list(cohort.covariates)
     full = add_outcomes(dataset, cohort.table, windows, design.pre_window)
     m_all = add_outcomes(dataset, matched.matched_data(), windows, design.pre_window)

@@ -105,7 +105,7 @@ class QuarterlyReport:
         """An :class:`~carecall_eval.evaluate.Evaluation` holding every exported row.
 
         The evaluation's own rows, then ``retention_year_earlier`` and ``kpis``;
-        ``params["report"]`` records the report's parameters.  None when the
+        ``settings["report"]`` records the report's parameters.  None when the
         evaluation could not run.
         """
         ev = self.evaluation
@@ -116,8 +116,8 @@ class QuarterlyReport:
             results["retention_year_earlier"] = self.retention
         kpi_rows = self.kpis.drop(columns=["quarter", "count"], errors="ignore")
         results["kpis"] = Result("kpis", kpi_rows, "Headline figures by quarter.",
-                                 params={"quarters": sorted(self.kpis["quarter"].unique().tolist())})
-        return dataclasses.replace(ev, results=results, params={**ev.params, "report": self.params})
+                                 settings={"quarters": sorted(self.kpis["quarter"].unique().tolist())})
+        return dataclasses.replace(ev, results=results, settings={**ev.settings, "report": self.params})
 
     def metrics_json(self) -> str:
         m = self.metrics()
