@@ -22,3 +22,26 @@ def sample():
     ds = load(SAMPLE)
     yield ds, realised_truth(SAMPLE)
     ds.close()
+
+
+@pytest.fixture(scope="session")
+def simulated(tmp_path_factory):
+    """Session-scoped factory of simulated data sets: ``simulated(customers=..., seed=..., **kw) -> (path, truth)``.
+
+    Each parameter set is simulated once per test session and shared by every module that asks for it
+    (simulating is deterministic for a seed, so sharing cannot couple tests).
+    """
+    from carecall_eval.simulate import simulate
+
+    cache: dict = {}
+    root = tmp_path_factory.mktemp("simulated")
+
+    def make(**kw):
+        key = tuple(sorted(kw.items()))
+        if key not in cache:
+            path = root / f"sim{len(cache)}"
+            truth = simulate(path, **kw)
+            cache[key] = (path, truth)
+        return cache[key]
+
+    return make
