@@ -7,12 +7,12 @@ KERNEL := $(VENV)/share/jupyter/kernels/carecall-eval/kernel.json
 SAMPLE_CUSTOMERS := 4000
 SAMPLE_SEED      := 20261122
 
-.PHONY: setup test report sample bench clean
+.PHONY: setup test lint report sample bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[report,test,spark]'
+	$(BIN)/python -m pip install --quiet -e '.[report,test,spark,lint]'
 	touch $(STAMP)
 
 # the Jupyter kernel the report notebooks run in (papermill is given this name explicitly)
@@ -23,6 +23,11 @@ setup: $(STAMP) $(KERNEL)
 
 test: setup
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# ruff (style, bugs, imports) and mypy (types), both configured in pyproject.toml; zero findings
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 # quarterly report of the sample data's latest complete quarter: reports/SimSpel/<quarter>/report.html + metrics
 report: setup
