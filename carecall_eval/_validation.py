@@ -22,8 +22,8 @@ from __future__ import annotations
 import math
 from numbers import Integral, Real
 
-__all__ = ["check_level", "check_int", "check_horizon", "check_choice", "z_quantile", "level_label",
-           "horizon_id", "horizon_phrase"]
+__all__ = ["check_level", "check_int", "check_horizon", "check_choice", "check_no_sample", "z_quantile",
+           "level_label", "horizon_id", "horizon_phrase"]
 
 
 def check_level(level, name: str = "level") -> float:
@@ -63,6 +63,20 @@ def check_choice(name: str, value, allowed) -> object:
     if value not in allowed:
         raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
     return value
+
+
+def check_no_sample(sample, who: str) -> None:
+    """Data-only estimators take ``sample=None`` only: anything else is a TypeError saying so.
+
+    >>> check_no_sample(None, "call_length")
+    >>> check_no_sample("cohort", "call_length")
+    Traceback (most recent call last):
+    ...
+    TypeError: call_length takes no sample: it reads the call tables directly; call call_length(data, level=...), got a str
+    """
+    if sample is not None:
+        raise TypeError(f"{who} takes no sample: it reads the call tables directly; call {who}(data, level=...), "
+                        f"got a {type(sample).__name__}")
 
 
 def z_quantile(level: float) -> float:
