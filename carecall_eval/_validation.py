@@ -72,10 +72,10 @@ def check_no_sample(sample, who: str) -> None:
     >>> check_no_sample("cohort", "call_length")
     Traceback (most recent call last):
     ...
-    TypeError: call_length takes no sample: it reads the call tables directly; call call_length(data, level=...), got a str
+    TypeError: call_length takes no sample: it reads the data tables directly; call call_length(data, level=...), got a str
     """
     if sample is not None:
-        raise TypeError(f"{who} takes no sample: it reads the call tables directly; call {who}(data, level=...), "
+        raise TypeError(f"{who} takes no sample: it reads the data tables directly; call {who}(data, level=...), "
                         f"got a {type(sample).__name__}")
 
 
