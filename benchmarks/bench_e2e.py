@@ -39,13 +39,13 @@ OUT = HERE / "out" / "e2e"
 
 def ensure_data(customers: int, seed: int) -> tuple[Path, float | None]:
     """The simulated data directory for (customers, seed), simulated when absent; (dir, seconds or None)."""
-    from carecall_eval.simulate import simulate
-
     import hashlib
 
     import carecall_eval.simulate as sim
+    from carecall_eval.simulate import simulate
 
-    stamp = hashlib.sha256(Path(sim.__file__).read_bytes()).hexdigest()
+    stamp = hashlib.sha256(b"".join(f.read_bytes() for f in sorted(Path(sim.__file__).parent.glob("*.py")))
+                           ).hexdigest()
     d = OUT / f"sim_{customers}_seed{seed}"
     if (d / "truth.json").exists() and (d / "simulator.sha256").exists() \
             and (d / "simulator.sha256").read_text().strip() == stamp:

@@ -1,0 +1,53 @@
+"""Every knob of the simulator, with its default, in one frozen dataclass recorded whole in ``truth.json``."""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SimulationParams:
+    """Every knob of the simulator; recorded whole in ``truth.json``."""
+
+    customers: int = 4000
+    seed: int = 1
+    start: str = "2024-01-01"
+    days: int = 731
+    operator: str = "SimSpel"
+    currency: str = "SEK"
+    programme_start_day: int = 90          # cases are opened from this day on
+    sms_policy_start: str | None = "2025-01-01"
+    sms_after_attempts: int = 2
+    # effects (true, causal)
+    call_effect: float = 0.90              # multiplier on stakes after an answered call (pauses and
+                                           # self-exclusions agreed on the call add to the total effect)
+    letter_effect: float = 0.95            # multiplier on stakes 3 days after a letter
+    closure_hr_call: float = 0.80          # hazard ratio of account closure after an answered call
+    sms_log_odds: float = 1.0              # log-odds boost for attempts after the SMS
+    # population
+    risky_share: float = 0.35              # share of customers prone to loss episodes
+    annual_closure_rate: float = 0.01
+    level_sd_risky: float = 0.3            # sd of the slowly varying log-intensity (risky customers)
+    level_sd_other: float = 0.3
+    level_half_life: float = 20.0          # days
+    binge_prob: float = 0.12               # share of play days that are binges
+    binge_size: float = 15.0               # median stake multiplier on a binge day
+    day_sd: float = 0.9                    # sd of day-to-day log stake noise
+    # triggers and cases
+    loss_threshold: float = 15000.0
+    loss_threshold_young: float = 7500.0
+    case_gap_days: int = 365               # no new case within this many days of the last
+    rct_start_day: int = 100
+    rct_end_day: int = 190
+    risk_model_start_day: int = 365 + 182  # case-mix drift: a risk model begins
+    chunk_size: int = 20000
+
+    @property
+    def start_date(self) -> dt.date:
+        return dt.date.fromisoformat(self.start)
+
+    @property
+    def policy_day(self) -> int | None:
+        if self.sms_policy_start is None:
+            return None
+        return (dt.date.fromisoformat(self.sms_policy_start) - self.start_date).days

@@ -1,0 +1,197 @@
+"""The spending process of one chunk, day by day: intensity swings and binges, stakes and results per product
+(with and without any contact: the potential outcomes), account closures and self-service responsible-gambling
+actions; the ``activity``, ``deposits`` and ``rg_events`` tables.
+
+A call or letter acts on play only through :meth:`Play.after_call` and :meth:`Play.after_letter`.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .params import SimulationParams
+from .population import PRODUCTS, WIN_SHAPE, Population
+
+RG_EVENTS = np.array(["limit_set", "limit_lowered", "limit_raised", "pause", "self_exclusion",
+                      "self_test_red", "self_test_other"], dtype=object)
+PAUSE, SELF_EXCLUSION = 3, 4          # indices into RG_EVENTS
+# chances of each self-service event, given one happens
+_SELF_SERVICE_P = [0.35, 0.15, 0.10, 0.12, 0.04, 0.09, 0.15]
+
+
+class Play:
+    """State of the spending process for one chunk of customers.
+
+    Per day, call :meth:`play`, :meth:`close_accounts` and :meth:`self_service` in that order (they share
+    the chunk's generator, so the order fixes the draws). ``tl_actual`` and ``tl_base`` hold each
+    customer-day's theoretical loss as played and as it would have been without any contact.
+    """
+
+    def __init__(self, p: SimulationParams, pop: Population, rng: np.random.Generator) -> None:
+        T, n = p.days, pop.n
+        self.p, self.pop = p, pop
+        self.payback = PRODUCTS["payback"].to_numpy()
+        # a slowly mean-reverting log-intensity (Ornstein-Uhlenbeck): risky customers swing widely, so
+        # triggers fire near peaks and spending falls afterwards anyway
+        self.phi = np.exp(-np.log(2) / p.level_half_life)
+        self.innov_sd = pop.sd_level * np.sqrt(1 - self.phi ** 2)
+        self.closure_h = p.annual_closure_rate / 365.0
+        # season and trend on stakes (common to everyone)
+        day_idx = np.arange(T)
+        self.dates = np.datetime64(p.start_date, "D") + day_idx
+        weekday = ((day_idx + p.start_date.weekday()) % 7)
+        self.stake_season = (1.0 + 0.15 * (weekday >= 5)) * (1.0 + 0.08 * np.sin(2 * np.pi * day_idx / 365.25)) * (
+            1.0 + 0.05 * day_idx / 365.0)
+        # state
+        self.level = rng.normal(0.0, pop.sd_level)
+        self.excess = np.zeros(n)               # excess of the intensity over the usual level, today
+        self.open_ = np.zeros(n, bool)          # account open today (before today's closures)
+        self.closed_day = np.full(n, -1)
+        self.excluded_until = np.full(n, -1)        # self-service pause / self-exclusion
+        self.call_excluded_until = np.full(n, -1)   # pause / self-exclusion agreed on a call
+        self.effect_day = np.full(n, 10**9)        # day the stake multiplier starts
+        self.effect_mult = np.ones(n)
+        self.call_day = np.full(n, 10**9)          # answered-call day (for closure HR)
+        self.loss_ring = np.zeros((28, n), dtype=np.float64)
+        self.loss28 = np.zeros(n)                   # net loss over the last 28 days
+        self.tl_actual = np.zeros((n, T), dtype=np.float32)
+        self.tl_base = np.zeros((n, T), dtype=np.float32)   # potential outcome without any contact
+        self.act_rows: list[tuple] = []
+        self.rg_rows: list[tuple] = []
+
+    # ------------------------------------------------------------------ one day
+    def play(self, t: int, rng: np.random.Generator) -> None:
+        """Day ``t``'s play: stakes, results, theoretical loss (both worlds) and the 28-day loss."""
+        p, pop = self.p, self.pop
+        n_prod = len(self.payback)
+        payback = self.payback
+        # intensity swings (and their excess over the usual level)
+        self.level = self.phi * self.level + self.innov_sd * rng.standard_normal(pop.n)
+        level = self.level
+        self.excess = np.maximum(np.exp(level) - 1.0, 0.0)
+        open_ = (pop.registered_day <= t) & (self.closed_day < 0)
+        self.open_ = open_
+        # play as it would be without any contact (potential outcome) ...
+        plays_base = open_ & (self.excluded_until < t) & (
+            rng.random(pop.n) < np.minimum(0.95, pop.play_p * np.exp(0.6 * level)))
+        # ... and as it is: a pause or self-exclusion agreed on a call stops play too
+        plays = plays_base & (self.call_excluded_until < t)
+        idx = np.flatnonzero(plays_base)
+        day_loss = np.zeros(pop.n)
+        if idx.size:
+            k = idx.size
+            binge = np.where(rng.random(k) < p.binge_prob, rng.lognormal(np.log(p.binge_size), 0.6, k), 1.0)
+            stake = np.exp(pop.mu[idx] + level[idx] + rng.normal(0, p.day_sd, k)) * binge * self.stake_season[t]
+            stake = np.round(stake, 2)
+            mult = np.where(self.effect_day[idx] <= t, self.effect_mult[idx], 1.0) * plays[idx]
+            u = rng.random(k)
+            p1 = (u[:, None] > pop.pref_cdf[idx]).sum(axis=1).clip(0, n_prod - 1)
+            two = rng.random(k) < 0.3
+            p2 = rng.integers(0, n_prod, k)
+            two &= p2 != p1
+            share = np.where(two, rng.uniform(0.2, 0.6, k), 0.0)
+            w_base1 = stake * (1 - share)
+            w_base2 = stake * share
+            w1 = np.round(w_base1 * mult, 2)
+            w2 = np.round(w_base2 * mult, 2)
+            g1 = rng.gamma(WIN_SHAPE[p1], 1.0 / WIN_SHAPE[p1])
+            g2 = rng.gamma(WIN_SHAPE[p2], 1.0 / WIN_SHAPE[p2])
+            won1 = np.round(w1 * payback[p1] * g1, 2)
+            won2 = np.round(w2 * payback[p2] * g2, 2)
+            self.tl_actual[idx, t] = w1 * (1 - payback[p1]) + w2 * (1 - payback[p2])
+            self.tl_base[idx, t] = w_base1 * (1 - payback[p1]) + w_base2 * (1 - payback[p2])
+            net = (w1 - won1) + (w2 - won2)
+            keep = plays[idx]
+            idx, p1, p2, w1, w2, won1, won2, two = (x[keep] for x in (idx, p1, p2, w1, w2, won1, won2, two))
+            net = net[keep]
+            self.act_rows.append((idx, t, p1, w1, won1))
+            sel = np.flatnonzero(two)
+            if sel.size:
+                self.act_rows.append((idx[sel], t, p2[sel], w2[sel], won2[sel]))
+            day_loss[idx] = net
+        self.loss28 += day_loss - self.loss_ring[t % 28]
+        self.loss_ring[t % 28] = day_loss
+
+    def close_accounts(self, t: int, rng: np.random.Generator) -> None:
+        """Day ``t``'s account closures (a small true hazard ratio after an answered call)."""
+        h = np.where(self.call_day <= t, self.closure_h * self.p.closure_hr_call, self.closure_h)
+        closing = self.open_ & (rng.random(self.pop.n) < h)
+        self.closed_day[closing] = t
+
+    def self_service(self, t: int, rng: np.random.Generator) -> None:
+        """Day ``t``'s self-service responsible-gambling events (anyone), more likely in an episode."""
+        rg_p = (0.0008 + 0.0006 * np.minimum(self.excess, 5)) * self.open_
+        rg_hit = np.flatnonzero(rng.random(self.pop.n) < rg_p)
+        if rg_hit.size:
+            ev = rng.choice(len(RG_EVENTS), size=rg_hit.size, p=_SELF_SERVICE_P)
+            self.rg_rows.append((rg_hit, t, ev, np.zeros(rg_hit.size, bool)))
+            excl = rg_hit[ev == SELF_EXCLUSION]
+            self.excluded_until[excl] = t + 180
+            paused = rg_hit[ev == PAUSE]
+            self.excluded_until[paused] = np.maximum(self.excluded_until[paused], t + 30)
+
+    # ------------------------------------------------------------------ contact
+    def after_call(self, i: int, day: int, events: list[int]) -> None:
+        """Customer ``i`` answered on ``day``: stakes scaled by ``call_effect`` from then on, the
+        responsible-gambling ``events`` agreed on the call recorded, pauses and self-exclusions enforced."""
+        self.effect_day[i] = day
+        self.effect_mult[i] = self.p.call_effect
+        self.call_day[i] = day
+        for ev in events:
+            self.rg_rows.append((np.array([i]), day, np.array([ev]), np.array([True])))
+            if ev == SELF_EXCLUSION:
+                self.call_excluded_until[i] = max(self.call_excluded_until[i], day + 180)
+            if ev == PAUSE:
+                self.call_excluded_until[i] = max(self.call_excluded_until[i], day + 30)
+
+    def after_letter(self, i: int, day: int) -> None:
+        """Customer ``i`` read a letter on ``day``: stakes scaled by ``letter_effect`` from then on."""
+        self.effect_day[i] = day
+        self.effect_mult[i] = self.p.letter_effect
+
+    # ------------------------------------------------------------------ tables
+    def activity_table(self, cid: np.ndarray) -> pd.DataFrame:
+        """The ``activity`` table: one row per customer, day and product played, sorted."""
+        rows = self.act_rows
+        if rows:
+            a_idx = np.concatenate([r[0] for r in rows])
+            a_t = np.concatenate([np.full(r[0].size, r[1]) for r in rows])
+            a_p = np.concatenate([r[2] for r in rows])
+            a_w = np.concatenate([r[3] for r in rows])
+            a_won = np.concatenate([r[4] for r in rows])
+        else:
+            a_idx = a_t = a_p = np.array([], int)
+            a_w = a_won = np.array([], float)
+        order = np.lexsort((a_p, a_t, a_idx))
+        return pd.DataFrame({
+            "customer_id": cid[a_idx[order]],
+            "date": self.dates[a_t[order]],
+            "product": PRODUCTS["product"].to_numpy()[a_p[order]],
+            "wagered": a_w[order],
+            "won": a_won[order],
+        })
+
+    def rg_events_table(self, cid: np.ndarray) -> pd.DataFrame:
+        """The ``rg_events`` table (self-service and agreed on a call), up to the data end."""
+        rows, dates = self.rg_rows, self.dates
+        if not rows:
+            return pd.DataFrame(columns=["customer_id", "occurred_on", "event", "via_call"])
+        rg_events = pd.DataFrame({
+            "customer_id": cid[np.concatenate([r[0] for r in rows])],
+            "occurred_on": dates[np.concatenate([np.full(r[0].size, r[1]) for r in rows])],
+            "event": RG_EVENTS[np.concatenate([r[2] for r in rows])],
+            "via_call": np.concatenate([r[3] for r in rows]),
+        })
+        return rg_events[rg_events["occurred_on"] < dates[-1] + 1]
+
+
+def deposits_table(activity: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
+    """The ``deposits`` table: a share of each play day's stakes, on most play days."""
+    day_tot = activity.groupby(["customer_id", "date"], sort=False)["wagered"].sum()
+    dep_u = rng.random(day_tot.size)
+    dep_keep = dep_u < 0.6
+    return pd.DataFrame({
+        "customer_id": day_tot.index.get_level_values(0)[dep_keep],
+        "date": day_tot.index.get_level_values(1)[dep_keep],
+        "amount": np.round(day_tot.to_numpy()[dep_keep] * rng.uniform(0.2, 0.7, dep_keep.sum()), 0),
+    })

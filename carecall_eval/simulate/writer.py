@@ -1,0 +1,76 @@
+"""Files: the Parquet schemas of the contract tables, chunked Parquet writing, ``products.parquet``,
+``operator.toml`` and ``truth.json``, and the temporary directory a simulation is written into."""
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .params import SimulationParams
+from .population import PRODUCTS
+
+SCHEMAS = {
+    "customers": pa.schema([("customer_id", pa.string()), ("operator", pa.string()), ("birth_year", pa.int32()),
+                            ("gender", pa.string()), ("registered_on", pa.date32()), ("closed_on", pa.date32())]),
+    "activity": pa.schema([("customer_id", pa.string()), ("date", pa.date32()), ("product", pa.string()),
+                           ("wagered", pa.float64()), ("won", pa.float64())]),
+    "deposits": pa.schema([("customer_id", pa.string()), ("date", pa.date32()), ("amount", pa.float64())]),
+    "triggers": pa.schema([("customer_id", pa.string()), ("triggered_on", pa.date32()), ("trigger", pa.string()),
+                           ("value", pa.float64())]),
+    "call_cases": pa.schema([("case_id", pa.string()), ("customer_id", pa.string()), ("opened_on", pa.date32()),
+                             ("trigger", pa.string()), ("channel", pa.string()), ("arm", pa.string())]),
+    "call_attempts": pa.schema([("case_id", pa.string()), ("attempted_at", pa.timestamp("s")),
+                                ("answered", pa.bool_()), ("duration_s", pa.float64()), ("agent_id", pa.string()),
+                                ("outcome", pa.string()), ("reception", pa.string())]),
+    "sms": pa.schema([("case_id", pa.string()), ("sent_at", pa.timestamp("s")), ("kind", pa.string())]),
+    "rg_events": pa.schema([("customer_id", pa.string()), ("occurred_on", pa.date32()), ("event", pa.string()),
+                            ("via_call", pa.bool_())]),
+}
+
+
+def temporary_dir(out: Path) -> Path:
+    """A fresh directory beside ``out`` to write into (renamed to ``out`` when complete)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+
+
+class TableWriter:
+    """One Parquet file per contract table, written chunk by chunk (zstd)."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.writers: dict[str, pq.ParquetWriter] = {}
+
+    def write(self, name: str, df: pd.DataFrame) -> None:
+        schema = SCHEMAS[name]
+        table = pa.Table.from_pandas(df, schema=schema, preserve_index=False)
+        if name not in self.writers:
+            self.writers[name] = pq.ParquetWriter(self.out / f"{name}.parquet", schema, compression="zstd")
+        self.writers[name].write_table(table)
+
+    def close(self) -> None:
+        for w in self.writers.values():
+            w.close()
+
+
+def write_products(out: Path) -> None:
+    pq.write_table(pa.Table.from_pandas(PRODUCTS, preserve_index=False), out / "products.parquet",
+                   compression="zstd")
+
+
+def write_operator_toml(p: SimulationParams, out: Path) -> None:
+    """``operator.toml``: the operator's name, currency, SMS policy start and small-cell threshold."""
+    toml = [f'operator = "{p.operator}"', f'currency = "{p.currency}"']
+    if p.sms_policy_start:
+        toml.append(f"sms_policy_start = {p.sms_policy_start}")
+    toml.append("small_cell_threshold = 10")
+    (out / "operator.toml").write_text("\n".join(toml) + "\n")
+
+
+def write_truth(truth: dict, out: Path) -> None:
+    (out / "truth.json").write_text(json.dumps(truth, indent=2, sort_keys=True) + "\n")
