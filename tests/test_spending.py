@@ -1,9 +1,7 @@
 """Spending estimators: PPML against a hand-written sandwich, E-values, and recovery of simulated truth."""
 from __future__ import annotations
 
-import json
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -11,11 +9,16 @@ import pytest
 
 from carecall_eval.cohorts import build_cohort
 from carecall_eval.contract import load
-from carecall_eval.outcomes.spending import (decomposition, evalue, key_figures, naive_change, ppml,
-                                             spending_effect)
-from carecall_eval.simulate import simulate
-
-SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
+from carecall_eval.errors import InputError, NotAvailableError
+from carecall_eval.outcomes.spending import (
+    decomposition,
+    evalue,
+    key_figures,
+    matched_ppml,
+    naive_change,
+    ppml,
+    spending_effect,
+)
 
 
 def test_evalue_matches_vanderweele_ding():
@@ -94,14 +97,19 @@ def test_key_figures_by_hand():
 
 
 @pytest.fixture(scope="module")
-def sample_result():
-    ds = load(SAMPLE)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        cohort = build_cohort(ds)
-        res = spending_effect(ds, cohort)
-    truth = json.loads((SAMPLE / "truth.json").read_text())["realised"]
-    return res, truth
+def obs_sample(sample):
+    ds, truth = sample
+    return ds, build_cohort(ds).sample(), truth
+
+
+@pytest.fixture(scope="module")
+def sample_result(obs_sample):
+    ds, smp, truth = obs_sample
+    return spending_effect(ds, smp), truth
+
+
+def _fast(ds, smp, **kw):
+    return spending_effect(ds, smp, **{"placebo": False, "subgroups": False, "event_weeks": None, **kw})
 
 
 def test_sample_matched_covers_truth_and_naive_does_not(sample_result):
@@ -113,6 +121,7 @@ def test_sample_matched_covers_truth_and_naive_does_not(sample_result):
     assert s.loc["spending.naive_change", "estimate"] < true84 - 0.08
     assert s.loc["spending.placebo_change", "ci_low"] <= 0 <= s.loc["spending.placebo_change", "ci_high"]
     assert "regression to the mean" in res.text
+    assert "in the 12 weeks after the index" in res.text
 
 
 def test_sample_result_has_every_metric_and_plot_data(sample_result):
@@ -122,6 +131,8 @@ def test_sample_result_has_every_metric_and_plot_data(sample_result):
                 "spending.did_change", "spending.post_only_change", "spending.placebo_change",
                 "spending.share_reduced", "spending.mde", "spending.evalue", "spending.subgroup_change"):
         assert mid in ids
+    # the headline row is the one metric() returns without window=
+    assert res.metric("spending.matched_change")["window"] == 84
     ev = res.get_plot_data("event_study")
     assert set(ev["group"]) == {"contact", "comparison"}
     assert ev["week"].min() == -26 and ev["week"].max() == 52
@@ -132,13 +143,115 @@ def test_sample_result_has_every_metric_and_plot_data(sample_result):
     assert pre == pytest.approx(np.average(c["tl_pre"], weights=c["weights"]), rel=1e-9)
 
 
-def test_another_seed_recovers_truth(tmp_path):
-    truth = simulate(tmp_path / "d", customers=6000, seed=11)
-    ds = load(tmp_path / "d")
+def test_every_interval_from_a_standard_error_carries_it(sample_result):
+    """Ratios: se of the log ratio (exp(log(1+est) -/+ z se) - 1); matched_diff: se in currency (est -/+ z se)."""
+    res, _ = sample_result
+    s = res.summary
+    z = 1.959963984540054          # scipy.stats.norm.ppf(0.975)
+    ratios = s[s["metric"].isin(["spending.naive_change", "spending.matched_change", "spending.post_only_change",
+                                 "spending.did_change", "spending.placebo_change", "spending.subgroup_change"])]
+    assert len(ratios) > 20 and ratios["se"].notna().all()
+    assert ratios["method"].str.contains("log ratio").all()
+    b = np.log1p(ratios["estimate"])
+    np.testing.assert_allclose(ratios["ci_low"], np.expm1(b - z * ratios["se"]), rtol=1e-9)
+    np.testing.assert_allclose(ratios["ci_high"], np.expm1(b + z * ratios["se"]), rtol=1e-9)
+    d = s[s["metric"] == "spending.matched_diff"]
+    assert len(d) == 3 and d["se"].notna().all()
+    np.testing.assert_allclose(d["ci_low"], d["estimate"] - z * d["se"], rtol=1e-9)
+    np.testing.assert_allclose(d["ci_high"], d["estimate"] + z * d["se"], rtol=1e-9)
+
+
+def test_event_study_bands_are_non_negative(sample_result):
+    res, _ = sample_result
+    ev = res.get_plot_data("event_study")
+    assert (ev["ci_low"] >= 0).all() and (ev["ci_low"] <= ev["mean"]).all()
+    # where the Wald band stays above 0 it is untouched: mean -/+ z se
+    z = 1.959963984540054
+    inside = ev["mean"] - z * ev["se"] > 0
+    assert inside.any() and (~inside).any()          # the sample has weeks of both kinds
+    np.testing.assert_allclose(ev.loc[inside, "ci_low"], (ev["mean"] - z * ev["se"])[inside], rtol=1e-12)
+    assert (ev.loc[~inside, "ci_low"] == 0).all()
+    np.testing.assert_allclose(ev["ci_high"], ev["mean"] + z * ev["se"], rtol=1e-12)
+
+
+def test_mde_is_at_five_percent_two_sided_and_80_percent_power(obs_sample):
+    ds, smp, _ = obs_sample
+    res = _fast(ds, smp, windows=(84,), quarter_n=(100, 200), level=0.9)   # the level does not enter the MDE
+    r = res.metric("spending.mde")
+    se = res.details["fits"][84]["matched"].se
+    m = res.details["matched_table"]
+    m = m[m["followup_84"]]
+    n_c, n_k = int((m["contact"] == 1).sum()), int((m["contact"] == 0).sum())
+    se_q = se * np.sqrt((1 / 100 + 1 / 200) / (1 / n_c + 1 / n_k))
+    # Phi^-1(0.975) + Phi^-1(0.80) (R: qnorm(0.975) + qnorm(0.8))
+    assert r["estimate"] == pytest.approx(np.expm1(-(1.959963984540054 + 0.8416212335729143) * se_q), rel=1e-12)
+    assert r["n"] == 300 and "5% two-sided, 80% power" in r["method"]
+
+
+def test_level_is_in_every_sentence(obs_sample):
+    ds, smp, _ = obs_sample
+    res = spending_effect(ds, smp, level=0.9, window=28, subgroups=False, event_weeks=None)
+    assert res.settings["level"] == 0.9 and res.settings["window"] == 28
+    assert "95%" not in res.text and res.text.count("90% CI") == 3     # naive, matched, placebo
+    assert "in the 28 days after the index" in res.text
+    r95 = _fast(ds, smp, window=28)
+    a, b = res.metric("spending.matched_change"), r95.metric("spending.matched_change")
+    assert a["estimate"] == pytest.approx(b["estimate"], rel=1e-12) and a["se"] == pytest.approx(b["se"], rel=1e-12)
+    assert a["ci_high"] - a["ci_low"] < b["ci_high"] - b["ci_low"]
+
+
+def test_window_without_follow_up_is_not_available(obs_sample):
+    ds, smp, _ = obs_sample
+    # data/sample ends 2025-12-31 and its first index is 2024-03-31: nobody has 700 days of follow-up
+    res = _fast(ds, smp, windows=(84, 700))
+    far = res.summary[res.summary["window"] == 700]
+    assert len(far) == 11 and far["estimate"].isna().all() and far["ci_low"].isna().all()
+    assert far["note"].str.startswith("not available: no matched contact has complete 700-day follow-up").all()
+    assert res.summary.loc[res.summary["window"] == 84, "estimate"].notna().all()
+    with pytest.raises(NotAvailableError, match="complete 700-day follow-up"):
+        _fast(ds, smp, window=700, windows=(84, 700))
+
+
+def test_one_cluster_rule_from_the_sample(obs_sample):
+    """Errors are clustered as the sample says: customers with replacement (the default), matched sets without."""
+    ds, smp, _ = obs_sample
+    for s in (smp, smp.cohort.sample(replace=False)):
+        res = _fast(ds, s, windows=(84,))
+        m = res.details["matched_table"]
+        m = m[m["followup_84"]]
+        col = "customer_id" if s.replace else "subclass"
+        assert s.cluster == col and res.settings["cluster"] == col
+        direct = matched_ppml(m, "tl", 84, list(s.cohort.covariates), groups=m[col].to_numpy())
+        assert res.metric("spending.matched_change")["se"] == pytest.approx(direct.se, rel=1e-12)
+        assert ("matched set" in res.metric("spending.matched_change")["method"]) is (not s.replace)
+
+
+def test_no_statsmodels_warning_escapes(obs_sample):
+    from statsmodels.tools import sm_exceptions
+
+    ds, smp, _ = obs_sample
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        res = spending_effect(ds, build_cohort(ds), windows=(84,), placebo=False, subgroups=False,
-                              event_weeks=None)
+        warnings.simplefilter("error", sm_exceptions.ModelWarning)
+        warnings.simplefilter("error", RuntimeWarning)
+        _fast(ds, smp)
+
+
+def test_arguments_are_checked(obs_sample):
+    ds, smp, _ = obs_sample
+    with pytest.raises(ValueError, match="outcome must be one of"):
+        spending_effect(ds, smp, outcome="ggr")
+    with pytest.raises(InputError, match="non-negative outcome"):
+        _fast(ds, smp, outcome="net_loss")
+    with pytest.raises(InputError, match="not among the estimated windows"):
+        _fast(ds, smp, window=42)
+    with pytest.raises(TypeError, match="MatchedSample"):
+        spending_effect(ds, smp.matching)
+
+
+def test_another_seed_recovers_truth(simulated):
+    path, truth = simulated(customers=6000, seed=11)
+    ds = load(path)
+    res = spending_effect(ds, None, windows=(84,), placebo=False, subgroups=False, event_weeks=None)
     s = res.summary.set_index("metric")
     true84 = truth["realised"]["realised_att_theoretical_loss"]["post_84d"]
     assert s.loc["spending.matched_change", "ci_low"] <= true84 <= s.loc["spending.matched_change", "ci_high"]

@@ -8,8 +8,9 @@ Percent changes are ratios of means estimated by Poisson pseudo-likelihood
 * **matched change** (primary): on the matched sample, with matching weights,
   PPML of the post-window outcome on the contact indicator plus baseline
   covariates (including pre-window spending in several windows); exp(beta) - 1
-  with cluster-robust errors by matched subclass (by unit when matching with
-  replacement).
+  with cluster-robust errors under the sample's one cluster rule (by matched
+  set, or by customer when matching with replacement; see
+  :meth:`~carecall_eval.cohorts.sample.MatchedSample.cluster_ids`).
 * **matched difference** in mean post-window spending (currency), weighted
   least squares with the same clusters.
 * **post-only ratio**: matched ratio of weighted post-window means, no covariates.
@@ -22,15 +23,21 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import statsmodels.api as sm
-from scipy import stats
+from statsmodels.tools import sm_exceptions
 
-from ..cohorts.build import Cohort, post_windows, recompute_covariates
+from .._validation import check_choice, check_horizon, check_int, check_level, z_quantile
+from ..cohorts.build import Cohort, build_cohort, post_windows, recompute_covariates
+from ..cohorts.sample import MatchedSample, as_sample
 from ..cohorts.windows import MEASURES, weekly_moments, window_totals
-from ..results import Result, tidy
+from ..contract.base import open_data
+from ..errors import ConvergenceWarning, InputError, NotAvailableError
+from ..narrative.spending import text as narrative_text
+from ..results import Result, not_available, tidy
 
 #: Outcome measures: column stem -> label.
 OUTCOMES = {"tl": "theoretical loss", "net_loss": "net loss", "wagered": "amount wagered",
@@ -119,14 +126,22 @@ def ppml(y, X: pd.DataFrame, *, term: str, weights=None, groups=None, exposure=N
     rate = y / (1.0 if exposure is None else np.asarray(exposure, float))
     start[list(Xc.columns).index("const")] = np.log(max(np.average(rate, weights=wt), 1e-12))
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        # statsmodels flags every robust covariance with var_weights as "not fully supported"; the weighted
+        # cluster sandwich used here is checked against a hand-written one in tests/test_spending.py
+        warnings.filterwarnings("ignore", message="cov_type not fully supported with var_weights",
+                                category=sm_exceptions.SpecificationWarning)
+        # a failed Newton run falls back to IRLS below, and convergence is returned (callers warn with the
+        # project's ConvergenceWarning for a figure they publish)
+        warnings.filterwarnings("ignore", category=sm_exceptions.ConvergenceWarning)
+        warnings.filterwarnings("ignore", category=sm_exceptions.PerfectSeparationWarning)
+        warnings.filterwarnings("ignore", message="overflow encountered in exp", category=RuntimeWarning)
         fit = model.fit(method="newton", start_params=start, maxiter=100, disp=False, **cov)
         converged = bool(fit.mle_retvals.get("converged")) and bool(np.all(np.isfinite(fit.params)))
         if not converged:
             fit = model.fit(maxiter=100, wls_method="qr", **cov)
             converged = bool(getattr(fit, "converged", False))
     b, se = float(fit.params[term]), float(fit.bse[term])
-    z = stats.norm.ppf(0.5 + level / 2)
+    z = z_quantile(level)
     converged = converged and np.isfinite(se) and abs(b) < 20
     with np.errstate(over="ignore"):
         est = RatioEstimate(np.expm1(b), np.expm1(b - z * se), np.expm1(b + z * se), b, se, len(y),
@@ -143,7 +158,7 @@ def weighted_diff(y, treat, weights=None, groups=None, level: float = 0.95):
     else:
         fit = model.fit(cov_type="HC1")
     b, se = float(fit.params["contact"]), float(fit.bse["contact"])
-    z = stats.norm.ppf(0.5 + level / 2)
+    z = z_quantile(level)
     return b, b - z * se, b + z * se, se
 
 
@@ -166,12 +181,6 @@ def evalue(rr: float, ci_low: float | None = None, ci_high: float | None = None)
 # the estimator
 # ---------------------------------------------------------------------------
 
-def _clusters(m: pd.DataFrame, replace: bool):
-    if replace or "subclass" not in m.columns or m["subclass"].isna().any():
-        return m["customer_id"].to_numpy()
-    return m["subclass"].to_numpy()
-
-
 def _ppml_covariates(m: pd.DataFrame, covariates: list[str]) -> pd.DataFrame:
     """Design matrix of baseline covariates (categoricals as dummies, first level dropped)."""
     cov = [c for c in covariates if c in m.columns]
@@ -192,22 +201,28 @@ def naive_change(table: pd.DataFrame, outcome: str = "tl", window: int = 84, pre
     return ppml(long["y"], long[["post"]], term="post", groups=long["g"], exposure=long["days"], level=level)
 
 
-def matched_ppml(m: pd.DataFrame, outcome: str, window: int, covariates: list[str], *, replace: bool,
+def matched_ppml(m: pd.DataFrame, outcome: str, window: int, covariates: list[str], *, groups,
                  level: float = 0.95) -> RatioEstimate:
-    """The primary estimate: weighted PPML of the post-window outcome on contact plus baseline covariates."""
+    """The primary estimate: weighted PPML of the post-window outcome on contact plus baseline covariates.
+
+    ``groups`` are the cluster ids of ``m``'s rows (``sample.cluster_ids(m)``: the one cluster rule).
+    """
     X = _ppml_covariates(m, covariates)
     X.insert(0, "contact", m["contact"].to_numpy(float))
     return ppml(m[f"{outcome}_post{window}"].to_numpy(float), X, term="contact",
-                weights=m["weights"].to_numpy(float), groups=_clusters(m, replace), level=level)
+                weights=m["weights"].to_numpy(float), groups=groups, level=level)
 
 
-def matched_estimates(m: pd.DataFrame, outcome: str, window: int, covariates: list[str], *, replace: bool,
+def matched_estimates(m: pd.DataFrame, outcome: str, window: int, covariates: list[str], *, groups,
                       pre_window: int = 84, level: float = 0.95) -> dict:
-    """Every matched estimator for one outcome and window on a matched table with ``weights``."""
+    """Every matched estimator for one outcome and window on a matched table with ``weights``.
+
+    ``groups`` are the cluster ids of ``m``'s rows (``sample.cluster_ids(m)``).
+    """
     y = m[f"{outcome}_post{window}"].to_numpy(float)
     w = m["weights"].to_numpy(float)
-    g = _clusters(m, replace)
-    out = {"matched": matched_ppml(m, outcome, window, covariates, replace=replace, level=level),
+    g = np.asarray(groups)
+    out: dict[str, Any] = {"matched": matched_ppml(m, outcome, window, covariates, groups=g, level=level),
            "post_only": ppml(y, m[["contact"]], term="contact", weights=w, groups=g, level=level)}
     out["diff"] = weighted_diff(y, m["contact"], w, g, level=level)
     # difference in differences: stacked pre/post, daily means, interaction
@@ -280,39 +295,129 @@ def event_study(dataset, m: pd.DataFrame, first_week: int = -26, last_week: int 
     mom = weekly_moments(dataset, keys, first_week, last_week, by="contact", weight="weight")
     # play dated after the data end cannot exist, so the moments need no end-of-data filter
     agg = agg.merge(mom, on=["contact", "week"], how="left").fillna({"swy": 0.0, "swy2": 0.0})
-    z = stats.norm.ppf(0.5 + level / 2)
+    z = z_quantile(level)
     agg["mean"] = agg["swy"] / agg["sw"]
     var = (agg["swy2"] / agg["sw"] - agg["mean"] ** 2).clip(lower=0)
     neff = agg["sw"] ** 2 / agg["sw2"]
-    se = np.sqrt(var / neff)
-    agg["ci_low"] = agg["mean"] - z * se
-    agg["ci_high"] = agg["mean"] + z * se
+    agg["se"] = np.sqrt(var / neff)
+    # Wald band on the natural scale with the lower limit clipped at 0: a weekly mean of non-negative spending
+    # cannot be negative, and clipping only moves limits that lay below 0 (coverage is unchanged)
+    agg["ci_low"] = (agg["mean"] - z * agg["se"]).clip(lower=0.0)
+    agg["ci_high"] = agg["mean"] + z * agg["se"]
     agg["group"] = np.where(agg["contact"] == 1, "contact", "comparison")
-    return agg[["group", "week", "mean", "ci_low", "ci_high", "n"]]
+    return agg[["group", "week", "mean", "se", "ci_low", "ci_high", "n"]]
 
 
-def spending_effect(dataset, cohort: Cohort, matched=None, *, outcome: str = "tl", window: int = 84,
-                    windows=None, level: float = 0.95, placebo: bool = True, subgroups: bool = True,
-                    event_weeks: tuple[int, int] = (-26, 52), quarter_n: tuple[int, int] | None = None) -> Result:
+#: The minimum detectable effect's test: two-sided at 5% with 80% power (a fixed convention, not the result's level).
+MDE_ALPHA, MDE_POWER = 0.05, 0.80
+
+#: Per-window metrics (id, group) and their methods; ``{cl}`` is the cluster rule in words, ``{unit}`` the
+#: outcome's unit.
+_WINDOW_METHODS = (
+    ("spending.naive_change", "contact",
+     "post/pre ratio of daily means among contacts (PPML, clustered by customer; se of the log ratio)"),
+    ("spending.matched_change", "difference",
+     "matched PPML with baseline covariates, cluster-robust by {cl} (se of the log ratio)"),
+    ("spending.matched_diff", "difference",
+     "difference in weighted mean post-window {label} ({unit}), WLS cluster-robust by {cl} (se in {unit})"),
+    ("spending.post_only_change", "difference",
+     "matched ratio of post-window means (PPML without covariates, cluster-robust by {cl}; se of the log ratio)"),
+    ("spending.did_change", "difference",
+     "matched difference in differences (ratio of ratios, PPML, cluster-robust by {cl}; se of the log ratio)"),
+    ("spending.comparison_change", "comparison", "matched comparison group's weighted post/pre ratio of daily means"),
+    ("spending.share_reduced", "contact",
+     "share whose daily post-window spending is below their pre-window level"),
+    ("spending.mean_change_reducers", "contact", "mean per-customer change among those who reduced"),
+    ("spending.share_reduced", "comparison",
+     "share whose daily post-window spending is below their pre-window level"),
+    ("spending.mean_change_reducers", "comparison", "mean per-customer change among those who reduced"),
+    ("spending.evalue", "difference", "E-value of the matched ratio (ci_low: E-value of the interval limit)"),
+)
+
+
+def _followup(table: pd.DataFrame, window: int, data_end) -> pd.Series:
+    """Rows whose ``window``-day post window is complete (the cohort's ``followup_{w}``, else from the data end)."""
+    col = f"followup_{window}"
+    if col in table.columns:
+        return table[col].astype(bool)
+    return (pd.to_datetime(table["index_date"]) + pd.Timedelta(days=window - 1)) <= pd.Timestamp(data_end)
+
+
+def _ratio_row(base: dict, metric: str, group: str, e: RatioEstimate, n: int, method: str) -> dict:
+    """A summary row of a PPML ratio (``se`` on the log scale), or not available when the fit failed."""
+    row = {**base, "metric": metric, "group": group, "estimate": e.estimate, "se": e.se, "ci_low": e.ci_low,
+           "ci_high": e.ci_high, "n": n, "method": method}
+    if not e.converged:
+        warnings.warn(f"spending_effect: the PPML fit for {metric} (window {base.get('window')} days) did not "
+                      "converge to a finite estimate (separation: one group spent nothing?); the figure is left out",
+                      ConvergenceWarning, stacklevel=3)
+        return not_available(row, "the PPML fit did not converge to a finite estimate")
+    return row
+
+
+def _window_rows(base: dict, nv, est, kf, n_naive: int, n_c: int, n_k: int,
+                 methods: list[tuple[str, str, str]]) -> list[dict]:
+    """Every per-window row of one window's estimates."""
+    meth = {(k, g): m for k, g, m in methods}
+    n = n_c + n_k
+    diff_b, diff_lo, diff_hi, diff_se = est["diff"]
+    rows = [
+        _ratio_row(base, "spending.naive_change", "contact", nv, n_naive, meth["spending.naive_change", "contact"]),
+        _ratio_row(base, "spending.matched_change", "difference", est["matched"], n,
+                   meth["spending.matched_change", "difference"]),
+        {**base, "metric": "spending.matched_diff", "group": "difference", "estimate": diff_b, "se": diff_se,
+         "ci_low": diff_lo, "ci_high": diff_hi, "n": n, "method": meth["spending.matched_diff", "difference"]},
+        _ratio_row(base, "spending.post_only_change", "difference", est["post_only"], n,
+                   meth["spending.post_only_change", "difference"]),
+        _ratio_row(base, "spending.did_change", "difference", est["did"], n, meth["spending.did_change", "difference"]),
+    ]
+    cc = {**base, "metric": "spending.comparison_change", "group": "comparison", "estimate": est["comparison_change"],
+          "n": n_k, "method": meth["spending.comparison_change", "comparison"]}
+    rows.append(cc if np.isfinite(cc["estimate"]) else
+                not_available(cc, "the matched comparison group spent nothing in the pre-window"))
+    for _, r in kf.iterrows():
+        for metric, col, reason in (
+                ("spending.share_reduced", "share_reduced", "no one in the group spent in the pre-window"),
+                ("spending.mean_change_reducers", "mean_change_among_reducers", "no one in the group reduced")):
+            row = {**base, "metric": metric, "group": r["group"], "estimate": r[col], "n": r["n"],
+                   "method": meth[metric, r["group"]]}
+            rows.append(row if np.isfinite(row["estimate"]) else not_available(row, reason))
+    m = est["matched"]
+    row = {**base, "metric": "spending.evalue", "group": "difference", "n": n,
+           "method": meth["spending.evalue", "difference"]}
+    if m.converged:
+        e_pt, e_ci = evalue(1 + m.estimate, 1 + m.ci_low, 1 + m.ci_high)
+        rows.append({**row, "estimate": e_pt, "ci_low": e_ci, "ci_high": np.nan})
+    else:
+        rows.append(not_available(row, "the matched PPML fit did not converge"))
+    return rows
+
+
+def spending_effect(data, sample=None, /, *, level: float = 0.95, window: int = 84, outcome: str = "tl",
+                    windows=None, placebo: bool = True, subgroups: bool = True,
+                    event_weeks: tuple[int, int] | None = (-26, 52),
+                    quarter_n: tuple[int, int] | None = None) -> Result:
     """Estimate the effect of a care call on spending: naive beside matched, with diagnostics.
 
     Parameters
     ----------
-    dataset : carecall_eval.contract.Dataset
-    cohort : Cohort
-        From :func:`carecall_eval.build_cohort` (an observational design).
-    matched : matching result, optional
-        From ``cohort.match()``; matched with the design's defaults when None.
+    data : Dataset, IbisDataset or path
+        The operator data (:func:`carecall_eval.load`, :func:`carecall_eval.contract.connect` or a directory).
+    sample : MatchedSample or Cohort, optional
+        ``cohort.sample()`` (or a Cohort, matched with its design's defaults) of an
+        observational design; None builds the default cohort of ``data``.
+        Standard errors are clustered by the sample's one cluster rule (matched
+        set, or customer when matching with replacement).
+    level : float
+        Confidence level of every interval, strictly between 0 and 1.
+    window : int
+        Headline post window in days (one of ``windows``).
     outcome : {"tl", "net_loss", "wagered", "deposits", "active_days"}
         Headline measure (default theoretical loss).
-    window : int
-        Headline post window in days (one of the design's ``post_windows``).
     windows : tuple of int, optional
         Windows estimated (default: the design's post windows).
-    level : float
-        Confidence level of every interval.
     placebo : bool
-        Also run the analysis at a pseudo-index 84 days before the real one.
+        Also run the analysis at a pseudo-index ``pre_window`` days before the real one.
     subgroups : bool
         Estimate by trigger type, age band, gender and main product.
     event_weeks : (int, int) or None
@@ -330,124 +435,136 @@ def spending_effect(dataset, cohort: Cohort, matched=None, *, outcome: str = "tl
         ``spending.placebo_change``, ``spending.share_reduced``,
         ``spending.mean_change_reducers``, ``spending.evalue``,
         ``spending.mde``, ``spending.subgroup_change``; a ``window`` column
-        gives the post window in days and ``outcome`` the measure.
+        gives the post window in days and ``outcome`` the measure.  Ratios
+        carry ``se`` on the log scale, ``spending.matched_diff`` in the
+        outcome's unit.  A window other than the headline one in which no
+        matched contact or comparison has complete follow-up gets rows that
+        are not available (``note`` says why).
+
+    Raises
+    ------
+    NotAvailableError
+        When no matched contact or no matched comparison has complete
+        follow-up in the headline ``window``, or the outcome needs a table the
+        data lack.
     """
-    if outcome not in OUTCOMES:
-        raise ValueError(f"spending_effect: outcome={outcome!r} is not one of {sorted(OUTCOMES)}")
-    design = cohort.design
-    windows = tuple(windows or design.post_windows)
+    ds = open_data(data, "spending_effect")
+    level = check_level(level)
+    window = check_horizon("window", window)
+    check_choice("outcome", outcome, OUTCOMES)
+    if event_weeks is not None:
+        if len(tuple(event_weeks)) != 2:
+            raise InputError(f"spending_effect: event_weeks must be (first_week, last_week) or None, "
+                             f"got {event_weeks!r}")
+        first_week = check_int("event_weeks[0]", event_weeks[0])
+        last_week = check_int("event_weeks[1]", event_weeks[1])
+        if first_week >= last_week:
+            raise InputError(f"spending_effect: event_weeks must run forwards, got {event_weeks!r}")
+        event_weeks = (first_week, last_week)
+    if quarter_n is not None:
+        if len(tuple(quarter_n)) != 2:
+            raise InputError(f"spending_effect: quarter_n must be (contacts, comparisons), got {quarter_n!r}")
+        quarter_n = (check_int("quarter_n[0]", quarter_n[0], 1), check_int("quarter_n[1]", quarter_n[1], 1))
+    if outcome == "deposits" and not ds.has("deposits"):
+        raise NotAvailableError("spending_effect: outcome='deposits' needs the optional deposits table, which "
+                                f"{ds.path} does not have")
+    sample = as_sample(sample if sample is not None else build_cohort(ds), "spending_effect", randomized=False)
+    cohort, design = sample.cohort, sample.design
+    windows = tuple(check_horizon("windows", w) for w in (windows or design.post_windows))
     if window not in windows:
-        raise ValueError(f"spending_effect: window={window} is not among the estimated windows {windows}")
-    if outcome == "deposits" and not dataset.has("deposits"):
-        raise ValueError("spending_effect: outcome='deposits' needs the optional deposits table")
-    if matched is None:
-        matched = cohort.match()
-    replace = bool(matched.settings.get("replace", design.matching.replace)) if hasattr(matched, "settings") else True
+        raise InputError(f"spending_effect: window={window} is not among the estimated windows {windows}")
     covariates = list(cohort.covariates)
-    full = add_outcomes(dataset, cohort.table, windows, design.pre_window)
-    m_all = add_outcomes(dataset, matched.matched_data(), windows, design.pre_window)
+    cl = "matched set" if sample.cluster == "subclass" else "customer"
+    unit = "days" if outcome == "active_days" else (getattr(ds.config, "currency", "") or "currency")
+    methods = [(k, g, m.format(cl=cl, unit=unit, label=OUTCOMES[outcome])) for k, g, m in _WINDOW_METHODS]
+    full = add_outcomes(ds, cohort.table, windows, design.pre_window)
+    m_all = add_outcomes(ds, sample.table, windows, design.pre_window)
+    negative = [c for c in (f"{outcome}_pre", *(f"{outcome}_post{w}" for w in windows)) if (m_all[c] < 0).any()]
+    if negative:
+        raise InputError(f"spending_effect: outcome={outcome!r} is negative for some matched customers ({negative[0]}; "
+                         "wins can exceed stakes); the ratios of means are estimated by Poisson pseudo-likelihood, "
+                         "which needs a non-negative outcome: use 'tl', 'wagered', 'deposits' or 'active_days'")
     rows, per_window = [], {}
     for w in windows:
-        full_w = full[full[f"followup_{w}"]]
-        m = m_all[m_all[f"followup_{w}"]]
-        if m["contact"].sum() == 0 or (m["contact"] == 0).sum() == 0:
+        full_w = full[_followup(full, w, ds.data_end)]
+        m = m_all[_followup(m_all, w, ds.data_end)]
+        n_c, n_k = int((m["contact"] == 1).sum()), int((m["contact"] == 0).sum())
+        base = {"window": w, "outcome": outcome}
+        if n_c == 0 or n_k == 0:
+            reason = (f"no matched {'contact' if n_c == 0 else 'comparison'} has complete {w}-day follow-up "
+                      f"before the data end ({pd.Timestamp(ds.data_end).date()})")
+            if w == window:
+                raise NotAvailableError(f"spending_effect: {reason}; choose a shorter window or later data")
+            rows += [not_available({**base, "metric": k, "group": g, "n": n_c if g == "contact" else
+                                    (n_k if g == "comparison" else n_c + n_k), "method": meth}, reason)
+                     for k, g, meth in methods]
             continue
         # rows whose window is cut by the data end are left out of this window's estimates; the matching
         # weights are kept as matched (a set can lose a member whose own index is later than its partner's)
         nv = naive_change(full_w, outcome, w, design.pre_window, level)
-        est = matched_estimates(m, outcome, w, covariates, replace=replace, pre_window=design.pre_window,
-                                level=level)
+        est = matched_estimates(m, outcome, w, covariates, groups=sample.cluster_ids(m),
+                                pre_window=design.pre_window, level=level)
         per_window[w] = (nv, est, m)
-        n_c, n_k = int((m["contact"] == 1).sum()), int((m["contact"] == 0).sum())
-        base = {"window": w, "outcome": outcome}
-        rows += [
-            {**base, "metric": "spending.naive_change", "group": "contact", "estimate": nv.estimate,
-             "ci_low": nv.ci_low, "ci_high": nv.ci_high, "n": int((full_w["contact"] == 1).sum()),
-             "method": "post/pre ratio of daily means among contacts (PPML, clustered by customer)"},
-            {**base, "metric": "spending.matched_change", "group": "difference",
-             "estimate": est["matched"].estimate, "ci_low": est["matched"].ci_low,
-             "ci_high": est["matched"].ci_high, "n": n_c + n_k,
-             "method": "matched PPML with baseline covariates, cluster-robust"},
-            {**base, "metric": "spending.matched_diff", "group": "difference", "estimate": est["diff"][0],
-             "ci_low": est["diff"][1], "ci_high": est["diff"][2], "n": n_c + n_k,
-             "method": "difference in weighted mean post-window spending (currency), cluster-robust"},
-            {**base, "metric": "spending.post_only_change", "group": "difference",
-             "estimate": est["post_only"].estimate, "ci_low": est["post_only"].ci_low,
-             "ci_high": est["post_only"].ci_high, "n": n_c + n_k, "method": "matched ratio of post-window means"},
-            {**base, "metric": "spending.did_change", "group": "difference", "estimate": est["did"].estimate,
-             "ci_low": est["did"].ci_low, "ci_high": est["did"].ci_high, "n": n_c + n_k,
-             "method": "matched difference in differences (ratio of ratios, PPML)"},
-            {**base, "metric": "spending.comparison_change", "group": "comparison",
-             "estimate": est["comparison_change"], "n": n_k,
-             "method": "matched comparison group's weighted post/pre ratio of daily means"},
-        ]
         kf = key_figures(m, outcome, w, design.pre_window)
-        for _, r in kf.iterrows():
-            rows.append({**base, "metric": "spending.share_reduced", "group": r["group"],
-                         "estimate": r["share_reduced"], "n": r["n"],
-                         "method": "share whose daily post-window spending is below their pre-window level"})
-            rows.append({**base, "metric": "spending.mean_change_reducers", "group": r["group"],
-                         "estimate": r["mean_change_among_reducers"], "n": r["n"],
-                         "method": "mean per-customer change among those who reduced"})
-        rr = 1 + est["matched"].estimate
-        e_pt, e_ci = evalue(rr, 1 + est["matched"].ci_low, 1 + est["matched"].ci_high)
-        rows.append({**base, "metric": "spending.evalue", "group": "difference", "estimate": e_pt,
-                     "ci_low": e_ci, "ci_high": np.nan, "n": n_c + n_k,
-                     "method": "E-value of the matched ratio (ci_low: E-value of the interval limit)"})
-    if window not in per_window:
-        raise ValueError(f"spending_effect: no matched contacts and comparisons have complete {window}-day "
-                         "follow-up; choose a shorter window or later data")
+        rows += _window_rows(base, nv, est, kf, int((full_w["contact"] == 1).sum()), n_c, n_k, methods)
     nv, est, m = per_window[window]
 
-    # minimum detectable effect for one quarter's numbers (documented approximation)
+    # minimum detectable effect for one quarter's numbers (documented approximation), at a fixed
+    # 5% two-sided test with 80% power: a planning convention, not the result's confidence level
     q = cohort.table["index_quarter"].nunique() or 1
     nq_c, nq_k = quarter_n or (max(1, int((m["contact"] == 1).sum() / q)), max(1, int((m["contact"] == 0).sum() / q)))
     se_full = est["matched"].se
     n_c, n_k = int((m["contact"] == 1).sum()), int((m["contact"] == 0).sum())
     se_q = se_full * np.sqrt((1 / nq_c + 1 / nq_k) / (1 / n_c + 1 / max(n_k, 1)))
-    z_a, z_b = stats.norm.ppf(0.975), stats.norm.ppf(0.80)
+    z_a, z_b = z_quantile(1 - MDE_ALPHA), z_quantile(2 * MDE_POWER - 1)   # Phi^-1(0.975), Phi^-1(0.80)
     mde = -np.expm1(-(z_a + z_b) * se_q)
     quarters_needed = int(np.ceil(((z_a + z_b) * se_q / abs(np.log1p(est["matched"].estimate))) ** 2)) \
-        if est["matched"].estimate not in (0, -1) else None
-    rows.append({"window": window, "outcome": outcome, "metric": "spending.mde", "group": "difference",
-                 "estimate": -mde, "n": nq_c + nq_k,
-                 "method": f"smallest reduction detectable with 80% power at 5% in one quarter "
-                           f"({nq_c} contacts, {nq_k} comparisons; SE scaled from the matched estimate)"})
+        if est["matched"].converged and est["matched"].estimate not in (0, -1) else None
+    mde_row = {"window": window, "outcome": outcome, "metric": "spending.mde", "group": "difference",
+               "estimate": -mde, "n": nq_c + nq_k,
+               "method": f"smallest reduction detectable in one quarter, 5% two-sided, 80% power "
+                         f"({nq_c} contacts, {nq_k} comparisons; SE scaled from the matched estimate)"}
+    rows.append(mde_row if np.isfinite(mde) else not_available(mde_row, "the matched PPML fit did not converge"))
 
     placebo_est = None
     if placebo:
-        placebo_est = _placebo(dataset, cohort, matched, outcome, window, covariates, level)
+        placebo_est, n_pl, pcl = _placebo(ds, sample, outcome, window, covariates, level)
         if placebo_est is not None:
-            rows.append({"window": window, "outcome": outcome, "metric": "spending.placebo_change",
-                         "group": "difference", "estimate": placebo_est.estimate, "ci_low": placebo_est.ci_low,
-                         "ci_high": placebo_est.ci_high, "n": placebo_est.n,
-                         "method": f"matched PPML at a pseudo-index {design.pre_window} days before the real one"})
+            rows.append(_ratio_row({"window": window, "outcome": outcome}, "spending.placebo_change", "difference",
+                                   placebo_est, n_pl,
+                                   f"matched PPML at a pseudo-index {design.pre_window} days before the real one "
+                                   f"(design's matching, cluster-robust by {pcl}; se of the log ratio)"))
     sub = pd.DataFrame()
     if subgroups:
         sets = None
-        if getattr(matched, "match_matrix", None) is not None:
-            sets = add_outcomes(dataset, matched.matched_data("sets"), (window,), design.pre_window)
-            sets = sets[sets[f"followup_{window}"]]
-        sub = _subgroups(m, outcome, window, covariates, replace, level, sets)
+        if sample.sets is not None:
+            sets = add_outcomes(ds, sample.sets, (window,), design.pre_window)
+            sets = sets[_followup(sets, window, ds.data_end)]
+        sub = _subgroups(m, outcome, window, covariates, level, sample.cluster_ids, sets)
     for _, r in sub.iterrows():
         rows.append({"window": window, "outcome": outcome, "metric": "spending.subgroup_change",
-                     "group": f"{r['by']}={r['level']}", "estimate": r["estimate"], "ci_low": r["ci_low"],
-                     "ci_high": r["ci_high"], "n": r["n"], "method": "matched PPML within subgroup"})
+                     "group": f"{r['by']}={r['level']}", "estimate": r["estimate"], "se": r["se"],
+                     "ci_low": r["ci_low"], "ci_high": r["ci_high"], "n": r["n"],
+                     "method": f"matched PPML within subgroup, cluster-robust by {cl} (se of the log ratio)"})
 
     summary = tidy(rows)
-    ev = event_study(dataset, m_all, *event_weeks, level=level) if event_weeks else pd.DataFrame()
+    ev = event_study(ds, m_all, *event_weeks, level=level) if event_weeks else pd.DataFrame()
     decomp = decomposition(nv.estimate, est["matched"].estimate)
-    text = _text(nv, est, placebo_est, window, outcome, design, decomp)
-    params = {"outcome": outcome, "window": window, "windows": list(windows), "level": level,
-              "estimand": "ATT", "index": design.index_rule, "design": design.to_dict(),
-              "replace": replace, "covariates": covariates}
+    settings = {"outcome": outcome, "outcome_label": OUTCOMES[outcome], "window": window, "windows": list(windows),
+                "level": level, "estimand": "ATT", "index": design.index_rule, "design": design.to_dict(),
+                "replace": sample.replace, "cluster": sample.cluster, "covariates": covariates,
+                "placebo": bool(placebo), "subgroups": bool(subgroups),
+                "event_weeks": list(event_weeks) if event_weeks else None,
+                "mde_test": {"alpha": MDE_ALPHA, "two_sided": True, "power": MDE_POWER},
+                "quarter_n": list(quarter_n) if quarter_n else None}
+    text = narrative_text(summary, settings, decomp)
     plot = {"event_study": ev, "decomposition": decomp, "estimates": summary[summary["metric"].isin(
         ["spending.naive_change", "spending.matched_change", "spending.post_only_change", "spending.did_change",
          "spending.placebo_change"])], "subgroups": sub,
             "key_figures": key_figures(m, outcome, window, design.pre_window)}
     details = {"matched_table": m_all, "fits": {w: v[1] for w, v in per_window.items()},
                "quarters_to_pool": quarters_needed}
-    return Result("spending", summary, text, params, plot, details)
+    return Result("spending", summary, text, settings, plot, details)
 
 
 def decomposition(naive: float, matched: float) -> pd.DataFrame:
@@ -465,68 +582,38 @@ def decomposition(naive: float, matched: float) -> pd.DataFrame:
     })
 
 
-def _pct(x: float) -> str:
-    return f"{abs(x) * 100:.0f}%"
+def _placebo(dataset, sample: MatchedSample, outcome, window, covariates, level):
+    """Same analysis at index - pre_window: no call can have acted yet.
 
-
-def _text(nv, est, placebo_est, window, outcome, design, decomp) -> str:
-    m = est["matched"]
-    direction = "fell" if nv.estimate < 0 else "rose"
-    lbl = OUTCOMES[outcome]
-    who = {"reached": "reached customers", "selected": "customers selected for a call"}.get(design.contact,
-                                                                                            "contacts")
-    t = (f"Among {who}, {lbl} {direction} {_pct(nv.estimate)} in the {window} days after the index "
-         f"compared with the {design.pre_window} days before (the naive figure). ")
-    anyway = float(decomp.loc[1, "value"])
-    others = "who were not reached" if design.comparison == "unreached" else "who were not selected"
-    t += (f"Comparable customers {others} changed by {anyway:+.0f} points per 100 anyway "
-          f"(regression to the mean: customers are selected at a peak). ")
-    sig = m.ci_high < 0 or m.ci_low > 0
-    t += (f"The matched estimate of what the call itself did is {m.estimate:+.1%} "
-          f"(95% CI {m.ci_low:+.1%} to {m.ci_high:+.1%})" + ("." if sig else ", which cannot be told apart "
-                                                               "from no effect."))
-    did = est["did"]
-    t += (f" The difference-in-differences figure ({did.estimate:+.1%}) is shown for reference only: it carries "
-          "any gap in raw pre-window spending between the matched groups straight into the estimate, and with "
-          "heavy-tailed spending such gaps are large even when the groups balance on the log scale; on simulated "
-          "operators with a known effect it was about 50% less precise than the matched estimate.")
-    if placebo_est is not None:
-        ok = placebo_est.ci_low <= 0 <= placebo_est.ci_high
-        t += (f" Placebo check (pseudo-index {design.pre_window} days earlier): {placebo_est.estimate:+.1%} "
-              + ("- no spurious effect." if ok else "- WARNING: an effect where none can exist; treat the "
-                                                     "estimate with caution."))
-    return t
-
-
-def _placebo(dataset, cohort: Cohort, matched, outcome, window, covariates, level):
-    """Same analysis at index - pre_window: no call can have acted yet."""
-    design = cohort.design
+    The pseudo cohort is matched with the design's matching settings and clustered by its own sample's
+    cluster rule.  Returns ``(estimate, n, cluster words)``, or ``(None, 0, "")`` without two groups.
+    """
+    cohort, design = sample.cohort, sample.design
     shift = design.pre_window
     table = cohort.table.copy()
     table["index_date"] = table["index_date"] - pd.Timedelta(days=shift)
     table = table[table["index_date"] - pd.Timedelta(days=design.pre_window) >= pd.Timestamp(dataset.data_start)]
     if table["contact"].nunique() < 2:
-        return None
+        return None, 0, ""
     table = recompute_covariates(dataset, table, design)
-    pseudo = Cohort(table=table, flow=cohort.flow, design=design, data_end=cohort.data_end)
-    pm = pseudo.match()
+    pseudo = Cohort(table=table, flow=cohort.flow, design=design, data_end=cohort.data_end).sample()
     # the pseudo post window must end before the real index: at most `shift` days
     w = min(window, shift)
-    m = add_outcomes(dataset, pm.matched_data(), (w,), design.pre_window)
-    est = matched_estimates(m, outcome, w, covariates, replace=design.matching.replace,
-                            pre_window=design.pre_window, level=level)
-    return est["matched"]
+    m = add_outcomes(dataset, pseudo.table, (w,), design.pre_window)
+    est = matched_ppml(m, outcome, w, covariates, groups=pseudo.cluster_ids(m), level=level)
+    return est, len(m), "matched set" if pseudo.cluster == "subclass" else "customer"
 
 
-def _subgroups(m: pd.DataFrame, outcome, window, covariates, replace, level,
+def _subgroups(m: pd.DataFrame, outcome, window, covariates, level, cluster_ids,
                sets: pd.DataFrame | None = None) -> pd.DataFrame:
     """Matched PPML within subgroups.
 
     With nearest-neighbour matching (``sets`` = one row per unit and matched
     set), a subgroup is defined by the contact of each set and its controls
     follow it, so a control matched to a 30-year-old counts among the 25-34s.
-    Otherwise each unit's own value is used.  Subgroups with fewer than 20
-    contacts or comparisons are skipped.
+    Otherwise each unit's own value is used.  Errors are clustered by
+    ``cluster_ids`` (the sample's one rule).  Subgroups with fewer than 20
+    contacts or comparisons, or without a finite estimate, are skipped.
     """
     d = (sets if sets is not None else m).copy()
     d["age_band"] = pd.cut(d["age"], [0, 25, 35, 50, 65, 200], right=False,
@@ -547,11 +634,11 @@ def _subgroups(m: pd.DataFrame, outcome, window, covariates, replace, level,
                 continue
             covs = [c for c in covariates if c != by]
             try:
-                e = matched_ppml(g, outcome, window, covs, replace=True, level=level)
+                e = matched_ppml(g, outcome, window, covs, groups=cluster_ids(g), level=level)
             except Exception:  # pragma: no cover - tiny or separated subgroup
                 continue
             if not e.converged:      # separation in a small subgroup: no finite estimate
                 continue
-            rows.append({"by": by, "level": lvl, "estimate": e.estimate, "ci_low": e.ci_low,
+            rows.append({"by": by, "level": lvl, "estimate": e.estimate, "se": e.se, "ci_low": e.ci_low,
                          "ci_high": e.ci_high, "n": int(g["customer_id"].nunique())})
-    return pd.DataFrame(rows, columns=["by", "level", "estimate", "ci_low", "ci_high", "n"])
+    return pd.DataFrame(rows, columns=["by", "level", "estimate", "se", "ci_low", "ci_high", "n"])
