@@ -99,7 +99,7 @@ plt.show()
 # %%
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
-    sp = ce.spending_effect(ds, cohort, m, window=window, level=level, placebo=placebo)
+    sp = ce.spending_effect(ds, ce.cohorts.MatchedSample(cohort, m), window=window, level=level, placebo=placebo)
 print(sp.text)
 sp.summary[sp.summary["metric"].isin(["spending.naive_change", "spending.matched_change",
                                       "spending.post_only_change", "spending.did_change",
@@ -152,12 +152,12 @@ sub.round(3)
 alt = {}
 if alternatives:
     for name, make in {
-        "ipw": lambda: ce.spending_effect(ds, cohort, cohort.match(method="ipw", ratio=1, replace=False, caliper=None,
-                                                                       exact=()), window=window, level=level,
+        "ipw": lambda: ce.spending_effect(ds, cohort.sample(method="ipw", ratio=1, replace=False, caliper=None,
+                                                            exact=()), window=window, level=level,
                                           placebo=False, subgroups=False),
-        "not_selected": lambda: (lambda c: ce.spending_effect(ds, c, c.match(), window=window, level=level,
-                                                              placebo=False, subgroups=False))(
-            ce.build_cohort(ds, ce.StudyDesign(contact="selected", comparison="not_selected"))),
+        "not_selected": lambda: ce.spending_effect(
+            ds, ce.build_cohort(ds, ce.StudyDesign(contact="selected", comparison="not_selected")),
+            window=window, level=level, placebo=False, subgroups=False),
         "randomized": lambda: ce.randomized_effects(
             ds, ce.build_cohort(ds, ce.StudyDesign(contact="randomized", comparison="arms")), window=window,
             level=level),
