@@ -10,23 +10,36 @@ Definitions
     counts as "for good" only when the data run at least a year past it with
     no play (before that, nobody can tell).
 ``active``
-    Any play in the last 90 days of the horizon (days ``horizon - 90`` to
-    ``horizon - 1`` after the index); only rows whose follow-up covers the
+    Any play in the last 90 days of the horizon (days ``max(0, horizon - 90)``
+    to ``horizon - 1`` after the index); only rows whose follow-up covers the
     horizon count.
+
+A share nobody could be observed for (no one at risk at the horizon in a
+group, an empty group) is missing with a ``note`` saying why, never a number.
+Sentences come from :mod:`carecall_eval.narrative.retention`.
 """
 from __future__ import annotations
 
+import re
 import warnings
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
-from ..results import Result, tidy
+from .._validation import check_horizon, check_level, horizon_id, horizon_phrase, z_quantile
 from ..cohorts import windows
-from .reach import wilson_interval
+from ..errors import ConvergenceWarning
+from ..narrative import retention as narrative
+from ..results import Result, not_available, tidy
+from .intervals import wilson_interval
+
+__all__ = ["retention", "exit_times", "active_at_horizon", "DEFINITIONS", "DEFAULT_HORIZON"]
 
 DEFINITIONS = ("account", "active")
+#: The default horizon (days); its metric ids are the stable ``*_12m`` ids.
+DEFAULT_HORIZON = 365
+#: "Active": any play in this many last days of the horizon.
+ACTIVE_LAST_DAYS = 90
 
 
 def exit_times(dataset, table: pd.DataFrame) -> pd.DataFrame:
@@ -56,8 +69,11 @@ def exit_times(dataset, table: pd.DataFrame) -> pd.DataFrame:
                          "event": event.astype(int)}, index=table.index)
 
 
-def active_at_horizon(dataset, table: pd.DataFrame, horizon: int = 365, last_days: int = 90) -> pd.Series:
+def active_at_horizon(dataset, table: pd.DataFrame, horizon: int = 365,
+                      last_days: int = ACTIVE_LAST_DAYS) -> pd.Series:
     """1 if the customer played in the last ``last_days`` days of the horizon, NaN if not observable.
+
+    The window is days ``max(0, horizon - last_days) .. horizon - 1`` after the index.
 
     A cohort table carries the default window (``active_days_last90_365``, summed
     in the cohort's pass); other horizons are summed now.
@@ -68,47 +84,60 @@ def active_at_horizon(dataset, table: pd.DataFrame, horizon: int = 365, last_day
     else:
         keys = pd.DataFrame({"row_id": np.arange(len(table)), "customer_id": table["customer_id"].to_numpy(),
                              "index_date": table["index_date"].to_numpy()})
-        days = windows.window_totals(dataset, keys, {"end": (horizon - last_days, horizon - 1)})[
+        days = windows.window_totals(dataset, keys, {"end": (max(0, horizon - last_days), horizon - 1)})[
             "active_days_end"].to_numpy()
     active = (days > 0).astype(float)
     complete = (pd.to_datetime(table["index_date"]) + pd.Timedelta(days=horizon - 1)) <= pd.Timestamp(dataset.data_end)
     return pd.Series(np.where(complete.to_numpy(), active, np.nan), index=table.index, name="active")
 
 
-def retention(dataset, table: pd.DataFrame, *, horizon: int = 365, level: float = 0.95,
-              label: str | None = None, cluster: str | None = "subclass") -> Result:
-    """Retention of contacts vs (matched) comparisons.
+def retention(data, sample=None, /, *, level: float = 0.95, horizon: int = 365,
+              label: str | None = None) -> Result:
+    """Retention of contacts vs their matched comparisons: Kaplan-Meier, share still active, Cox hazard ratio.
 
     Parameters
     ----------
-    dataset : carecall_eval.contract.Dataset
-    table : pandas.DataFrame
-        A cohort or matched table: ``customer_id``, ``index_date``, ``contact``
-        (1/0), optionally ``weights`` and ``subclass``.
-    horizon : int
-        Days (default 365).
+    data : Dataset, IbisDataset or path
+        The operator's data (tables ``customers``, ``rg_events``, ``activity``).
+    sample : MatchedSample or Cohort, optional
+        ``cohort.sample()`` (a Cohort is matched with its design's defaults);
+        default: the default design's cohort, matched.  Matched rows carry
+        their matching weights; standard errors are clustered by the sample's
+        one cluster rule (``sample.cluster``: matched subclass, or customer
+        when controls are reused).
     level : float
-        Confidence level.
+        Confidence level of every interval, strictly between 0 and 1.
+    horizon : int
+        Days after the index (default 365).
     label : str, optional
         Who the contacts are, for the sentence (e.g. "reached in 2025Q1").
-    cluster : str or None
-        Column for cluster-robust Cox errors (default ``subclass``; falls back
-        to customer when absent or when units are reused).
 
     Returns
     -------
     Result
-        Metric ids ``retention.account_12m`` and ``retention.active_12m``
-        (groups contact / comparison / difference), ``retention.hazard_ratio``
-        and ``retention.ph_test_p``; plot data ``km`` (survival curves with
-        bands by group).
+        Metric ids ``retention.account_12m`` and ``retention.active_12m`` at
+        the default horizon (``retention.account_<h>d`` / ``retention.active_<h>d``
+        at another), groups contact / comparison / difference;
+        ``retention.hazard_ratio`` and ``retention.ph_test_p``.  A share that
+        nobody could be observed for (no one at risk at the horizon, an empty
+        group) is missing with a ``note``.  Plot data ``km`` (survival curves
+        with bands by group).
+
+    Examples
+    --------
+    >>> ce.retention(ds, cohort.sample(), horizon=180, level=0.9)   # doctest: +SKIP
     """
-    t = table.copy()
-    if "weights" not in t.columns:
-        t["weights"] = 1.0
-    t = t.join(exit_times(dataset, t))
-    t["active"] = active_at_horizon(dataset, t, horizon)
-    return retention_from_times(t, horizon=horizon, level=level, label=label, cluster=cluster)
+    from ..cohorts import as_sample, build_cohort
+    from ..contract.base import open_data
+
+    ds = open_data(data, "retention")
+    level = check_level(level)
+    horizon = check_horizon("horizon", horizon)
+    sample = as_sample(sample if sample is not None else build_cohort(ds), "retention", randomized=False)
+    t = sample.table.copy()
+    t = t.join(exit_times(ds, t))
+    t["active"] = active_at_horizon(ds, t, horizon)
+    return _retention_from_times(t, horizon=horizon, level=level, label=label, cluster=sample.cluster)
 
 
 def _cox_fitter(alpha: float):
@@ -152,109 +181,156 @@ def _cox_fitter(alpha: float):
     return _CoxPHFitter(alpha=alpha)
 
 
-def retention_from_times(t: pd.DataFrame, *, horizon: int = 365, level: float = 0.95, label: str | None = None,
-                         cluster: str | None = "subclass") -> Result:
-    """Retention estimates from prepared survival data (see :func:`retention`).
+def _not_observed(group: str, horizon: int) -> str:
+    return f"no one in the {group} group was followed for {horizon_phrase(horizon)} (all censored earlier)"
+
+
+def _km_at(km, horizon: int) -> tuple[float, float, float, float]:
+    """Survival at ``horizon`` with its Greenwood se (survival scale) and lifelines' log-log interval."""
+    sf = float(km.survival_function_at_times(horizon).iloc[0])
+    ci = km.confidence_interval_survival_function_
+    before = ci.index <= horizon
+    ci_at = ci[before].iloc[-1] if before.any() else ci.iloc[0]
+    # the Greenwood sum lifelines' interval is built from (exp(-exp(log(-log S) +- z sqrt(V) / log S)))
+    cum = km._cumulative_sq_
+    v = float(cum[cum.index <= horizon].iloc[-1]) if (cum.index <= horizon).any() else 0.0
+    return sf, sf * np.sqrt(v), float(ci_at.iloc[0]), float(ci_at.iloc[1])
+
+
+def _retention_from_times(t: pd.DataFrame, *, horizon: int = 365, level: float = 0.95, label: str | None = None,
+                          cluster: str | None = "subclass") -> Result:
+    """Retention estimates from prepared survival data (the engine behind :func:`retention`; internal).
 
     ``t`` has ``duration`` (days), ``event`` (1 = left), ``contact`` (1/0),
-    ``weights``, optionally ``active`` (1/0/NaN), ``customer_id`` and a cluster column.
+    ``weights``, optionally ``active`` (1/0/NaN), ``customer_id`` and the
+    ``cluster`` column (Cox errors are clustered by it when it is present and
+    complete, else robust by row).
     """
     from lifelines import KaplanMeierFitter
     from lifelines.statistics import proportional_hazard_test
 
+    level = check_level(level)
+    horizon = check_horizon("horizon", horizon)
+    hid = horizon_id(horizon, DEFAULT_HORIZON, "12m")
+    account_id, active_id = f"retention.account_{hid}", f"retention.active_{hid}"
     t = t.copy()
     if "weights" not in t.columns:
         t["weights"] = 1.0
-    z = stats.norm.ppf(0.5 + level / 2)
+    z = z_quantile(level)
     rows, curves = [], []
     surv = {}
     for grp, lab in ((1, "contact"), (0, "comparison")):
         g = t[t["contact"] == grp]
+        base = {"metric": account_id, "group": lab, "n": len(g),
+                "method": f"Kaplan-Meier (weighted), still a customer at day {horizon}; se: Greenwood "
+                          "(survival scale, weights as frequencies); interval: exponential Greenwood (log-log)"}
         if len(g) == 0:
+            rows.append(not_available({**base, "at_risk": 0}, f"the {lab} group is empty"))
             continue
         km = KaplanMeierFitter(alpha=1 - level)
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+            warnings.filterwarnings("ignore", message=_WEIGHTS_WARNING)   # KM is weighted by design
             km.fit(g["duration"], g["event"], weights=g["weights"], label=lab)
-        sf = km.survival_function_at_times(horizon).iloc[0]
-        ci = km.confidence_interval_survival_function_
-        ci_at = ci[ci.index <= horizon].iloc[-1] if (ci.index <= horizon).any() else ci.iloc[0]
+        sf, se, lo, hi = _km_at(km, horizon)
         at_risk = float((g["duration"] >= horizon).sum())
-        surv[lab] = float(sf)
-        rows.append({"metric": "retention.account_12m", "group": lab, "estimate": float(sf),
-                     "ci_low": float(ci_at.iloc[0]), "ci_high": float(ci_at.iloc[1]), "n": len(g),
-                     "method": f"Kaplan-Meier (weighted), still a customer at day {horizon}",
-                     "at_risk": at_risk})
-        c = km.survival_function_.join(ci).reset_index()
+        if at_risk == 0 and sf > 0:
+            # the curve ends before the horizon with customers still in it: S(horizon) is unobserved
+            rows.append(not_available({**base, "at_risk": 0}, _not_observed(lab, horizon)))
+        else:
+            surv[lab] = sf
+            rows.append({**base, "estimate": sf, "se": se, "ci_low": lo, "ci_high": hi, "at_risk": at_risk})
+        c = km.survival_function_.join(km.confidence_interval_survival_function_).reset_index()
         c.columns = ["day", "survival", "ci_low", "ci_high"]
         c["at_risk"] = km.event_table["at_risk"].reindex(c["day"]).to_numpy()
         c["group"] = lab
         curves.append(c)
-    if len(surv) == 2:
-        rows.append({"metric": "retention.account_12m", "group": "difference",
-                     "estimate": surv["contact"] - surv["comparison"], "n": len(t),
-                     "method": "difference of Kaplan-Meier estimates"})
+    diff = {"metric": account_id, "group": "difference", "n": len(t),
+            "method": "difference of Kaplan-Meier estimates"}
+    rows.append({**diff, "estimate": surv["contact"] - surv["comparison"]} if len(surv) == 2
+                else not_available(diff, "needs both groups' estimates"))
 
     # active at the horizon
     share = {}
-    for grp, lab in ((1, "contact"), (0, "comparison")):
-        if "active" not in t.columns:
-            break
-        g = t[(t["contact"] == grp) & t["active"].notna()]
-        if len(g) == 0:
-            continue
-        w = g["weights"]
-        p = float(np.sum(w * g["active"]) / np.sum(w))
-        neff = float(w.sum() ** 2 / (w ** 2).sum())
-        lo, hi = wilson_interval(p * neff, neff, level)
-        share[lab] = (p, neff)
-        rows.append({"metric": "retention.active_12m", "group": lab, "estimate": p, "ci_low": lo, "ci_high": hi,
-                     "n": len(g), "method": f"weighted share with play in days {horizon - 90}..{horizon - 1} "
-                                            "(Wilson interval on the effective sample size)"})
-    if len(share) == 2:
-        (p1, n1), (p0, n0) = share["contact"], share["comparison"]
-        se = np.sqrt(p1 * (1 - p1) / n1 + p0 * (1 - p0) / n0)
-        rows.append({"metric": "retention.active_12m", "group": "difference", "estimate": p1 - p0,
-                     "ci_low": p1 - p0 - z * se, "ci_high": p1 - p0 + z * se, "n": len(t),
-                     "method": "difference of weighted shares (Wald)"})
+    first = max(0, horizon - ACTIVE_LAST_DAYS)
+    if "active" in t.columns:
+        for grp, lab in ((1, "contact"), (0, "comparison")):
+            g = t[(t["contact"] == grp) & t["active"].notna()]
+            base = {"metric": active_id, "group": lab, "n": len(g),
+                    "method": f"weighted share with play in days {first}..{horizon - 1} "
+                              "(Wilson interval on the effective sample size)"}
+            w = g["weights"]
+            if len(g) == 0 or w.sum() <= 0:
+                rows.append(not_available(base, _not_observed(lab, horizon)))
+                continue
+            p = float(np.sum(w * g["active"]) / np.sum(w))
+            neff = float(w.sum() ** 2 / (w ** 2).sum())
+            lo, hi = wilson_interval(p * neff, neff, level)
+            share[lab] = (p, neff)
+            rows.append({**base, "estimate": p, "ci_low": min(lo, p), "ci_high": max(hi, p)})
+        diff = {"metric": active_id, "group": "difference", "n": len(t),
+                "method": "difference of weighted shares (Wald, effective sample sizes)"}
+        if len(share) == 2:
+            (p1, n1), (p0, n0) = share["contact"], share["comparison"]
+            se = float(np.sqrt(p1 * (1 - p1) / n1 + p0 * (1 - p0) / n0))
+            rows.append({**diff, "estimate": p1 - p0, "se": se, "ci_low": p1 - p0 - z * se,
+                         "ci_high": p1 - p0 + z * se})
+        else:
+            rows.append(not_available(diff, "needs both groups' shares"))
 
     # Cox proportional hazards, weighted, cluster-robust
-    hr = None
-    ph_p = np.nan
-    if t["event"].sum() >= 2 and t["contact"].nunique() == 2:
+    hr_method = ("Cox PH, matching weights, robust (clustered) errors; hazard of leaving; "
+                 "se of the log hazard ratio")
+    ph_method = "proportional-hazards test (rank-transformed time); small p = PH doubtful"
+    n_events = int(t["event"].sum())
+    if n_events >= 2 and t["contact"].nunique() == 2:
         cdf = t[["duration", "event", "contact", "weights"]].copy()
         cdf["duration"] = cdf["duration"].clip(lower=0.5)
         cl = cluster if (cluster and cluster in t.columns and t[cluster].notna().all()) else None
         if cl:
             cdf["cluster"] = pd.factorize(t[cl])[0]
         cph = _cox_fitter(alpha=1 - level)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             cph.fit(cdf, duration_col="duration", event_col="event", weights_col="weights",
                     cluster_col="cluster" if cl else None, robust=True)
-            s = cph.summary.loc["contact"]
-            hr = (float(s["exp(coef)"]), float(s[f"exp(coef) lower {int(level * 100)}%"]),
-                  float(s[f"exp(coef) upper {int(level * 100)}%"]))
             try:
                 ph_p = float(proportional_hazard_test(cph, cdf, time_transform="rank").summary["p"].iloc[0])
-            except Exception:  # pragma: no cover - too few events
+            except (ValueError, np.linalg.LinAlgError, ZeroDivisionError):  # pragma: no cover - too few events
                 ph_p = np.nan
-        rows.append({"metric": "retention.hazard_ratio", "group": "difference", "estimate": hr[0],
-                     "ci_low": hr[1], "ci_high": hr[2], "n": len(t), "events": int(t["event"].sum()),
-                     "method": "Cox PH, matching weights, robust (clustered) errors; hazard of leaving"})
+        _pass_on(caught)
+        s = cph.summary.loc["contact"]
+        lower = next(c for c in cph.summary.columns if c.startswith("exp(coef) lower"))
+        upper = next(c for c in cph.summary.columns if c.startswith("exp(coef) upper"))
+        rows.append({"metric": "retention.hazard_ratio", "group": "difference", "estimate": float(s["exp(coef)"]),
+                     "se": float(s["se(coef)"]), "ci_low": float(s[lower]), "ci_high": float(s[upper]),
+                     "n": len(t), "events": n_events, "method": hr_method})
         rows.append({"metric": "retention.ph_test_p", "group": "difference", "estimate": ph_p, "n": len(t),
-                     "method": "proportional-hazards test (rank-transformed time); small p = PH doubtful"})
-    summary = tidy(rows)
-    who = f"customers {label}" if label else "reached customers"
-    if "contact" in surv:
-        text = f"{surv['contact']:.0%} of {who} were still customers after {horizon // 30} months"
-        text += f" (comparison: {surv['comparison']:.0%})." if "comparison" in surv else "."
-        if hr is not None:
-            text += (f" Hazard ratio of leaving, reached vs comparison: {hr[0]:.2f} "
-                     f"(95% CI {hr[1]:.2f} to {hr[2]:.2f}); "
-                     f"based on {int(t['event'].sum())} customers who left.")
+                     "method": ph_method})
     else:
-        text = "No contacts to report retention for."
-    params = {"horizon": horizon, "level": level, "definitions": list(DEFINITIONS)}
+        why = ("fewer than 2 customers left during follow-up" if n_events < 2
+               else "needs both contact and comparison customers")
+        rows.append(not_available({"metric": "retention.hazard_ratio", "group": "difference", "n": len(t),
+                                   "events": n_events, "method": hr_method}, why))
+        rows.append(not_available({"metric": "retention.ph_test_p", "group": "difference", "n": len(t),
+                                   "method": ph_method}, why))
+    summary = tidy(rows)
+    settings = {"horizon": horizon, "level": level, "definitions": list(DEFINITIONS), "label": label,
+                "cluster": cluster, "active_days": [first, horizon - 1]}
     plot = {"km": pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(), "horizon": horizon}
-    return Result("retention", summary, text, params, plot, {"table": t})
+    return Result("retention", summary, narrative.text(summary, settings), settings, plot, {"table": t})
+
+
+#: lifelines' note that weights are not integers (matching weights are not, on purpose)
+_WEIGHTS_WARNING = r"It looks like your weights are not integers"
+
+
+def _pass_on(caught) -> None:
+    """Re-issue what lifelines said during a Cox fit: non-convergence as the project's ConvergenceWarning."""
+    from lifelines.exceptions import ConvergenceWarning as LifelinesConvergence
+
+    for w in caught:
+        if issubclass(w.category, LifelinesConvergence):
+            warnings.warn(f"retention: the Cox model: {w.message}", ConvergenceWarning, stacklevel=3)
+        elif not issubclass(w.category, (DeprecationWarning, FutureWarning)) \
+                and not re.search(_WEIGHTS_WARNING, str(w.message)):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
