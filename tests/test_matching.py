@@ -5,6 +5,7 @@ MatchIt reference fixtures are checked in test_matching_against_R.py.
 """
 from __future__ import annotations
 
+import html
 import json
 import time
 
@@ -497,7 +498,7 @@ def test_too_few_controls_warns():
 @pytest.mark.filterwarnings("ignore:fewer eligible control units")
 def test_result_records_how_it_was_made(small):
     res = match(small, "treat", ["age", "loss", "trigger"], ratio=2, caliper=0.25, exact="trigger", seed=3)
-    p = res.params
+    p = res.settings
     json.dumps(p)
     assert p["method"] == "nearest" and p["estimand"] == "ATT" and p["ratio"] == 2
     assert p["caliper"] == 0.25 and p["std_caliper"] is True and p["exact"] == ["trigger"]
@@ -530,13 +531,48 @@ def test_matched_data_and_counts(small):
 def test_summary_text_and_shared_result(small):
     res = match(small, "treat", ["age", "loss", "trigger"], caliper=0.1)
     s = res.summary
-    assert list(s.columns[:7]) == SUMMARY_COLUMNS
+    assert list(s.columns[:len(SUMMARY_COLUMNS)]) == SUMMARY_COLUMNS
     row = s[(s.metric == "n_matched") & (s.group == "treated")].iloc[0]
     assert row.estimate == res.counts.loc["matched", "treated"]
     assert f"kept {int(res.counts.loc['matched', 'treated'])} of {int(small.treat.sum())} treated" in res.text
     r = res.to_result()
     assert isinstance(r, Result) and r.name == "matching" and r.text == res.text
     assert set(r.get_plot_data("balance").columns) >= {"term", "smd_before", "smd_after"}
+
+
+def test_result_protocol(small):
+    res = match(small, "treat", ["age", "loss", "trigger"], caliper=0.1)
+    d = res.to_dict()
+    json.dumps(d, allow_nan=False)
+    assert d["name"] == "matching" and d["text"] == res.text and d["settings"]["method"] == "nearest"
+    assert res.metric("n_matched", "treated")["estimate"] == res.counts.loc["matched", "treated"]
+    assert html.escape(res.text) in res._repr_html_()
+    assert repr(res).startswith("<MatchResult nearest-neighbour 1:1 without replacement")
+    with pytest.raises(KeyError, match="no plot data 'x'"):
+        res.get_plot_data("x")
+
+
+def test_matching_defaults_declared_once():
+    """match()'s signature and docstring, and MatchingSpec, all read matching.defaults."""
+    import dataclasses
+    import inspect
+    import re
+
+    from carecall_eval.cohorts.design import MatchingSpec
+    from carecall_eval.matching.defaults import COHORT, MATCHIT
+
+    sig = inspect.signature(match)
+    documented = dict(re.findall(r"^    (\w+) : .*, default (.+)$", match.__doc__, flags=re.M))
+    assert len(documented) >= 7
+    for f in dataclasses.fields(MATCHIT):
+        assert sig.parameters[f.name].default == getattr(MATCHIT, f.name)
+        if f.name in documented:
+            assert documented[f.name] == repr(getattr(MATCHIT, f.name)).replace("'", '"'), f.name
+    spec = MatchingSpec()
+    for f in dataclasses.fields(MatchingSpec):
+        assert getattr(spec, f.name) == getattr(COHORT, f.name), f.name
+    changed = {f.name for f in dataclasses.fields(MATCHIT) if getattr(MATCHIT, f.name) != getattr(COHORT, f.name)}
+    assert changed == {"distance", "ratio", "replace", "caliper", "exact", "seed"}
 
 
 def test_love_plot_draws_without_computing(small):
@@ -557,7 +593,8 @@ def test_love_plot_draws_without_computing(small):
 
 
 @pytest.mark.parametrize("module", [
-    "carecall_eval.matching.api", "carecall_eval.matching.nearest", "carecall_eval.matching.cem",
+    "carecall_eval.matching.api", "carecall_eval.matching.describe", "carecall_eval.matching.defaults",
+    "carecall_eval.matching.nearest", "carecall_eval.matching.cem",
     "carecall_eval.matching.weighting", "carecall_eval.matching.balance",
     "carecall_eval.matching.propensity", "carecall_eval.plotting",
 ])
@@ -625,5 +662,6 @@ def test_text_explains_why_treated_units_were_dropped():
 def test_missing_exact_column_values_are_named(small):
     df = small.copy()
     df.loc[7, "trigger"] = None
-    with pytest.raises(ValueError, match=r"exact: columns with missing or non-finite values: 'trigger': 1 row \(index 7\)"):
+    msg = r"exact: columns with missing or non-finite values: 'trigger': 1 row \(index 7\)"
+    with pytest.raises(ValueError, match=msg):
         match(df, "treat", ["age"], exact="trigger")

@@ -138,10 +138,12 @@ def test_caliper_width_against_R(case, results, ref):
 def test_counts_against_R(case, results, ref):
     res = results[case]
     r = ref["counts"][ref["counts"].case == case].set_index("row")
-    for ours, theirs in (("all", "All"), ("matched", "Matched"), ("unmatched", "Unmatched"), ("discarded", "Discarded")):
+    rows = (("all", "All"), ("matched", "Matched"), ("unmatched", "Unmatched"), ("discarded", "Discarded"))
+    for ours, theirs in rows:
         assert res.counts.loc[ours, "control"] == r.loc[theirs, "control"]
         assert res.counts.loc[ours, "treated"] == r.loc[theirs, "treated"]
-    np.testing.assert_allclose(res.ess.loc["matched"].to_numpy(float), r.loc["Matched (ESS)", ["control", "treated"]].astype(float), rtol=1e-10)
+    np.testing.assert_allclose(res.ess.loc["matched"].to_numpy(float),
+                               r.loc["Matched (ESS)", ["control", "treated"]].astype(float), rtol=1e-10)
 
 
 @pytest.mark.parametrize("case", list(CASES))

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..matching.defaults import COHORT
+
 CONTACTS = ("reached", "selected", "randomized")
 COMPARISONS = ("unreached", "not_selected", "arms")
 INDEXES = ("opened", "answered", "trigger")
@@ -31,25 +33,22 @@ DEFAULT_COVARIATES = (
 
 @dataclass(frozen=True)
 class MatchingSpec:
-    """How a cohort is matched (the cohort defaults, not :func:`match`'s MatchIt defaults).
+    """How a cohort is matched: the options of :func:`carecall_eval.matching.match` a design sets.
 
-    About half of phone cases are reached, so the unreached pool is often
-    smaller than the contact group: matching with replacement keeps (nearly)
-    every contact, five controls per contact (reused across contacts) give
-    balance and precision that 1:1 cannot reach with a small pool, and exact
-    matching on trigger type compares like with like.
+    The defaults are the cohort's, declared and explained once in
+    :data:`carecall_eval.matching.defaults.COHORT` (not :func:`match`'s MatchIt defaults).
     """
 
-    method: str = "nearest"
-    distance: str = "logit"
-    ratio: int = 5
-    replace: bool = True
-    caliper: float | None = 0.2
-    std_caliper: bool = True
-    order: str = "largest"
-    exact: tuple[str, ...] = ("trigger",)
-    discard: str = "none"
-    seed: int = 20240101
+    method: str = COHORT.method
+    distance: str = COHORT.distance
+    ratio: int = COHORT.ratio
+    replace: bool = COHORT.replace
+    caliper: float | None = COHORT.caliper
+    std_caliper: bool = COHORT.std_caliper
+    order: str = COHORT.order
+    exact: tuple[str, ...] | None = COHORT.exact
+    discard: str = COHORT.discard
+    seed: int | None = COHORT.seed
 
 
 @dataclass(frozen=True)
@@ -187,7 +186,8 @@ class StudyDesign:
             d[k] = d[k].isoformat() if d[k] else None
         for k in ("triggers", "post_windows", "covariates"):
             d[k] = list(d[k]) if d[k] is not None else None
-        d["matching"]["exact"] = list(d["matching"]["exact"])
+        if d["matching"]["exact"] is not None:
+            d["matching"]["exact"] = list(d["matching"]["exact"])
         return d
 
     @classmethod

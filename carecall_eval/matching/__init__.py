@@ -2,7 +2,10 @@
 
 Module map
 ----------
-``api``         :func:`match` (the dispatcher) and :class:`MatchResult`.
+``api``         :func:`match`, the dispatcher: validates once, fits the propensity model, calls a method.
+``result``      :class:`MatchResult`, what :func:`match` returns (result protocol).
+``describe``    the label and plain-language text of a result.
+``defaults``    the matching defaults, declared once (``match()``'s and the cohort's).
 ``_inputs``     validation of data and options, covariate expansion.
 ``propensity``  logistic propensity model (statsmodels results).
 ``nearest``     greedy nearest-neighbour matching, O((n_t + n_c) log n_c).
@@ -10,25 +13,54 @@ Module map
 ``weighting``   matching, subclass and inverse-probability weights; Kish ESS.
 ``balance``     balance table (MatchIt's ``summary()`` conventions).
 
-The love plot lives in :func:`carecall_eval.plotting.love_plot`.
+The love plot lives in :func:`carecall_eval.plotting.love_plot`.  Names are
+imported on first use (PEP 562), so ``matching.defaults`` can be read without
+loading pandas or statsmodels.
 """
-from .api import SMD_THRESHOLD, MatchResult, match
-from .balance import balance_table
-from .cem import cem_subclass, coarsen
-from .nearest import greedy_nearest
-from .propensity import PropensityFit, fit_propensity
-from .weighting import att_ipw_weights, effective_sample_size
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "match": "api",
+    "MatchResult": "result",
+    "SMD_THRESHOLD": "defaults",
+    "balance_table": "balance",
+    "greedy_nearest": "nearest",
+    "fit_propensity": "propensity",
+    "PropensityFit": "propensity",
+    "cem_subclass": "cem",
+    "coarsen": "cem",
+    "att_ipw_weights": "weighting",
+    "effective_sample_size": "weighting",
+}
 
 __all__ = [
-    "match",
-    "MatchResult",
-    "SMD_THRESHOLD",
-    "balance_table",
-    "greedy_nearest",
-    "fit_propensity",
-    "PropensityFit",
-    "cem_subclass",
-    "coarsen",
-    "att_ipw_weights",
-    "effective_sample_size",
+    "match", "MatchResult", "SMD_THRESHOLD", "balance_table", "greedy_nearest", "fit_propensity",
+    "PropensityFit", "cem_subclass", "coarsen", "att_ipw_weights", "effective_sample_size",
 ]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .api import match
+    from .balance import balance_table
+    from .cem import cem_subclass, coarsen
+    from .defaults import SMD_THRESHOLD
+    from .nearest import greedy_nearest
+    from .propensity import PropensityFit, fit_propensity
+    from .result import MatchResult
+    from .weighting import att_ipw_weights, effective_sample_size
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module = _EXPORTS[name]
+    except KeyError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

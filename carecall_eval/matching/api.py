@@ -8,20 +8,20 @@ was made.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from .._version import __version__
-from ..results import Reporting, Result, tidy
+from ..results import jsonable
 from . import _inputs as inp
-from .balance import balance_table, sample_sizes
+from .balance import sample_sizes
 from .cem import cem_subclass
+from .defaults import MATCHIT, TIE_RULE, USED_BY
 from .nearest import greedy_nearest, mahalanobis_transform
-from .propensity import PropensityFit, fit_propensity
+from .propensity import fit_propensity
+from .result import MatchResult
 from .weighting import (
     att_ipw_weights,
     subclass_from_matches,
@@ -29,45 +29,7 @@ from .weighting import (
     weights_from_subclass,
 )
 
-__all__ = ["match", "MatchResult", "SMD_THRESHOLD"]
-
-#: |SMD| at or above which a covariate is called imbalanced.
-SMD_THRESHOLD = 0.1
-
-TIE_RULE = (
-    "units are sorted by (exact stratum, distance, row position); exactly equal distances are "
-    "ordered by row position, among treated units (matching order) and controls alike, and a "
-    "treated unit equally near to a control below and above it takes the one below (MatchIt 4.5)"
-)
-
-_DEFAULTS = dict(distance="ps", ratio=1, replace=False, caliper=None, std_caliper=True,
-                 order="largest", exact=None, mahalanobis=None, discard="none", trim=None,
-                 cutpoints=None)
-_USED_BY = {
-    "nearest": {"distance", "ratio", "replace", "caliper", "std_caliper", "order", "exact",
-                "mahalanobis", "discard"},
-    "cem": {"cutpoints"},
-    "ipw": {"distance", "discard", "trim"},
-}
-
-
-def _is_default(name: str, value: Any) -> bool:
-    default = _DEFAULTS[name]
-    if default is None:
-        return value is None
-    return isinstance(value, type(default)) and value == default
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
+__all__ = ["match"]
 
 
 def match(
@@ -75,20 +37,20 @@ def match(
     treatment: str,
     covariates: Sequence[str] | str,
     *,
-    method: str = "nearest",
-    distance: str = "ps",
-    ratio: int = 1,
-    replace: bool = False,
-    caliper: float | None = None,
-    std_caliper: bool = True,
-    order: str = "largest",
-    exact: str | Sequence[str] | None = None,
-    mahalanobis: str | Sequence[str] | None = None,
-    discard: str = "none",
-    seed: int | np.random.Generator | None = None,
-    trim: float | None = None,
-    cutpoints: Mapping[str, Any] | None = None,
-) -> "MatchResult":
+    method: str = MATCHIT.method,
+    distance: str = MATCHIT.distance,
+    ratio: int = MATCHIT.ratio,
+    replace: bool = MATCHIT.replace,
+    caliper: float | None = MATCHIT.caliper,
+    std_caliper: bool = MATCHIT.std_caliper,
+    order: str = MATCHIT.order,
+    exact: str | Sequence[str] | None = MATCHIT.exact,
+    mahalanobis: str | Sequence[str] | None = MATCHIT.mahalanobis,
+    discard: str = MATCHIT.discard,
+    seed: int | np.random.Generator | None = MATCHIT.seed,
+    trim: float | None = MATCHIT.trim,
+    cutpoints: Mapping[str, Any] | None = MATCHIT.cutpoints,
+) -> MatchResult:
     """Match (or weight) control units to treated units for the ATT.
 
     Defaults mirror R's ``MatchIt::matchit(method = "nearest", distance =
@@ -231,7 +193,7 @@ def match(
     given = dict(distance=distance, ratio=ratio, replace=replace, caliper=caliper,
                  std_caliper=std_caliper, order=order, exact=exact, mahalanobis=mahalanobis,
                  discard=discard, trim=trim, cutpoints=cutpoints)
-    unused = [k for k, v in given.items() if k not in _USED_BY[method] and not _is_default(k, v)]
+    unused = [k for k, v in given.items() if k not in USED_BY[method] and not MATCHIT.is_default(k, v)]
     if unused:
         raise ValueError(
             f"method={method!r} does not use {', '.join(f'{k}={given[k]!r}' for k in unused)}; "
@@ -303,6 +265,7 @@ def match(
     trim_cap = None
     subclass = None
     if method == "nearest":
+        assert dist is not None  # every method but CEM has a distance
         if caliper is not None:
             caliper_abs = caliper * float(np.std(dist[~discarded], ddof=1)) if std_caliper else caliper
         codes = inp.exact_codes(data, exact_cols)[0] if exact_cols else None
@@ -334,10 +297,11 @@ def match(
             )
         weights = weights_from_subclass(subclass, treat)
     else:  # ipw
+        assert fit is not None
         weights, trim_cap = att_ipw_weights(fit.ps, treat, discarded=discarded, trim=trim)
 
     counts, ess = sample_sizes(treat, weights, discarded)
-    params = {
+    settings = {
         "method": method,
         "estimand": "ATT",
         "treatment": treatment,
@@ -357,7 +321,7 @@ def match(
         "seed": int(seed) if isinstance(seed, (int, np.integer)) else (None if seed is None else "Generator"),
         "trim": trim,
         "trim_cap": trim_cap,
-        "cutpoints": _jsonable(dict(cutpoints)) if cutpoints else None,
+        "cutpoints": jsonable(dict(cutpoints)) if cutpoints else None,
         "tie_rule": TIE_RULE if method == "nearest" else None,
         "n": n,
         "n_treated": int(treat.sum()),
@@ -365,7 +329,7 @@ def match(
         "package_version": __version__,
     }
     return MatchResult(
-        settings=params,
+        settings=settings,
         counts=counts,
         ess=ess,
         propensity=fit,
@@ -380,370 +344,3 @@ def match(
         _terms=tuple(terms),
         _sources=tuple(sources),
     )
-
-
-@dataclass(frozen=True, eq=False, repr=False)
-class MatchResult(Reporting):
-    """Outcome of :func:`match`.
-
-    Attributes
-    ----------
-    settings : dict
-        How the result was made (JSON-serialisable): method, estimand
-        ``"ATT"``, treatment, covariates and expanded terms, distance,
-        ratio, replace, caliper (as given and in distance units), order,
-        exact, mahalanobis, discard, seed, trim, tie rule, sizes and package
-        version.
-    counts : pandas.DataFrame
-        Units by group (columns ``control``, ``treated``): ``all``,
-        ``matched``, ``unmatched``, ``discarded``.
-    ess : pandas.DataFrame
-        Kish effective sample sizes by group, before (``all``) and after
-        (``matched``) weighting.
-    propensity : PropensityFit or None
-        The fitted propensity model (``None`` for CEM): ``propensity.coef``,
-        ``propensity.results`` (statsmodels), ``propensity.ps``.
-    match_matrix : numpy.ndarray or None
-        Nearest-neighbour matching only: ``(n_treated, ratio)`` row
-        positions of the controls matched to each treated unit (treated in
-        row order), ``-1`` for none.  :meth:`pairs` gives it with labels.
-    """
-
-    settings: dict
-    counts: pd.DataFrame
-    name = "matching"
-    ess: pd.DataFrame
-    propensity: PropensityFit | None
-    match_matrix: np.ndarray | None = field(repr=False)
-    _data: pd.DataFrame = field(repr=False)
-    _treat: np.ndarray = field(repr=False)
-    _weights: np.ndarray = field(repr=False)
-    _subclass: np.ndarray | None = field(repr=False)
-    _distance: np.ndarray | None = field(repr=False)
-    _discarded: np.ndarray = field(repr=False)
-    _X: np.ndarray = field(repr=False)
-    _terms: tuple = field(repr=False)
-    _sources: tuple = field(repr=False)
-
-    # ---- simple views --------------------------------------------------------
-    @property
-    def method(self) -> str:
-        """``"nearest"``, ``"cem"`` or ``"ipw"``."""
-        return self.settings["method"]
-
-    @property
-    def estimand(self) -> str:
-        """Always ``"ATT"``."""
-        return self.settings["estimand"]
-
-    @property
-    def coef(self) -> pd.Series | None:
-        """Propensity-model coefficients (``None`` for CEM)."""
-        return None if self.propensity is None else self.propensity.coef
-
-    @property
-    def weights(self) -> pd.Series:
-        """Weight of every unit of the input data (0 = not in the matched sample)."""
-        return pd.Series(self._weights, index=self._data.index, name="weights")
-
-    @property
-    def distance(self) -> pd.Series | None:
-        """The distance matched on (propensity score or its logit); ``None`` for CEM."""
-        if self._distance is None:
-            return None
-        return pd.Series(self._distance, index=self._data.index, name="distance")
-
-    @property
-    def subclass(self) -> pd.Series:
-        """Pair/set (nearest) or stratum (CEM) of every unit; ``<NA>`` if none or undefined."""
-        if self._subclass is None:
-            return pd.Series(pd.array([pd.NA] * len(self._weights), dtype="Int64"),
-                             index=self._data.index, name="subclass")
-        s = pd.array(self._subclass, dtype="Int64")
-        s[self._subclass < 0] = pd.NA
-        return pd.Series(s, index=self._data.index, name="subclass")
-
-    @property
-    def discarded(self) -> pd.Series:
-        """Units dropped for lying outside the common support."""
-        return pd.Series(self._discarded, index=self._data.index, name="discarded")
-
-    # ---- data out --------------------------------------------------------------
-    def matched_data(
-        self,
-        form: str = "units",
-        *,
-        weights: str = "weights",
-        subclass: str = "subclass",
-        distance: str = "distance",
-    ) -> pd.DataFrame:
-        """The matched sample: the input rows (index kept) plus weights, subclass and distance.
-
-        Parameters
-        ----------
-        form : {"units", "sets"}, default "units"
-            ``"units"``: each unit with a positive weight once, in input
-            order (MatchIt's ``match.data()``); with ``replace=True`` the
-            subclass is ``<NA>`` because a control may belong to several
-            sets.  ``"sets"`` (nearest-neighbour only): one row per unit and
-            matched set (MatchIt's ``get_matches()``), so a control reused
-            by several treated units appears several times; there the
-            weight is 1 for treated units and ``1/k`` for each of the ``k``
-            controls of a set.  With replacement, cluster standard errors by
-            unit (the index), not by subclass.
-        weights, subclass, distance : str
-            Names of the added columns; change them if the data already
-            has columns of these names.
-
-        Returns
-        -------
-        pandas.DataFrame
-            A new frame; the input data are not modified.
-        """
-        inp.check_option("form", form, ("units", "sets"))
-        clash = [c for c in (weights, subclass, distance) if c in self._data.columns]
-        if clash:
-            raise ValueError(
-                f"the data already have column(s) {clash}; pass other names, e.g. "
-                "matched_data(weights='match_weight', subclass='match_set', distance='match_distance')."
-            )
-        if form == "units":
-            pos = np.flatnonzero(self._weights > 0)
-            out = self._data.iloc[pos].copy()
-            out[distance] = np.nan if self._distance is None else self._distance[pos]
-            out[weights] = self._weights[pos]
-            out[subclass] = self.subclass.to_numpy()[pos]
-            return out
-        if self.match_matrix is None:
-            raise ValueError(f"form='sets' needs nearest-neighbour matching; method={self.method!r} "
-                             "has no sets beyond its subclasses: use form='units'.")
-        mm = self.match_matrix
-        t_rows = np.flatnonzero(self._treat)
-        has = mm[:, 0] >= 0
-        k = (mm >= 0).sum(axis=1)
-        set_id = np.cumsum(has)            # sets numbered in treated row order
-        rows, sets, w = [t_rows[has]], [set_id[has]], [np.ones(int(has.sum()))]
-        for s in range(mm.shape[1]):
-            ok = mm[:, s] >= 0
-            rows.append(mm[ok, s])
-            sets.append(set_id[ok])
-            w.append(1.0 / k[ok])
-        rows_a, sets_a, w_a = np.concatenate(rows), np.concatenate(sets), np.concatenate(w)
-        is_t = np.concatenate([np.ones(int(has.sum()), dtype=bool)] + [np.zeros(len(r), dtype=bool) for r in rows[1:]])
-        o = np.lexsort((~is_t, sets_a))  # by set, treated first
-        rows_a, sets_a, w_a = rows_a[o], sets_a[o], w_a[o]
-        out = self._data.iloc[rows_a].copy()
-        out[distance] = self._distance[rows_a]
-        out[weights] = w_a
-        out[subclass] = pd.array(sets_a, dtype="Int64")
-        return out
-
-    def pairs(self) -> pd.DataFrame:
-        """Matched pairs (nearest-neighbour only), labelled by the data's index.
-
-        Returns
-        -------
-        pandas.DataFrame
-            One row per (treated, control) pair: ``subclass`` (set id in
-            treated row order), ``round`` (1 = first control of the treated
-            unit), ``treated`` and ``control`` (index labels), and their
-            distances ``distance_treated``, ``distance_control``.
-        """
-        if self.match_matrix is None:
-            raise ValueError(f"pairs() needs nearest-neighbour matching; method={self.method!r}.")
-        mm = self.match_matrix
-        t_rows = np.flatnonzero(self._treat)
-        set_id = np.cumsum(mm[:, 0] >= 0)
-        parts = []
-        for s in range(mm.shape[1]):
-            ok = mm[:, s] >= 0
-            parts.append(pd.DataFrame({"subclass": set_id[ok], "round": s + 1,
-                                       "treated_pos": t_rows[ok], "control_pos": mm[ok, s]}))
-        p = pd.concat(parts, ignore_index=True).sort_values(["subclass", "round"], kind="stable")
-        idx = self._data.index
-        return pd.DataFrame({
-            "subclass": p["subclass"].to_numpy(),
-            "round": p["round"].to_numpy(),
-            "treated": idx[p["treated_pos"].to_numpy()],
-            "control": idx[p["control_pos"].to_numpy()],
-            "distance_treated": self._distance[p["treated_pos"].to_numpy()],
-            "distance_control": self._distance[p["control_pos"].to_numpy()],
-        })
-
-    # ---- diagnostics -----------------------------------------------------------
-    def balance(self) -> pd.DataFrame:
-        """Balance table before and after matching (MatchIt's ``summary()`` for the ATT).
-
-        Returns
-        -------
-        pandas.DataFrame
-            One row per covariate term (every level of a categorical
-            covariate), preceded by ``distance`` when there is one; columns
-            ``variable``, ``binary`` and ``mean_treated``, ``mean_control``,
-            ``smd``, ``var_ratio``, ``ecdf_mean``, ``ecdf_max`` each with
-            suffix ``_before`` and ``_after``.  See
-            :mod:`carecall_eval.matching.balance` for the definitions.
-        """
-        return self._balance.copy()
-
-    @cached_property
-    def _balance(self) -> pd.DataFrame:
-        return balance_table(self._X, self._terms, self._treat, self._weights,
-                             variables=self._sources, distance=self._distance)
-
-    def imbalanced(self, threshold: float = SMD_THRESHOLD) -> pd.Series:
-        """Covariate terms whose |SMD| after matching is at least ``threshold``.
-
-        Returns
-        -------
-        pandas.Series
-            SMD after matching of the imbalanced terms (the distance row
-            excluded), largest |SMD| first.
-        """
-        b = self._balance.drop(index="distance", errors="ignore")["smd_after"]
-        bad = b[b.abs() >= threshold]
-        return bad.reindex(bad.abs().sort_values(ascending=False, kind="stable").index)
-
-    @property
-    def summary(self) -> pd.DataFrame:
-        """Tidy summary (columns :data:`carecall_eval.SUMMARY_COLUMNS`).
-
-        Rows: units, matched, unmatched and discarded units and effective
-        sample size by group; the largest |SMD| before and after; the number
-        of covariate terms with |SMD| >= 0.1 after.
-        """
-        label = self._label()
-        rows = []
-        for g in ("treated", "control"):
-            for m in ("all", "matched", "unmatched", "discarded"):
-                v = int(self.counts.loc[m, g])
-                rows.append({"metric": f"n_{m}", "group": g, "estimate": v, "n": v, "method": label})
-            rows.append({"metric": "ess_matched", "group": g, "estimate": float(self.ess.loc["matched", g]),
-                         "n": int(self.counts.loc["matched", g]), "method": label})
-        b = self._balance.drop(index="distance", errors="ignore")
-        n_all = int(self.counts.loc["all"].sum())
-        n_m = int(self.counts.loc["matched"].sum())
-        rows.append({"metric": "max_abs_smd_before", "group": "all",
-                     "estimate": float(b["smd_before"].abs().max()), "n": n_all, "method": label})
-        rows.append({"metric": "max_abs_smd_after", "group": "all",
-                     "estimate": float(b["smd_after"].abs().max()), "n": n_m, "method": label})
-        rows.append({"metric": "n_imbalanced_after", "group": "all",
-                     "estimate": float(len(self.imbalanced())), "n": n_m, "method": label})
-        return tidy(rows)
-
-    def _label(self) -> str:
-        p = self.settings
-        dist = {"ps": "propensity score", "logit": "logit of the propensity score"}.get(p["distance"] or "")
-        if p["method"] == "nearest":
-            s = f"nearest-neighbour {p['ratio']}:1 {'with' if p['replace'] else 'without'} replacement on the {dist}"
-            if p["caliper"] is not None:
-                s += (f", caliper {p['caliper']:g} SD ({p['caliper_distance_units']:.4g})" if p["std_caliper"]
-                      else f", caliper {p['caliper']:g}")
-            if p["exact"]:
-                s += f", exact on {', '.join(p['exact'])}"
-            if p["mahalanobis"]:
-                s += f", Mahalanobis on {', '.join(p['mahalanobis'])}"
-            return s
-        if p["method"] == "cem":
-            return "coarsened exact matching"
-        return "inverse-probability (ATT odds) weighting" + (f", trimmed at q{p['trim']:g}" if p["trim"] else "")
-
-    @cached_property
-    def text(self) -> str:
-        """Plain-language account: who was matched, and which covariates remain imbalanced."""
-        c = self.counts
-        nt, nc = int(c.loc["all", "treated"]), int(c.loc["all", "control"])
-        mt, mc = int(c.loc["matched", "treated"]), int(c.loc["matched", "control"])
-        p = self.settings
-        parts = []
-        if p["method"] == "ipw":
-            cap = f" (control weights capped at {p['trim_cap']:.3g}, their {p['trim']:g} quantile)" if p["trim"] else ""
-            parts.append(
-                f"Inverse-probability weighting for the ATT reweights {mc:,} control units to resemble "
-                f"{mt:,} treated units{cap}; the controls' effective sample size is "
-                f"{self.ess.loc['matched', 'control']:,.1f} of {mc:,}."
-            )
-        else:
-            what = ("Coarsened exact matching" if p["method"] == "cem"
-                    else f"Matching ({self._label()})")
-            parts.append(
-                f"{what} kept {mt:,} of {nt:,} treated units ({100 * mt / nt:.1f}%) and {mc:,} of "
-                f"{nc:,} control units."
-            )
-            lost = nt - mt
-            if lost:
-                why = []
-                if int(c.loc["discarded", "treated"]):
-                    why.append(f"{int(c.loc['discarded', 'treated']):,} outside the common support")
-                if int(c.loc["unmatched", "treated"]):
-                    if p["method"] == "cem":
-                        reason = "in strata with no control unit"
-                    elif p["caliper"] is not None:
-                        reason = "with no control within the caliper" + (" in their exact stratum" if p["exact"] else "")
-                    elif p["exact"]:
-                        reason = "with no control left in their exact stratum"
-                    else:
-                        reason = "with no control left to match"
-                    why.append(f"{int(c.loc['unmatched', 'treated']):,} {reason}")
-                parts.append(
-                    f"{lost:,} treated units were dropped ({'; '.join(why)}), so estimates describe "
-                    "the matched treated units, not all of them."
-                )
-            if p["method"] == "nearest" and p["replace"]:
-                reused = int((self._weights[~self._treat] > 0).sum())
-                parts.append(f"With replacement, {reused:,} distinct controls were used; "
-                             f"their effective sample size is {self.ess.loc['matched', 'control']:,.1f}.")
-        bad = self.imbalanced()
-        n_terms = len(self._terms)
-        b = self._balance.drop(index="distance", errors="ignore")
-        before_bad = int((b["smd_before"].abs() >= SMD_THRESHOLD).sum())
-        if len(bad) == 0:
-            worst = b["smd_after"].abs().idxmax() if b["smd_after"].notna().any() else None
-            tail = f" (largest: {worst}, {b.loc[worst, 'smd_after']:+.3f})" if worst is not None else ""
-            parts.append(
-                f"Balance: {before_bad} of {n_terms} covariate terms had |SMD| >= {SMD_THRESHOLD} before; "
-                f"after, all have |SMD| < {SMD_THRESHOLD}{tail}."
-            )
-        else:
-            listed = ", ".join(f"{k} ({v:+.2f})" for k, v in bad.items())
-            parts.append(
-                f"Balance: {before_bad} of {n_terms} covariate terms had |SMD| >= {SMD_THRESHOLD} before; "
-                f"after, {len(bad)} {'remains' if len(bad) == 1 else 'remain'} imbalanced: {listed}. "
-                "Adjust for them in the outcome model or tighten the matching."
-            )
-        return " ".join(parts)
-
-    def get_plot_data(self, key: str | None = None):
-        """Data behind the plots: ``"balance"`` (term, smd_before, smd_after) for :func:`love_plot`."""
-        bal = self._balance.reset_index()[["term", "variable", "smd_before", "smd_after"]]
-        data = {"balance": bal}
-        if key is None:
-            return data
-        try:
-            return data[key]
-        except KeyError:
-            raise KeyError(f"matching result has no plot data {key!r}; available: {sorted(data)}") from None
-
-    def to_result(self) -> Result:
-        """The shared :class:`carecall_eval.Result` form (for reports)."""
-        return Result(
-            name="matching",
-            summary=self.summary,
-            text=self.text,
-            settings=dict(self.settings),
-            plot_data=self.get_plot_data(),
-            details={"balance": self.balance(), "counts": self.counts.copy(), "ess": self.ess.copy(),
-                     "propensity": self.propensity},
-        )
-
-    def print_summary(self, digits: int = 3) -> None:
-        """Print the text, the sample sizes and the balance table."""
-        print(self.text)
-        print()
-        print(self.counts.to_string())
-        print()
-        cols = [f"{s}_{w}" for w in ("before", "after") for s in ("mean_treated", "mean_control", "smd")]
-        print(self._balance[cols].round(digits).to_string())
-
-    def __repr__(self) -> str:
-        return f"<MatchResult {self._label()}: {int(self.counts.loc['matched', 'treated'])} treated matched>"

@@ -167,7 +167,7 @@ def _newton(X: np.ndarray, y: np.ndarray, maxiter: int = 50, beta0: np.ndarray |
         ll, g, H = _pass(X, y, beta)
     converged = False
     it = 0
-    for it in range(1, maxiter + 1):
+    for it in range(1, maxiter + 1):  # noqa: B007 (the count is returned)
         try:
             step = np.linalg.solve(H, g)
         except np.linalg.LinAlgError:
