@@ -8,7 +8,10 @@ import pytest
 from scipy.stats import quantile_test
 from statsmodels.stats.proportion import confint_proportions_2indep, proportion_confint
 
+from carecall_eval.cohorts import Cohort, MatchedSample, StudyDesign
 from carecall_eval.contract import load
+from carecall_eval.contract.base import TablesBase
+from carecall_eval.errors import FollowupWarning
 from carecall_eval.outcomes.actions import actions, reception
 from carecall_eval.outcomes.calls import call_length, quantile_interval
 from carecall_eval.simulate import simulate
@@ -113,17 +116,56 @@ def test_reception_equals_truth(data):
     assert "received positively" in res.text
 
 
+def test_reception_takes_no_sample(sample):
+    ds, _ = sample
+    with pytest.raises(TypeError, match="reads the call tables directly"):
+        reception(ds, MatchedSample(_cohort(pd.DataFrame({"contact": [1]})), None))
+    r90 = reception(ds, level=0.9)
+    assert "90% CI" in r90.text and "95%" not in r90.text
+
+
 # --------------------------------------------------------------------------- actions: hand-made data
-class _StubDataset:
+class _StubDataset(TablesBase):
     """The two things actions() reads from a Dataset: rg_events and the data end."""
+
+    path, tables = "stub", ("rg_events",)
 
     def __init__(self, rg: pd.DataFrame, data_end: str):
         self._rg = rg
-        self.data_end = pd.Timestamp(data_end)
+        self._end = pd.Timestamp(data_end)
+
+    @property
+    def data_end(self):
+        return self._end
 
     def table(self, name):
         assert name == "rg_events"
         return self._rg.copy()
+
+
+class _StubMatching:
+    """What a MatchedSample reads from a matching result: the matched rows and whether controls are reused."""
+
+    match_matrix = None
+
+    def __init__(self, matched: pd.DataFrame, replace: bool = False):
+        self._matched, self.settings = matched, {"replace": replace}
+
+    def matched_data(self, kind=None):
+        return self._matched.copy()
+
+
+def _cohort(table: pd.DataFrame) -> Cohort:
+    return Cohort(table, pd.DataFrame(), StudyDesign(), pd.Timestamp("2025-03-31"))
+
+
+def _unmatched(table: pd.DataFrame) -> MatchedSample:
+    """Every cohort row once, unweighted."""
+    return MatchedSample(_cohort(table), None)
+
+
+def _matched(table: pd.DataFrame, matched: pd.DataFrame, replace: bool = False) -> MatchedSample:
+    return MatchedSample(_cohort(table), _StubMatching(matched, replace))
 
 
 @pytest.fixture
@@ -148,8 +190,8 @@ def tiny():
 
 def test_actions_counts_the_window_by_hand(tiny):
     ds, cohort = tiny
-    with pytest.warns(UserWarning, match="1 rows have less than 28 days"):
-        res = actions(ds, cohort)
+    with pytest.warns(FollowupWarning, match="1 rows have less than 28 days"):
+        res = actions(ds, _unmatched(cohort))
     lim = res.summary[res.summary["metric"] == "actions.limit_set_28d"].set_index("group")
     assert lim.loc["contact", "estimate"] == 2 / 4          # a (day 0) and b (lowered, day 27)
     assert lim.loc["comparison", "estimate"] == 1 / 4       # g; e raised a limit, which does not count
@@ -160,29 +202,59 @@ def test_actions_counts_the_window_by_hand(tiny):
     assert se["estimate"] == 1 / 4 and se["n"] == 4         # f; d's is the day before the index
     assert res.metric("actions.pause_28d", "contact")["estimate"] == 1 / 4
     assert res.metric("actions.any_28d", "contact")["estimate"] == 2 / 4
-    via = actions(ds, cohort.iloc[:8], via_call=True)
+    via = actions(ds, _unmatched(cohort.iloc[:8]), via_call=True)
     assert via.metric("actions.limit_set_28d", "contact")["estimate"] == 1 / 4
     assert via.metric("actions.limit_set_28d", "comparison")["estimate"] == 0
-    short = actions(ds, cohort.iloc[:8], days=10)
+    assert "during a care call" in via.text
+    short = actions(ds, _unmatched(cohort.iloc[:8]), days=10, level=0.9)
     assert short.metric("actions.limit_set_10d", "contact")["estimate"] == 1 / 4
+    assert not short.summary["metric"].str.endswith("_28d").any() and short.settings["days"] == 10
+    assert short.text.startswith("Within 10 days of the index") and "90% CI" in short.text and "95%" not in short.text
+    ref = confint_proportions_2indep(1, 4, 0, 4, method="newcomb", compare="diff", alpha=0.1)   # g is day 19
+    d = short.metric("actions.limit_set_10d", "difference")
+    assert (d["ci_low"], d["ci_high"]) == pytest.approx(ref, abs=1e-12)
+
+
+def test_actions_group_without_follow_up_is_not_available(tiny):
+    """Only the 'late' contact (index 11 days before the data end) and nobody to compare at 28 days."""
+    ds, cohort = tiny
+    late = cohort.iloc[[0, 8]].assign(index_date=pd.to_datetime(["2025-03-25", "2025-03-20"]), contact=[0, 1])
+    with pytest.warns(FollowupWarning, match="2 rows"):
+        res = actions(ds, _unmatched(late))
+    assert res.summary["estimate"].isna().all()
+    assert res.summary["note"].str.startswith("not available: ").all()
+    assert "not available" in res.text and "%" not in res.text
 
 
 def test_actions_with_matching_weights(tiny):
     ds, cohort = tiny
     cohort = cohort.iloc[:8]
     matched = cohort.assign(weights=[1, 1, 1, 1, 2.0, 1.0, 0.5, 0.5], subclass=[1, 1, 2, 2, 1, 1, 2, 2])
-    res = actions(ds, cohort, matched)
+    res = actions(ds, _matched(cohort, matched))
     comp = res.metric("actions.limit_set_28d", "comparison")
     assert comp["estimate"] == pytest.approx(0.5 / 4.0, abs=1e-15)       # only g (weight 0.5) of total weight 4
     assert comp["n_effective"] == pytest.approx(16 / (4 + 1 + 0.25 + 0.25), abs=1e-12)
     diff = res.metric("actions.limit_set_28d", "difference")
     assert diff["estimate"] == pytest.approx(0.5 - 0.125, abs=1e-12)
-    assert "subclass" in diff["method"]
+    assert "subclass" in diff["method"] and res.settings["cluster"] == "subclass"
+    # the difference is a WLS coefficient: its se is the subclass-clustered (CR1) sandwich, by hand
+    import statsmodels.api as sm
+
+    y = np.array([1, 1, 0, 0, 0, 0, 1, 0], float)               # a, b; g in the comparison group
+    X = sm.add_constant(np.array([1, 1, 1, 1, 0, 0, 0, 0], float))
+    fit = sm.WLS(y, X, weights=matched["weights"].to_numpy()).fit(
+        cov_type="cluster", cov_kwds={"groups": matched["subclass"].to_numpy()})
+    assert diff["se"] == pytest.approx(float(fit.bse[1]), rel=1e-12)
     # a matched table holding only weights, indexed by cohort row_id, is joined to the cohort
-    res2 = actions(ds, cohort, matched[["weights", "subclass"]])
+    res2 = actions(ds, _matched(cohort, matched[["weights", "subclass"]]))
     pd.testing.assert_frame_equal(res.summary, res2.summary)
     with pytest.raises(ValueError, match="weights"):
-        actions(ds, cohort, matched.drop(columns="weights"))
+        actions(ds, _matched(cohort, matched.drop(columns="weights")))
+    # with replacement the one cluster rule clusters by customer
+    rep = actions(ds, _matched(cohort, matched, replace=True))
+    assert "clustered by customer" in rep.metric("actions.limit_set_28d", "difference")["method"]
+    with pytest.raises(TypeError, match="MatchedSample"):
+        actions(ds, matched)                                       # the old call: a table
 
 
 def test_actions_on_sample_cohort(sample):
@@ -190,15 +262,21 @@ def test_actions_on_sample_cohort(sample):
 
     ds, _ = sample
     cohort = build_cohort(ds)
-    with pytest.warns(UserWarning, match="follow-up"):
-        res = actions(ds, cohort.table)
-    for name in ("limit_set", "pause", "self_exclusion"):
-        rows = res.summary[res.summary["metric"] == f"actions.{name}_28d"].set_index("group")
-        assert rows.loc["difference", "estimate"] == pytest.approx(
-            rows.loc["contact", "estimate"] - rows.loc["comparison", "estimate"], abs=1e-12)
-        assert (rows["ci_low"] <= rows["estimate"]).all() and (rows["estimate"] <= rows["ci_high"]).all()
-    # contacts who answered agreed pauses on the call: the simulator's calls lead to pauses, comparisons' do not
-    assert res.metric("actions.pause_28d", "difference")["ci_low"] > 0
+    for smp in (MatchedSample(cohort, None), cohort.sample()):     # every cohort row once; the matched sample
+        with pytest.warns(FollowupWarning, match="follow-up"):
+            res = actions(ds, smp)
+        for name in ("limit_set", "pause", "self_exclusion"):
+            rows = res.summary[res.summary["metric"] == f"actions.{name}_28d"].set_index("group")
+            assert rows.loc["difference", "estimate"] == pytest.approx(
+                rows.loc["contact", "estimate"] - rows.loc["comparison", "estimate"], abs=1e-12)
+            assert (rows["ci_low"] <= rows["estimate"]).all() and (rows["estimate"] <= rows["ci_high"]).all()
+        # contacts who answered agreed pauses on the call: the simulator's calls lead to pauses, comparisons' do not
+        assert res.metric("actions.pause_28d", "difference")["ci_low"] > 0
+    # no comparison customer paused: the Wilson bounds are exactly [0, upper], never a hair above the share
+    sh = res.get_plot_data("shares")
+    assert ((sh["ci_low"] >= 0) & (sh["ci_low"] <= sh["share"]) & (sh["share"] <= sh["ci_high"])
+            & (sh["ci_high"] <= 1)).all()
+    assert sh.loc[(sh["action"] == "pause") & (sh["group"] == "comparison"), "ci_low"].iloc[0] == 0.0
 
 
 # --------------------------------------------------------------------------- plots
@@ -218,7 +296,7 @@ def test_call_length_and_actions_plots(sample, tiny):
     ax = call_length_plot(res, kind="ecdf")
     assert ax.lines[0].get_ydata()[-1] == 1.0
     sds, cohort = tiny
-    act = actions(sds, cohort.iloc[:8])
+    act = actions(sds, _unmatched(cohort.iloc[:8]))
     ax = actions_plot(act)
     shares = act.get_plot_data("shares")
     assert sorted(p.get_height() for p in ax.patches) == pytest.approx(sorted(shares["share"]))

@@ -2,9 +2,9 @@
 
 :func:`actions` compares the share of customers who took a responsible-gambling
 action within ``days`` after their index date, contact vs comparison group (with
-matching weights when a matched table is given), as risk differences.
-:func:`reception` summarises answered calls: what they led to (the outcome mix)
-and how the customer received them.
+the matched sample's weights), as risk differences.  :func:`reception`
+summarises answered calls: what they led to (the outcome mix) and how the
+customer received them.  Sentences come from :mod:`carecall_eval.narrative.actions`.
 """
 from __future__ import annotations
 
@@ -14,10 +14,13 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from ..results import Result, tidy
-from .reach import _check_level, _check_int, wilson_interval
+from .._validation import check_horizon, check_level, horizon_id
+from ..errors import FollowupWarning
+from ..narrative import actions as narrative
+from ..results import Result, not_available, tidy
+from .intervals import wilson_interval
 
-__all__ = ["actions", "reception", "ACTION_EVENTS"]
+__all__ = ["actions", "reception", "ACTION_EVENTS", "DEFAULT_DAYS"]
 
 #: Which ``rg_events.event`` values count as each action.
 ACTION_EVENTS: dict[str, tuple[str, ...]] = {
@@ -25,36 +28,53 @@ ACTION_EVENTS: dict[str, tuple[str, ...]] = {
     "pause": ("pause",),
     "self_exclusion": ("self_exclusion",),
 }
+#: Default follow-up window (days); its ids (``actions.limit_set_28d`` ...) are the stable ones.
+DEFAULT_DAYS = 28
+
+
+def _bounded(p: float, lo: float, hi: float) -> tuple[float, float]:
+    """An interval within [0, 1] that contains its estimate (Wilson's can miss 0 by 1e-18 in floating point)."""
+    return float(np.clip(min(lo, p), 0.0, 1.0)), float(np.clip(max(hi, p), 0.0, 1.0))
 
 
 def _weighted_share(y: np.ndarray, w: np.ndarray, level: float) -> tuple[float, float, float, float]:
-    """Weighted share with a Wilson interval on the Kish effective sample size."""
+    """Weighted share with a Wilson interval on the Kish effective sample size (NaN for an empty group)."""
     sw = w.sum()
-    if sw <= 0:
+    if len(w) == 0 or sw <= 0:
         return np.nan, np.nan, np.nan, 0.0
     p = float((w * y).sum() / sw)
     n_eff = float(sw ** 2 / (w ** 2).sum())
-    lo, hi = wilson_interval(p * n_eff, n_eff, level)
+    lo, hi = _bounded(p, *wilson_interval(p * n_eff, n_eff, level))
     return p, lo, hi, n_eff
 
 
-def _rows_table(ds, cohort_table: pd.DataFrame, matched: pd.DataFrame | None) -> tuple[pd.DataFrame, str]:
+def _rows_table(sample) -> tuple[pd.DataFrame, str]:
+    """The sample's rows with ``customer_id, index_date, contact, weights, subclass`` and how they are weighted.
+
+    Without matching (``sample.matching`` None) every cohort row counts once; else
+    the matched rows (weights > 0), with any column they lack taken from the cohort table.
+    """
     need = ("customer_id", "index_date", "contact")
+    cohort_table = sample.cohort.table
     missing = [c for c in need if c not in cohort_table.columns]
     if missing:
-        raise ValueError(f"cohort_table lacks columns {missing}; it needs {list(need)} (a Cohort.table)")
-    if matched is None:
+        raise ValueError(f"actions: the cohort table lacks columns {missing}; it needs {list(need)} "
+                         "(build the cohort with carecall_eval.build_cohort)")
+    if sample.matching is None:
         t = cohort_table[list(need)].copy()
         t["weights"] = 1.0
         t["subclass"] = pd.NA
         return t, "unweighted"
+    matched = sample.table
     if "weights" not in matched.columns:
-        raise ValueError("matched lacks a 'weights' column; pass MatchResult.matched_data()")
+        raise ValueError("actions: the matched table lacks a 'weights' column; build the sample with "
+                         "cohort.sample()")
     t = matched.copy()
     absent = [c for c in need if c not in t.columns]
     if absent:
         if not t.index.isin(cohort_table.index).all():
-            raise ValueError("matched rows are not all in cohort_table (their index must be cohort row_ids)")
+            raise ValueError("actions: matched rows are not all in the cohort table (their index must be "
+                             "cohort row_ids)")
         t = t.join(cohort_table[absent])
     if "subclass" not in t.columns:
         t["subclass"] = pd.NA
@@ -63,31 +83,27 @@ def _rows_table(ds, cohort_table: pd.DataFrame, matched: pd.DataFrame | None) ->
     return t, "matching weights"
 
 
-def actions(ds, cohort_table: pd.DataFrame, matched: pd.DataFrame | None = None, days: int = 28, *,
-            via_call: bool | None = None, level: float = 0.95,
+def actions(data, sample=None, /, *, level: float = 0.95, days: int = DEFAULT_DAYS, via_call: bool | None = None,
             events: Mapping[str, tuple[str, ...]] | None = None) -> Result:
     """Share of customers who set a limit, paused or self-excluded within ``days`` after the index.
 
     Parameters
     ----------
-    ds : carecall_eval.contract.Dataset
-        Loaded data (table ``rg_events``; the data end comes from ``ds.data_end``).
-    cohort_table : pandas.DataFrame
-        One row per (customer, index): columns ``customer_id``, ``index_date``,
-        ``contact`` (1 contact / 0 comparison), indexed by ``row_id`` (e.g.
-        ``Cohort.table``).
-    matched : pandas.DataFrame, optional
-        Matched sample (``MatchResult.matched_data()``): cohort rows, or rows
-        indexed by cohort ``row_id``, with ``weights`` and, when matching
-        without replacement, ``subclass``.  Without it every cohort row counts
-        once.
+    data : Dataset, IbisDataset or path
+        The operator's data (table ``rg_events``; the data end comes from ``data_end``).
+    sample : MatchedSample or Cohort, optional
+        ``cohort.sample()`` (a Cohort is matched with its design's defaults);
+        default: the default design's cohort, matched.  Its matched rows carry
+        the matching weights, and its one cluster rule (``sample.cluster``)
+        clusters the differences' standard errors.  A sample without matching
+        (``MatchedSample(cohort, None)``) counts every cohort row once.
+    level : float
+        Confidence level, strictly between 0 and 1.
     days : int
         Follow-up window: events on days ``0 .. days - 1`` after the index.
     via_call : bool, optional
         Only events taken during a care call (True), only others (False), or
         both (None, the default).
-    level : float
-        Confidence level.
     events : mapping, optional
         Action name -> ``rg_events.event`` values; default :data:`ACTION_EVENTS`
         (a limit counts when set or lowered).
@@ -96,40 +112,49 @@ def actions(ds, cohort_table: pd.DataFrame, matched: pd.DataFrame | None = None,
     -------
     Result
         For each action and ``any``: metric ``actions.{action}_{days}d`` (e.g.
-        ``actions.limit_set_28d``) with ``group`` ``contact``, ``comparison``
-        (weighted shares, Wilson intervals on the effective sample size) and
-        ``difference`` (contact - comparison risk difference).  Plot data
-        ``"shares"``.
+        ``actions.limit_set_28d`` at the default 28 days, ``actions.limit_set_14d``
+        at 14) with ``group`` ``contact``, ``comparison`` (weighted shares,
+        Wilson intervals on the effective sample size) and ``difference``
+        (contact - comparison risk difference).  A group with no row whose
+        window is complete gets missing figures with a ``note``.  Plot data
+        ``"shares"`` (intervals within [0, 1], containing the share).
 
     Notes
     -----
     Rows whose ``days``-day window is not complete by the data end are left
-    out (with a warning).  Differences: without a matched table, Newcombe's
-    hybrid score interval for two independent proportions; with one, a
-    weighted least-squares regression of the action indicator on ``contact``
-    (its coefficient is the difference of weighted shares) with standard
-    errors clustered by matched subclass, or by customer when there is no
-    subclass (matching with replacement, weighting).
+    out (with a :class:`~carecall_eval.errors.FollowupWarning`).  Differences:
+    without matching, Newcombe's hybrid score interval for two independent
+    proportions; with it, a weighted least-squares regression of the action
+    indicator on ``contact`` (its coefficient is the difference of weighted
+    shares) with standard errors clustered by the sample's cluster rule
+    (matched subclass, or customer when controls are reused).
+
+    Examples
+    --------
+    >>> ce.actions(ds, cohort.sample(), days=14, level=0.9)   # doctest: +SKIP
     """
-    level = _check_level(level)
-    days = _check_int("days", days, 1)
+    from ..cohorts import as_sample, build_cohort
+    from ..contract.base import open_data
+
+    ds = open_data(data, "actions")
+    level = check_level(level)
+    days = check_horizon("days", days)
     if via_call not in (None, True, False):
         raise ValueError(f"via_call must be None, True or False, got {via_call!r}")
+    sample = as_sample(sample if sample is not None else build_cohort(ds), "actions", randomized=False)
     events = dict(ACTION_EVENTS if events is None else events)
-    rows_t, weighting = _rows_table(ds, cohort_table, matched)
+    rows_t, weighting = _rows_table(sample)
     rows_t = rows_t.copy()
     rows_t["index_date"] = pd.to_datetime(rows_t["index_date"]).astype("datetime64[ns]")
     rows_t["contact"] = pd.to_numeric(rows_t["contact"]).astype(int)
     if not rows_t["contact"].isin([0, 1]).all():
-        raise ValueError("cohort contact must be 1 (contact) or 0 (comparison)")
+        raise ValueError("actions: cohort contact must be 1 (contact) or 0 (comparison)")
     data_end = pd.Timestamp(ds.data_end)
     complete = rows_t["index_date"] + pd.Timedelta(days=days - 1) <= data_end
     if not complete.all():
         warnings.warn(f"{int((~complete).sum())} rows have less than {days} days of follow-up before the data end "
-                      f"({data_end.date()}) and are left out", stacklevel=2)
+                      f"({data_end.date()}) and are left out", FollowupWarning, stacklevel=2)
         rows_t = rows_t[complete]
-    if rows_t["contact"].nunique() < 2:
-        raise ValueError("need both contact and comparison rows with complete follow-up")
 
     rg = ds.table("rg_events")
     if via_call is not None:
@@ -148,75 +173,69 @@ def actions(ds, cohort_table: pd.DataFrame, matched: pd.DataFrame | None = None,
 
     w = rows_t["weights"].to_numpy(float)
     c = rows_t["contact"].to_numpy(int)
-    sub = rows_t["subclass"]
+    both = (c == 1).any() and (c == 0).any()
     if weighting != "unweighted":
-        clusters = (pd.factorize(sub.astype("string"))[0] if sub.notna().all()
-                    else pd.factorize(rows_t["customer_id"])[0])
-        cluster_label = "matched subclass" if sub.notna().all() else "customer"
+        clusters = pd.factorize(pd.Series(sample.cluster_ids(rows_t)).astype("string"))[0]
+        cluster_label = ("matched subclass" if sample.cluster == "subclass" and rows_t["subclass"].notna().all()
+                         else "customer")
     rows, shares = [], []
     import statsmodels.api as sm
     from statsmodels.stats.proportion import confint_proportions_2indep
 
+    suffix = horizon_id(days, DEFAULT_DAYS, f"{DEFAULT_DAYS}d")
+    share_method = "share with the action" + (", Wilson interval" if weighting == "unweighted"
+                                              else ", weighted, Wilson interval on the effective sample size")
     for name in list(events) + ["any"]:
         y = Y[name].to_numpy(float)
-        metric = f"actions.{name}_{days}d"
+        metric = f"actions.{name}_{suffix}"
         est = {}
         for g, label in ((1, "contact"), (0, "comparison")):
             m = c == g
             p, lo, hi, n_eff = _weighted_share(y[m], w[m], level)
             est[g] = p
-            rows.append({"metric": metric, "group": label, "estimate": p, "ci_low": lo, "ci_high": hi,
-                         "n": int(m.sum()), "method": "share with the action" + (
-                             ", Wilson interval" if weighting == "unweighted"
-                             else ", weighted, Wilson interval on the effective sample size"),
-                         "n_effective": n_eff})
+            row = {"metric": metric, "group": label, "estimate": p, "ci_low": lo, "ci_high": hi,
+                   "n": int(m.sum()), "method": share_method, "n_effective": n_eff}
+            if not m.any():
+                row = not_available(row, f"no {label} customer has {days} days of follow-up before the data end")
+            rows.append(row)
             shares.append({"action": name, "group": label, "share": p, "ci_low": lo, "ci_high": hi})
+        diff_row = {"metric": metric, "group": "difference", "n": len(y)}
+        if not both:
+            rows.append(not_available({**diff_row, "method": "risk difference"}, "needs both groups' shares"))
+            continue
         if weighting == "unweighted":
             x1, n1 = int(y[c == 1].sum()), int((c == 1).sum())
             x0, n0 = int(y[c == 0].sum()), int((c == 0).sum())
             lo, hi = confint_proportions_2indep(x1, n1, x0, n0, method="newcomb", compare="diff", alpha=1 - level)
             method = "risk difference, Newcombe hybrid score interval"
-            diff = est[1] - est[0]
+            diff, se = est[1] - est[0], np.nan
         else:
             fit = sm.WLS(y, sm.add_constant(c.astype(float)), weights=w).fit(
                 cov_type="cluster", cov_kwds={"groups": clusters})
-            diff = float(fit.params[1])
+            diff, se = float(fit.params[1]), float(fit.bse[1])
             lo, hi = fit.conf_int(alpha=1 - level)[1]
             method = f"risk difference, weighted least squares, clustered by {cluster_label}"
-        rows.append({"metric": metric, "group": "difference", "estimate": diff, "ci_low": float(lo),
-                     "ci_high": float(hi), "n": len(y), "method": method})
+        rows.append({**diff_row, "estimate": diff, "se": se, "ci_low": float(lo), "ci_high": float(hi),
+                     "method": method})
 
     summary = tidy(rows)
-    src = {None: "", True: " during a care call", False: " outside care calls"}[via_call]
-    parts = []
-    for name, label in (("limit_set", "set or lowered a limit"), ("pause", "paused"),
-                        ("self_exclusion", "self-excluded")):
-        if name not in events:
-            continue
-        t = summary[summary["metric"] == f"actions.{name}_{days}d"].set_index("group")
-        parts.append(f"{t.loc['contact', 'estimate']:.0%} {label} (comparison {t.loc['comparison', 'estimate']:.0%}; "
-                     f"difference {100 * t.loc['difference', 'estimate']:+.1f} points, {level:.0%} CI "
-                     f"{100 * t.loc['difference', 'ci_low']:+.1f} to {100 * t.loc['difference', 'ci_high']:+.1f})")
-    n1, n0 = int((c == 1).sum()), int((c == 0).sum())
-    text = (f"Within {days} days of the index{src}, of {n1:,} contacted customers " + "; ".join(parts)
-            + f". The comparison group has {n0:,} customers"
-            + (" weighted to resemble the contacted ones." if weighting != "unweighted" else
-               " (not matched: differences may reflect who was contacted, not only the contact).")
-            ) if parts else f"Actions within {days} days for {n1:,} contacted and {n0:,} comparison customers."
-    params = {"days": days, "via_call": via_call, "level": level, "weighting": weighting,
-              "events": {k: list(v) for k, v in events.items()}, "data_end": str(data_end.date()),
-              "rows_used": int(len(rows_t))}
-    return Result(name="actions", summary=summary, text=text, settings=params,
+    settings = {"days": days, "via_call": via_call, "level": level, "weighting": weighting,
+                "events": {k: list(v) for k, v in events.items()}, "data_end": str(data_end.date()),
+                "rows_used": int(len(rows_t)), "n_contact": int((c == 1).sum()), "n_comparison": int((c == 0).sum()),
+                "cluster": None if weighting == "unweighted" else sample.cluster}
+    return Result(name="actions", summary=summary, text=narrative.actions_text(summary, settings), settings=settings,
                   plot_data={"shares": pd.DataFrame(shares)}, details={"indicators": Y.set_index(rows_t.index)})
 
 
-def reception(ds, *, level: float = 0.95) -> Result:
+def reception(data, sample=None, /, *, level: float = 0.95) -> Result:
     """What answered calls led to (outcome mix) and how customers received them (reception shares).
 
     Parameters
     ----------
-    ds : carecall_eval.contract.Dataset
-        Loaded data (table ``call_attempts``).
+    data : Dataset, IbisDataset or path
+        The operator's data (table ``call_attempts``).
+    sample : None
+        Reception reads the call tables directly and takes no sample.
     level : float
         Confidence level of the Wilson intervals.
 
@@ -238,9 +257,14 @@ def reception(ds, *, level: float = 0.95) -> Result:
     describe the calls where staff recorded it; ``reception.recorded`` says how
     many that is.
     """
+    from ..contract.base import open_data
     from ..contract.spec import OUTCOMES, RECEPTIONS
 
-    level = _check_level(level)
+    ds = open_data(data, "reception")
+    if sample is not None:
+        raise TypeError(f"reception reads the call tables directly and takes no sample; call reception(data), "
+                        f"got a {type(sample).__name__}")
+    level = check_level(level)
     att = ds.table("call_attempts")
     ans = att[att["answered"].astype(bool)]
     n = len(ans)
@@ -249,7 +273,7 @@ def reception(ds, *, level: float = 0.95) -> Result:
     rows = []
     rec = ans["reception"].dropna()
     n_rec = len(rec)
-    lo, hi = wilson_interval(n_rec, n, level)
+    lo, hi = _bounded(n_rec / n, *wilson_interval(n_rec, n, level))
     rows.append({"metric": "reception.recorded", "group": "answered_calls", "estimate": n_rec / n, "ci_low": lo,
                  "ci_high": hi, "n": n, "method": "share of answered calls with a recorded reception, Wilson"})
     counts = rec.value_counts()
@@ -257,32 +281,23 @@ def reception(ds, *, level: float = 0.95) -> Result:
     rec_tab = []
     for r in levels:
         k = int(counts.get(r, 0))
-        lo, hi = wilson_interval(k, n_rec, level) if n_rec else (np.nan, np.nan)
         est = k / n_rec if n_rec else np.nan
-        rows.append({"metric": f"reception.{r}", "group": "answered_calls", "estimate": est, "ci_low": lo,
-                     "ci_high": hi, "n": n_rec, "method": "share of answered calls with recorded reception, Wilson"})
+        lo, hi = _bounded(est, *wilson_interval(k, n_rec, level)) if n_rec else (np.nan, np.nan)
+        row = {"metric": f"reception.{r}", "group": "answered_calls", "estimate": est, "ci_low": lo,
+               "ci_high": hi, "n": n_rec, "method": "share of answered calls with recorded reception, Wilson"}
+        rows.append(row if n_rec else not_available(row, "no answered call has a recorded reception"))
         rec_tab.append({"reception": r, "count": k, "share": est, "ci_low": lo, "ci_high": hi})
     oc = ans["outcome"].fillna("(not recorded)").value_counts()
     out_levels = list(OUTCOMES) + sorted(set(oc.index) - set(OUTCOMES))
     out_tab = []
     for o in out_levels:
         k = int(oc.get(o, 0))
-        lo, hi = wilson_interval(k, n, level)
+        lo, hi = _bounded(k / n, *wilson_interval(k, n, level))
         rows.append({"metric": f"call_outcome.{o}", "group": "answered_calls", "estimate": k / n, "ci_low": lo,
                      "ci_high": hi, "n": n, "method": "share of answered calls, Wilson interval"})
         out_tab.append({"outcome": o, "count": k, "share": k / n, "ci_low": lo, "ci_high": hi})
     summary = tidy(rows)
-    s = summary.set_index("metric")
-    top = sorted(((o["share"], o["outcome"]) for o in out_tab
-                  if o["outcome"] in ("limit_set", "pause", "self_exclusion", "helpline_referral")), reverse=True)
-    text = (f"Of {n:,} answered calls, {s.loc['reception.positive', 'estimate']:.0%} were received positively "
-            f"({level:.0%} CI {s.loc['reception.positive', 'ci_low']:.0%} to "
-            f"{s.loc['reception.positive', 'ci_high']:.0%}) and {s.loc['reception.negative', 'estimate']:.0%} "
-            f"negatively (reception recorded for {n_rec / n:.0%} of calls). "
-            f"{s.loc['call_outcome.no_action', 'estimate']:.0%} ended without an action and "
-            f"{s.loc['call_outcome.declined', 'estimate']:.0%} with the customer declining; the actions agreed were "
-            + ", ".join(f"{o.replace('_', ' ')} ({p:.0%})" for p, o in top) + ".") if n_rec else \
-        f"Of {n:,} answered calls, none had a recorded reception."
-    return Result(name="reception", summary=summary, text=text, settings={"level": level, "n_answered": n,
-                                                                       "n_reception_recorded": n_rec},
+    settings = {"level": level, "n_answered": n, "n_reception_recorded": n_rec}
+    return Result(name="reception", summary=summary, text=narrative.reception_text(summary, settings),
+                  settings=settings,
                   plot_data={"reception": pd.DataFrame(rec_tab), "outcomes": pd.DataFrame(out_tab)})
