@@ -34,6 +34,7 @@ from pathlib import Path
 import pandas as pd
 
 from carecall_eval import plotting
+from carecall_eval.narrative import horizon_phrase, level_label
 from carecall_eval.report import display as rd
 from carecall_eval.report.context import build_quarterly, load_report, provenance
 from carecall_eval.report.quarters import kpi_table
@@ -114,15 +115,19 @@ if "spending" in res:
                           else "."))
 if rep.retention is not None:
     rc = row(rep.retention, "retention.account_12m", "contact")
-    if rc is not None:
+    if rc is not None and pd.isna(rc["estimate"]):   # nobody could be followed a year: a reason, never a number
+        bullets.append(f"**Retention:** {rc.get('note', 'not available')} (cases opened in {rep.retention_quarter}).")
+    elif rc is not None:
         bullets.append(f"**Retention:** {rd.pct(rc['estimate'], 0)} of customers reached in {rep.retention_quarter} "
                        "were still customers a year later.")
 if "actions" in res:
-    a = row(res["actions"], "actions.any_28d", "difference")
-    c = row(res["actions"], "actions.any_28d", "contact")
-    if a is not None:
+    act_days = res["actions"].settings["days"]
+    a = row(res["actions"], f"actions.any_{act_days}d", "difference")
+    c = row(res["actions"], f"actions.any_{act_days}d", "contact")
+    if a is not None and c is not None and pd.notna(a["estimate"]):
         bullets.append(f"**Actions:** {rd.pct(c['estimate'], 0)} of reached customers set a limit, paused or "
-                       f"self-excluded within 28 days ({rd.pts(a['estimate'], 0)} against comparable customers).")
+                       f"self-excluded within {horizon_phrase(act_days)} ({rd.pts(a['estimate'], 0)} against "
+                       "comparable customers).")
 if bullets:
     import re as _re
 
@@ -256,24 +261,28 @@ else:
                      f"year of follow-up is available; reached customers against matched customers who were not "
                      f"reached. *Still a customer*: account not closed and no self-exclusion for good.")
     rd.show_markdown(rt.text)
+    rt_level = level_label(rt.settings["level"])
     rows = []
     for m, label in (("retention.account_12m", "Still a customer at 12 months"),
                      ("retention.active_12m", "Played in months 10-12")):
         for g in ("contact", "comparison", "difference"):
             r = row(rt, m, g)
             if r is not None:
+                unobserved = pd.isna(r["estimate"]) and isinstance(r.get("note"), str)
                 rows.append({"": label, "group": {"contact": "reached", "comparison": "matched, not reached",
                                                   "difference": "difference"}[g],
-                             "estimate": rd.pts(r["estimate"]) if g == "difference" else rd.pct(r["estimate"]),
-                             "95% CI": (rd.pts_ci(r["ci_low"], r["ci_high"]) if g == "difference"
-                                        else rd.ci_pct(r["ci_low"], r["ci_high"], signed=False)),
+                             "estimate": (r["note"] if unobserved else rd.pts(r["estimate"]) if g == "difference"
+                                          else rd.pct(r["estimate"])),
+                             f"{rt_level} CI": (rd.pts_ci(r["ci_low"], r["ci_high"]) if g == "difference"
+                                                else rd.ci_pct(r["ci_low"], r["ci_high"], signed=False)),
                              "customers": rd.suppress(r["n"], T)})
     rd.show_table(pd.DataFrame(rows), index=False)
     fig, ax = rd.figure(8, 4)
     plotting.km_plot(rt, ax=ax)
     ax.set_title(f"Still a customer after the case (cases opened in {rep.retention_quarter})")
     rd.show_figure(fig, "Kaplan-Meier curves of remaining a customer, reached vs matched comparison",
-                   "Kaplan-Meier estimate with 95% bands; dotted line: 12 months.")
+                   f"Kaplan-Meier estimate with {rt_level} bands; dotted line: "
+                   f"{horizon_phrase(rt.settings['horizon'])}.")
 
 # %% [markdown]
 # ## 5. Actions within 28 days
@@ -288,10 +297,11 @@ else:
     rd.show_markdown(ac.text)
     fig, ax = rd.figure(8, 3.6)
     plotting.actions_plot(ac, ax=ax)
-    ax.set_title("Responsible-gambling actions within 28 days of the case")
-    rd.show_figure(fig, "Share of customers with each action within 28 days, reached vs comparison",
-                   "Share of customers who set or lowered a limit, paused or self-excluded within 28 days, with "
-                   "95% intervals.")
+    act_within = horizon_phrase(ac.settings["days"])
+    ax.set_title(f"Responsible-gambling actions within {act_within} of the case")
+    rd.show_figure(fig, f"Share of customers with each action within {act_within}, reached vs comparison",
+                   f"Share of customers who set or lowered a limit, paused or self-excluded within {act_within}, "
+                   f"with {level_label(ac.settings['level'])} intervals.")
 
 # %% [markdown]
 # ## 6. Who was compared: cohort flow and balance

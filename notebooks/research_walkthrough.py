@@ -181,7 +181,8 @@ if rows:
 # ## 6. Retention, reach and actions
 
 # %%
-ret = ce.retention(ds, m.matched_data(), level=level)
+matched_sample = ce.cohorts.MatchedSample(cohort, m)   # the cohort, its matched rows and the cluster rule
+ret = ce.retention(ds, matched_sample, level=level)
 print(ret.text)
 plotting.km_plot(ret)
 plt.show()
@@ -197,9 +198,9 @@ plotting.answer_rate_plot(rc, ax=axes[1])
 plt.show()
 
 # %%
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
-    ac = act.actions(ds, cohort.table, m.matched_data(), level=level)
+with warnings.catch_warnings():   # rows whose 28 days are cut by the data end are left out (said once here)
+    warnings.simplefilter("ignore", ce.errors.FollowupWarning)
+    ac = act.actions(ds, matched_sample, level=level)
 print(ac.text)
 plotting.actions_plot(ac)
 plt.show()

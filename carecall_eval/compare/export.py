@@ -29,7 +29,7 @@ __all__ = ["export_bundle", "build_tables", "parse_quarter", "METRIC_COLUMNS", "
 #: Columns of ``metrics.csv``, in order.
 METRIC_COLUMNS = ["estimator", "metric", "group", "estimate", "ci_low", "ci_high", "se", "se_scale", "n",
                   "window", "outcome", "at_risk", "events", "n_effective", "attempt", "period", "method",
-                  "suppressed"]
+                  "suppressed", "note"]
 #: Count columns of each table (what the small-cell rules apply to).
 COUNT_COLUMNS = {"metrics": ["n", "at_risk", "events", "n_effective"], "km": ["at_risk"],
                  "reach_series": ["n", "reached"], "flow": ["contact", "comparison"]}
@@ -47,7 +47,7 @@ _DEFINITION_KEYS = {
 
 #: Metrics whose estimate is a share of people (the numerator is an implied count).
 _SHARE = re.compile(r"^(reach\.(overall|quarter|before_sms|after_sms)|attempt\.answer_rate|reception\.\w+|"
-                    r"call_outcome\.\w+|actions\.\w+|retention\.(account_12m|active_12m)|spending\.share_reduced)$")
+                    r"call_outcome\.\w+|actions\.\w+|retention\.(account|active)_\w+|spending\.share_reduced)$")
 
 
 
@@ -82,6 +82,8 @@ def _metrics_table(ev, threshold: int, level: float) -> tuple[pd.DataFrame, dict
             s.loc[m, "se"] = se_from_ci(s.loc[m, "ci_low"], s.loc[m, "ci_high"], scale, level)
     s.loc[has_se & s["se_scale"].isna(), "se_scale"] = "identity"
     s["method"] = s["method"].map(lambda t: sup.sanitize_text(t, threshold))
+    # a figure nobody could be observed for travels as missing, with the estimator's reason
+    s["note"] = s["note"].map(lambda t: sup.sanitize_text(t, threshold) if isinstance(t, str) else "")
     s = s[METRIC_COLUMNS].reset_index(drop=True)
     true_n = pd.to_numeric(s["n"], errors="coerce").astype(float).to_numpy()
     stats = list(sup.STAT_COLUMNS)
@@ -98,7 +100,7 @@ def _metrics_table(ev, threshold: int, level: float) -> tuple[pd.DataFrame, dict
     share = s["metric"].str.match(_SHARE) & ~s["group"].isin(["difference"])
     p = s["estimate"].to_numpy(float)
     with np.errstate(invalid="ignore"):
-        k = np.where(s["metric"] == "retention.account_12m", 1 - p, p) * true_n
+        k = np.where(s["metric"].str.startswith("retention.account_"), 1 - p, p) * true_n
     implied = np.where(share, k, np.nan)
     small = share.to_numpy() & (sup.is_small(np.round(implied), threshold)
                                 | sup.is_small(np.round(true_n - implied), threshold))

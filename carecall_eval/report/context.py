@@ -353,7 +353,7 @@ def build_quarterly(data, quarter: str | Quarter, design: StudyDesign | str | os
                 from ..outcomes.retention import retention
 
                 ret_cohort = build_cohort(ds, design.replace(study_start=rq.start, study_end=rq.end))
-                ret = retention(ds, ret_cohort.match().matched_data(), level=level, label=f"reached in {rq}")
+                ret = retention(ds, ret_cohort.sample(), level=level, label=f"reached in {rq}")
             except Exception as exc:
                 missing["retention"] = (f"12-month retention for cases opened in {rq} could not be computed "
                                         f"({type(exc).__name__}: {exc})")
