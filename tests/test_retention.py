@@ -195,6 +195,9 @@ def test_quarter_without_a_year_of_follow_up_is_not_published(sample, tmp_path):
     out = m[m["metric"] == "retention.account_12m"]
     assert out["estimate"].isna().all() and out["ci_low"].isna().all() and out["ci_high"].isna().all()
     assert out["note"].str.startswith("not available: ").all() and (out["suppressed"] == "").all()
+    # one customer left: no hazard ratio either, and the reason survives the small-count text rule
+    assert m.loc[m["metric"] == "retention.hazard_ratio", "note"].tolist() == [
+        "not available: fewer than two customers left during follow-up"]
 
 
 def test_retention_takes_a_cohort_or_nothing(obs):

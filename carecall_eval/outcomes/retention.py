@@ -307,7 +307,7 @@ def _retention_from_times(t: pd.DataFrame, *, horizon: int = 365, level: float =
         rows.append({"metric": "retention.ph_test_p", "group": "difference", "estimate": ph_p, "n": len(t),
                      "method": ph_method})
     else:
-        why = ("fewer than 2 customers left during follow-up" if n_events < 2
+        why = ("fewer than two customers left during follow-up" if n_events < 2
                else "needs both contact and comparison customers")
         rows.append(not_available({"metric": "retention.hazard_ratio", "group": "difference", "n": len(t),
                                    "events": n_events, "method": hr_method}, why))
