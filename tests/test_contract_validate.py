@@ -388,3 +388,51 @@ def test_every_column_rule_has_a_sql_check():
             assert (col.name, "vocabulary") in rules or col.vocabulary is None
             assert (col.name, "range") in rules or (col.min is None and col.max is None)
             assert (col.name, "foreign_key") in rules or col.references is None
+
+
+def test_report_follows_the_result_protocol(reports):
+    rep = reports["vocab_gender"]
+    row = rep.metric("validation.n_failing", "customers", rule="vocabulary")
+    assert row["estimate"] == 1 and row["column"] == "gender" and row["n"] == rep.n_rows["customers"]
+    assert rep.metric("validation.n_rows", "activity")["estimate"] == rep.n_rows["activity"]
+    assert rep.text == format_problems(rep) == str(rep)
+    assert repr(rep).endswith(": 1 problem>")
+    d = rep.to_dict()
+    assert d["name"] == "validation" and d["settings"]["contract_version"] == rep.contract_version
+    back = type(rep).from_json(rep.to_json())
+    pd.testing.assert_frame_equal(back.problems, rep.problems)
+    assert (back.n_rows, back.engines, back.path) == (dict(rep.n_rows), dict(rep.engines), rep.path)
+
+
+def test_contract_modules_import_without_cycles_and_validation_uses_public_dataset_methods():
+    """contract/ is layered (each module imports only modules before it), and the validator reads a
+    Dataset only through its public methods."""
+    import ast
+
+    import carecall_eval.contract as contract
+
+    folder = Path(contract.__file__).parent
+    graph = {}
+    for f in folder.glob("*.py"):
+        deps = set()
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                deps.add(node.module or "")
+        graph[f.stem] = deps - {"__init__"}
+    done: set[str] = set()
+
+    def visit(m, path):
+        assert m not in path, f"import cycle in contract/: {' -> '.join(path + [m])}"
+        if m not in done:
+            for d in graph.get(m, ()):
+                visit(d, path + [m])
+            done.add(m)
+
+    for m in graph:
+        if m != "__init__":
+            visit(m, [])
+    tree = ast.parse((folder / "validation.py").read_text())
+    private = sorted({n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)
+                      and n.attr.startswith("_") and not n.attr.startswith("__")
+                      and not (isinstance(n.value, ast.Name) and n.value.id == "self")})
+    assert private == []

@@ -5,15 +5,18 @@
 >>> ds.con.sql("SELECT count(*) FROM activity")    # doctest: +SKIP
 >>> spark_ds = connect(ibis.pyspark.connect(spark), config="operator.toml")  # doctest: +SKIP
 
-Modules: :mod:`.spec` (the contract, defined once), :mod:`.schemas` (pandera
-schemas and SQL checks derived from it), :mod:`.config` (``operator.toml``),
-:mod:`.dataset` (:func:`load`, :class:`Dataset` over DuckDB views), :mod:`.remote`
-(:func:`connect`, :class:`IbisDataset`: the same tables on Spark or a warehouse via ibis),
-:mod:`.validation` (:func:`validate`, :class:`ValidationReport`, :func:`format_problems`).
+Modules, each importing only those before it: :mod:`.spec` (the contract, defined once),
+:mod:`.schemas` (pandera schemas and SQL checks derived from it), :mod:`.problems`
+(:class:`Problem`, :class:`ValidationReport`, :class:`ContractError`, :func:`format_problems`),
+:mod:`.config` (``operator.toml``), :mod:`.tables` (:class:`~.tables.TablesBase`, what every
+dataset offers), :mod:`.dataset` (:func:`open_dataset`, :class:`Dataset` over DuckDB views),
+:mod:`.remote` (:func:`connect`, :class:`IbisDataset`: the same tables on Spark or a warehouse via
+ibis), :mod:`.validation` (:func:`validate`, and :func:`load`: open and validate), :mod:`.base`
+(:func:`~.base.open_data`, the ``data`` argument of every estimator).
 """
 from .config import OperatorConfig, read_operator_config
-from .errors import PROBLEM_COLUMNS, ContractError, Problem
-from .dataset import Dataset, load, open_dataset
+from .dataset import Dataset, open_dataset
+from .problems import PROBLEM_COLUMNS, ContractError, Problem, ValidationReport, format_problems
 from .remote import IbisDataset, connect
 from .schemas import pandera_schema, sql_checks
 from .spec import (
@@ -23,7 +26,7 @@ from .spec import (
     SMALL_TABLES,
     TABLES,
 )
-from .validation import ValidationReport, format_problems, validate
+from .validation import load, validate
 
 __all__ = [
     "CONTRACT_VERSION",

@@ -1,4 +1,5 @@
-"""Open a data directory as a :class:`Dataset` of DuckDB views.
+"""Open a data directory as a :class:`Dataset` of DuckDB views (:func:`open_dataset`; :func:`load`
+in :mod:`.validation` opens and validates).
 
 Every table is a DuckDB VIEW named exactly as the table over its Parquet or CSV
 file, read through one connection (:attr:`Dataset.con`). Nothing is read into
@@ -26,11 +27,11 @@ from typing import Literal
 import duckdb
 import pandas as pd
 
-from .base import TablesBase
 from .config import CONFIG_FILE, OperatorConfig, load_operator_config
-from .errors import Problem
+from .problems import Problem
 from .schemas import quote_ident, sql_literal
 from .spec import TABLES, Column
+from .tables import TablesBase
 
 _INTS = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT",
          "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT", "UHUGEINT"}
@@ -206,7 +207,7 @@ def discover(path: Path) -> tuple[dict[str, Source], list[Problem]]:
 class Dataset(TablesBase):
     """A data directory opened through one DuckDB connection.
 
-    Create with :func:`load`. Each present table is a DuckDB VIEW named as the
+    Create with :func:`~carecall_eval.contract.load`. Each present table is a DuckDB VIEW named as the
     table, with contract columns in contract types and extra columns kept.
 
     Attributes
@@ -319,10 +320,25 @@ class Dataset(TablesBase):
         """
         return self._fingerprint
 
+    @property
+    def open_problems(self) -> list[Problem]:
+        """Problems found when opening: missing, ambiguous or unreadable files, ``operator.toml``."""
+        return list(self._open_problems)
+
     def plan(self, name: str) -> dict[str, ColumnPlan]:
         """How each contract column of `name` is read (see :class:`ColumnPlan`)."""
         self._check_present(name)
         return dict(self._plans[name])
+
+    def source(self, name: str) -> Source:
+        """Where table `name` is stored (format and files)."""
+        self._check_present(name)
+        return self._sources[name]
+
+    def stored_columns(self, name: str) -> dict[str, str]:
+        """Every column of table `name` as stored (extra columns too), with its stored DuckDB type."""
+        self._check_present(name)
+        return dict(self._stored.get(name, {}))
 
     def source_sql(self, name: str) -> str:
         """The DuckDB table function reading table `name` as stored."""
@@ -363,7 +379,7 @@ def open_dataset(path: str | Path, *, memory_limit: str | None = None
 
     Returns the dataset (with views for every readable table) and the problems
     that stop it from being used: missing or ambiguous files, unreadable files,
-    a missing or malformed ``operator.toml``. :func:`load` raises on them;
+    a missing or malformed ``operator.toml``. :func:`~carecall_eval.contract.load` raises on them;
     :func:`~carecall_eval.contract.validate` reports them with the rest.
     """
     path = Path(path)
@@ -406,61 +422,4 @@ def open_dataset(path: str | Path, *, memory_limit: str | None = None
     return ds, problems
 
 
-def load(path: str | Path, *, validate: bool = True, memory_limit: str | None = None) -> Dataset:
-    """Open and (by default) validate a data directory in the data contract.
-
-    Parameters
-    ----------
-    path : str or Path
-        Directory with one file per table (``customers``, ``products``,
-        ``activity``, ``deposits`` (optional), ``triggers``, ``call_cases``,
-        ``call_attempts``, ``sms``, ``rg_events``; each ``.parquet`` or
-        ``.csv``) and ``operator.toml``.
-    validate : bool, default True
-        Check every rule of the contract and raise if any fails. With False only
-        the files and ``operator.toml`` are checked.
-    memory_limit : str, optional
-        DuckDB memory limit such as ``"4GB"``; larger joins and aggregations
-        spill to a temporary directory (removed when the dataset is closed or
-        collected).  Default: the ``CARECALL_MEMORY_LIMIT`` environment
-        variable, else :data:`DEFAULT_MEMORY_LIMIT` (4GB), which keeps the
-        1M-customer benchmark well under 8 GB in all.
-
-    Returns
-    -------
-    Dataset
-
-    Raises
-    ------
-    ContractError
-        Listing every problem found (table, column, rule, failing rows, examples
-        of offending rows, what was expected).
-    FileNotFoundError
-        If `path` is not a directory.
-
-    See Also
-    --------
-    validate : the same checks, returning a report instead of raising.
-
-    Examples
-    --------
-    >>> ds = load("data/sample")  # doctest: +SKIP
-    >>> ds.con.sql("SELECT product, sum(wagered) FROM activity GROUP BY ALL").df()  # doctest: +SKIP
-    """
-    from .validation import ValidationReport, validate_dataset
-
-    ds, problems = open_dataset(path, memory_limit=memory_limit)
-    try:
-        if validate:
-            report = validate_dataset(ds)
-        else:
-            report = ValidationReport.from_problems(ds.path, problems)
-        report.raise_if_failed()
-    except BaseException:
-        ds.close()
-        raise
-    return ds
-
-
-__all__ = ["Dataset", "ColumnPlan", "Source", "load", "open_dataset", "discover",
-           "plan_column"]
+__all__ = ["Dataset", "ColumnPlan", "Source", "open_dataset", "discover", "plan_column"]

@@ -39,9 +39,9 @@ from typing import Any, Mapping
 import pandas as pd
 
 from .config import OperatorConfig, read_operator_config
-from .base import TablesBase
-from .errors import ContractError, Problem
+from .problems import ContractError, Problem, ValidationReport
 from .spec import CONTRACT_VERSION, TABLES, Column, expected_text
+from .tables import TablesBase
 
 #: ibis type of each contract kind, as exposed by :meth:`IbisDataset.ibis_table`.
 IBIS_TYPES: dict[str, str] = {
@@ -413,8 +413,6 @@ def connect(backend, tables: Mapping[str, Any] | None = None, *,
 
 def _raise(label: str, problems: list[Problem]) -> None:
     """Raise :class:`ContractError` listing schema problems (with a ValidationReport attached)."""
-    from .validation import ValidationReport
-
     report = ValidationReport.from_problems(label, problems)
     n = len(report.problems)
     lines = [f"{label} does not meet the data contract (v{CONTRACT_VERSION}), checked from the "

@@ -1,4 +1,5 @@
-"""Validate a data directory against the contract, collecting every problem.
+"""Validate a data directory against the contract, collecting every problem (:func:`validate`), and
+open a validated one (:func:`load`).
 
 The checks run in three layers, all derived from :mod:`.spec`:
 
@@ -21,7 +22,6 @@ import datetime as _dt
 import math
 import os
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 
@@ -30,8 +30,8 @@ import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
-from .errors import PROBLEM_COLUMNS, ContractError, Problem
 from .dataset import Dataset, open_dataset
+from .problems import Problem, ValidationReport
 from .schemas import (
     SqlCheck,
     foreign_key_counts_sql,
@@ -40,166 +40,10 @@ from .schemas import (
     rule_from_pandera,
     sql_checks,
 )
-from .spec import CONTRACT_VERSION, TABLES, Table, expected_text
+from .spec import TABLES, Table, expected_text
 
 #: Offending rows shown per problem.
 N_EXAMPLES = 5
-
-_RULE_ORDER = ["missing_file", "unreadable_file", "ambiguous_file", "missing_table",
-               "required_key", "required_column", "type", "not_null", "finite",
-               "vocabulary", "range", "unique"]
-
-
-@dataclass(frozen=True, eq=False)
-class ValidationReport:
-    """The outcome of :func:`validate`.
-
-    Attributes
-    ----------
-    path : pathlib.Path
-        The data directory validated.
-    problems : pandas.DataFrame
-        One row per failed rule, columns ``table``, ``column``, ``rule``,
-        ``n_failing`` (offending rows), ``examples`` (the first few offending
-        rows) and ``expected``. Empty when the data meet the contract.
-    n_rows : Mapping of str to int
-        Rows checked per table.
-    engines : Mapping of str to str
-        How each table's column values were checked: ``"pandera"`` or ``"sql"``.
-    contract_version : str
-        Version of the data contract checked.
-    """
-
-    path: Path
-    problems: pd.DataFrame
-    n_rows: Mapping[str, int] = field(default_factory=dict)
-    engines: Mapping[str, str] = field(default_factory=dict)
-    contract_version: str = CONTRACT_VERSION
-
-    @classmethod
-    def from_problems(cls, path: str | Path, problems: Iterable[Problem],
-                      n_rows: Mapping[str, int] | None = None,
-                      engines: Mapping[str, str] | None = None) -> "ValidationReport":
-        """Build a report from problem records, in contract order."""
-        rows = sorted(problems, key=_problem_order)
-        frame = pd.DataFrame.from_records(rows, columns=PROBLEM_COLUMNS)
-        frame["n_failing"] = frame["n_failing"].astype("int64")
-        return cls(Path(path), frame, dict(n_rows or {}), dict(engines or {}))
-
-    def to_json(self) -> str:
-        """The report as JSON (read back with :meth:`from_json`)."""
-        import json
-
-        return json.dumps({"path": str(self.path), "contract_version": self.contract_version,
-                           "n_rows": dict(self.n_rows), "engines": dict(self.engines),
-                           "problems": self.problems.to_dict(orient="records")}, indent=1)
-
-    @classmethod
-    def from_json(cls, text: str) -> "ValidationReport":
-        """A report written by :meth:`to_json`."""
-        import json
-
-        doc = json.loads(text)
-        frame = pd.DataFrame.from_records(doc["problems"], columns=PROBLEM_COLUMNS)
-        frame["n_failing"] = frame["n_failing"].astype("int64")
-        return cls(Path(doc["path"]), frame, doc["n_rows"], doc["engines"], doc["contract_version"])
-
-    @property
-    def ok(self) -> bool:
-        """True when no rule failed."""
-        return self.problems.empty
-
-    def raise_if_failed(self) -> "ValidationReport":
-        """Raise :class:`ContractError` listing every problem, or return self."""
-        if not self.ok:
-            raise ContractError(self.message(), report=self)
-        return self
-
-    def message(self) -> str:
-        """Every problem in words: table, column, rule, failing rows, examples, expected."""
-        if self.ok:
-            return f"{self.path} meets the data contract (v{self.contract_version})."
-        n = len(self.problems)
-        lines = [f"{self.path} does not meet the data contract (v{self.contract_version}): "
-                 f"{n} problem{'s' if n != 1 else ''}."]
-        for p in self.problems.itertuples(index=False):
-            where = f"{p.table}.{p.column}" if p.column else p.table
-            total = self.n_rows.get(p.table)
-            of = f" of {total:,}" if total is not None else ""
-            count = (f"{p.n_failing:,} failing row{'s' if p.n_failing != 1 else ''}{of}"
-                     if p.rule not in _FILE_RULES else "")
-            lines.append(f"  - {where} [{p.rule}]: {count + '; ' if count else ''}"
-                         f"expected {p.expected}")
-            if p.examples:
-                for ex in p.examples.split("; "):
-                    lines.append(f"      {ex}")
-        lines.append("Fix the data or the export that produced it, then run "
-                     "`carecall-eval validate DIR` again (see docs/data-contract.md).")
-        return "\n".join(lines)
-
-    @property
-    def text(self) -> str:
-        """The report as a fixed-width table (see :func:`format_problems`)."""
-        return format_problems(self)
-
-    def __str__(self) -> str:
-        return self.text
-
-
-_FILE_RULES = {"missing_file", "unreadable_file", "ambiguous_file", "missing_table",
-               "required_key"}
-
-
-def _problem_order(p: Problem) -> tuple:
-    names = list(TABLES)
-    t = names.index(p.table) if p.table in names else -1
-    cols = TABLES[p.table].column_names if p.table in TABLES else ()
-    first = (p.column or "").split(",")[0].strip()
-    c = cols.index(first) if first in cols else (-1 if p.column is None else len(cols))
-    r = _RULE_ORDER.index(p.rule) if p.rule in _RULE_ORDER else len(_RULE_ORDER)
-    return (t, c, r)
-
-
-def format_problems(report: ValidationReport, *, max_examples_width: int = 100) -> str:
-    """Format a validation report as a fixed-width table for the console.
-
-    Parameters
-    ----------
-    report : ValidationReport
-        From :func:`validate`.
-    max_examples_width : int, default 100
-        Examples longer than this are cut with "...".
-
-    Returns
-    -------
-    str
-        An "OK" line with row counts when the data meet the contract;
-        otherwise a header line and one table row per problem with columns
-        table, column, rule, failing, expected, examples.
-    """
-    if report.ok:
-        counts = ", ".join(f"{t} {n:,}" for t, n in report.n_rows.items())
-        return (f"OK: {report.path} meets the data contract (v{report.contract_version}). "
-                f"Rows: {counts}.")
-    df = report.problems
-    rows = [("table", "column", "rule", "failing", "expected", "examples")]
-    for p in df.itertuples(index=False):
-        ex = p.examples if len(p.examples) <= max_examples_width else \
-            p.examples[: max_examples_width - 3] + "..."
-        failing = "-" if p.rule in _FILE_RULES else f"{p.n_failing:,}"
-        rows.append((p.table, p.column or "-", p.rule, failing, p.expected, ex))
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    lines = []
-    for i, r in enumerate(rows):
-        cells = [r[0].ljust(widths[0]), r[1].ljust(widths[1]), r[2].ljust(widths[2]),
-                 r[3].rjust(widths[3]), r[4].ljust(widths[4]), r[5]]
-        lines.append("  ".join(cells).rstrip())
-        if i == 0:
-            lines.append("  ".join("-" * w for w in widths) + "  " + "-" * 8)
-    n = len(df)
-    head = (f"FAILED: {report.path} does not meet the data contract "
-            f"(v{report.contract_version}): {n} problem{'s' if n != 1 else ''}.")
-    return head + "\n" + "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -259,7 +103,7 @@ class _Validator:
         self.ds = ds
         self.con = ds.con
         self.engine = engine
-        self.problems: list[Problem] = list(ds._open_problems)
+        self.problems: list[Problem] = ds.open_problems
         self.unreadable: dict[str, set[str]] = {}  # table -> missing or bad columns
         self.n_rows: dict[str, int] = {}
         self.engines: dict[str, str] = {}
@@ -292,7 +136,7 @@ class _Validator:
 
     # --------------------------------------------------------------- layers
     def create_check_view(self, name: str) -> None:
-        plans = self.ds._plans[name]
+        plans = self.ds.plan(name)
         replace = [f"{expr} AS {quote_ident(c)}" for c, p in plans.items()
                    if (expr := p.view_expr(strict=False)) is not None]
         raws = [f"{quote_ident(c)} AS {_raw(c)}" for c, p in plans.items() if p.status == "cast"]
@@ -304,9 +148,9 @@ class _Validator:
                          f"SELECT {select} FROM {self.ds.source_sql(name)}")
 
     def structure(self, t: Table) -> None:
-        plans = self.ds._plans[t.name]
+        plans = self.ds.plan(t.name)
         self.unreadable[t.name] = {c for c, p in plans.items() if p.status in ("missing", "bad")}
-        stored = list(self.ds._stored[t.name])
+        stored = list(self.ds.stored_columns(t.name))
         for c, p in plans.items():
             if p.status == "missing":
                 n = self.ds.n_rows(t.name)
@@ -327,7 +171,7 @@ class _Validator:
 
     def scan(self, t: Table, checks: list[SqlCheck]) -> None:
         """One aggregate scan: unconvertible values, then the given row checks."""
-        plans = self.ds._plans[t.name]
+        plans = self.ds.plan(t.name)
         lossy = {c: p.lossy.format(r=_raw(c)) for c, p in plans.items()
                  if p.status == "cast" and p.lossy}
         aggs = [f"count(*) FILTER (WHERE {_raw(c)} IS NOT NULL AND {pred})"
@@ -336,12 +180,12 @@ class _Validator:
         aggs.append("count(*)")
         counts = self.con.sql(f"SELECT {', '.join(aggs)} FROM {_check_view(t.name)}").fetchall()[0]
         self.n_rows[t.name] = int(counts[-1])
-        self.ds._counts.setdefault(t.name, int(counts[-1]))
+        self.ds.remember_n_rows(t.name, int(counts[-1]))
         for (c, pred), n in zip(lossy.items(), counts[: len(lossy)]):
             if n:
                 ex = self.fetch_examples(t, f"{_raw(c)} IS NOT NULL AND {pred}", [c], raw=c)
                 self.unreadable[t.name].add(c)
-                stored = ("CSV text" if self.ds._sources[t.name].format == "csv"
+                stored = ("CSV text" if self.ds.source(t.name).format == "csv"
                           else plans[c].stored_type)
                 self.problems.append(Problem(t.name, c, "type", n, ex,
                                              f"{expected_text(t.column(c), 'type')}; "
@@ -455,8 +299,8 @@ def validate(path_or_dataset: str | Path | Dataset, *, engine: str = "auto",
     -------
     ValidationReport
         ``.ok``, ``.problems`` (table, column, rule, n_failing, examples,
-        expected), ``.raise_if_failed()``, and :func:`format_problems` for the
-        console.
+        expected), ``.raise_if_failed()``, and ``.text`` (:func:`~carecall_eval.contract.format_problems`)
+        for the console.
 
     Notes
     -----
@@ -470,7 +314,7 @@ def validate(path_or_dataset: str | Path | Dataset, *, engine: str = "auto",
     Examples
     --------
     >>> report = validate("data/sample")  # doctest: +SKIP
-    >>> print(format_problems(report))  # doctest: +SKIP
+    >>> print(report.text)  # doctest: +SKIP
     """
     if isinstance(path_or_dataset, Dataset):
         return validate_dataset(path_or_dataset, engine=engine)
@@ -483,3 +327,61 @@ def validate(path_or_dataset: str | Path | Dataset, *, engine: str = "auto",
         return validate_dataset(ds, engine=engine)
     finally:
         ds.close()
+
+
+def load(path: str | Path, *, validate: bool = True, memory_limit: str | None = None) -> Dataset:
+    """Open and (by default) validate a data directory in the data contract.
+
+    Parameters
+    ----------
+    path : str or Path
+        Directory with one file per table (``customers``, ``products``,
+        ``activity``, ``deposits`` (optional), ``triggers``, ``call_cases``,
+        ``call_attempts``, ``sms``, ``rg_events``; each ``.parquet`` or
+        ``.csv``) and ``operator.toml``.
+    validate : bool, default True
+        Check every rule of the contract and raise if any fails. With False only
+        the files and ``operator.toml`` are checked.
+    memory_limit : str, optional
+        DuckDB memory limit such as ``"4GB"``; larger joins and aggregations
+        spill to a temporary directory (removed when the dataset is closed or
+        collected).  Default: the ``CARECALL_MEMORY_LIMIT`` environment
+        variable, else :data:`DEFAULT_MEMORY_LIMIT` (4GB), which keeps the
+        1M-customer benchmark well under 8 GB in all.
+
+    Returns
+    -------
+    Dataset
+        The opened data (close it, or use it as a context manager).
+
+    Raises
+    ------
+    ContractError
+        Listing every problem found (table, column, rule, failing rows, examples
+        of offending rows, what was expected).
+    FileNotFoundError
+        If `path` is not a directory.
+
+    See Also
+    --------
+    validate : the same checks, returning a report instead of raising.
+
+    Examples
+    --------
+    >>> ds = load("data/sample")  # doctest: +SKIP
+    >>> ds.con.sql("SELECT product, sum(wagered) FROM activity GROUP BY ALL").df()  # doctest: +SKIP
+    """
+    ds, problems = open_dataset(path, memory_limit=memory_limit)
+    try:
+        if validate:
+            report = validate_dataset(ds)
+        else:
+            report = ValidationReport.from_problems(ds.path, problems)
+        report.raise_if_failed()
+    except BaseException:
+        ds.close()
+        raise
+    return ds
+
+
+__all__ = ["validate", "validate_dataset", "load", "N_EXAMPLES"]
