@@ -84,7 +84,7 @@ def test_call_length_groups_and_agents(sample):
     assert lim["estimate"] == pytest.approx(ans.loc[ans["outcome"] == "limit_set", "duration_s"].mean(), rel=1e-12)
     with pytest.raises(ValueError, match="include_agents=True"):
         call_length(ds, by="agent")
-    with pytest.raises(ValueError, match="by must be among"):
+    with pytest.raises(ValueError, match="by must be one of"):
         call_length(ds, by="weekday")
     own = call_length(ds, include_agents=True)
     agents = [g for g in own.summary["group"].unique() if g.startswith("agent=")]
@@ -100,6 +100,41 @@ def test_call_length_groups_and_agents(sample):
     assert hist["count"].sum() == len(ans)
     assert np.allclose(np.log(hist["bin_right"]) - np.log(hist["bin_left"]),
                        np.log(hist["bin_right"].iloc[0] / hist["bin_left"].iloc[0]))
+
+
+def test_call_length_protocol_level_and_standard_errors(sample):
+    """Level checked by the shared check, no sample, the text follows the level, and se where intervals use one:
+    the mean's t interval (se = sd / sqrt(n), as scipy.stats.sem) and the trend's HC3 slope (written out here)."""
+    from scipy.stats import norm, sem, t
+
+    ds, _ = sample
+    with pytest.raises(ValueError, match="level must be a number strictly between 0 and 1.*did you mean 0.95"):
+        call_length(ds, level=95)
+    with pytest.raises(TypeError, match="takes no sample"):
+        call_length(ds, "quarter")
+    res = call_length(ds, level=0.9)
+    assert "90% CI" in res.text and "95%" not in res.text
+    att = ds.table("call_attempts")
+    ans = att[att["answered"]]
+    x = ans["duration_s"].to_numpy(float)
+    mean = res.metric("call_length.mean_s", "all")
+    assert mean["se"] == pytest.approx(sem(x), rel=1e-12)
+    half = t.ppf(0.95, len(x) - 1) * sem(x)
+    assert (mean["ci_low"], mean["ci_high"]) == pytest.approx((x.mean() - half, x.mean() + half), rel=1e-12)
+    years = ((ans["attempted_at"] - ans["attempted_at"].min()).dt.total_seconds() / (365.25 * 86400)).to_numpy()
+    X = np.column_stack([np.ones_like(years), years])
+    bread = np.linalg.inv(X.T @ X)
+    beta = bread @ X.T @ x
+    e = x - X @ beta
+    h = np.einsum("ij,jk,ik->i", X, bread, X)
+    hc3 = bread @ (X.T * (e / (1 - h)) ** 2) @ X @ bread
+    tr = res.metric("call_length.trend_s_per_year", "all")
+    assert tr["estimate"] == pytest.approx(beta[1], rel=1e-9)
+    assert tr["se"] == pytest.approx(np.sqrt(hc3[1, 1]), rel=1e-9)
+    z = norm.ppf(0.95)
+    assert (tr["ci_low"], tr["ci_high"]) == pytest.approx((beta[1] - z * tr["se"], beta[1] + z * tr["se"]), rel=1e-9)
+    # quantile intervals are exact order statistics: no standard error behind them
+    assert np.isnan(res.metric("call_length.median_s", "all")["se"])
 
 
 # --------------------------------------------------------------------------- reception

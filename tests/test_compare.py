@@ -19,9 +19,10 @@ from hypothesis import strategies as st
 from statsmodels.stats.meta_analysis import combine_effects
 
 import carecall_eval as ce
+from carecall_eval.calendar import parse_quarter
 from carecall_eval.compare import DefinitionMismatch, compare, export_bundle, meta_analysis, read_bundle
 from carecall_eval.compare.bundle import TABLES, write_bundle
-from carecall_eval.compare.export import COUNT_COLUMNS, build_tables, parse_quarter
+from carecall_eval.compare.export import COUNT_COLUMNS, build_tables
 from carecall_eval.compare.pseudonymise import get_key, pseudonymise_directory, pseudonymise_ids
 from carecall_eval.compare.suppress import is_small, km_points, protect_partition, sanitize_text
 from carecall_eval.simulate import simulate
@@ -138,7 +139,8 @@ def test_tampered_bundle_is_refused(bundles, tmp_path):
 def test_quarter_parsing_and_evaluation_mismatch(sims, tmp_path):
     import datetime as dt
 
-    assert parse_quarter("2025Q4") == ("2025Q4", dt.date(2025, 10, 1), dt.date(2025, 12, 31))
+    q = parse_quarter("2025Q4")
+    assert (q.label, q.start, q.end) == ("2025Q4", dt.date(2025, 10, 1), dt.date(2025, 12, 31))
     with pytest.raises(ValueError, match="2025Q3"):
         parse_quarter("2025-13")
     with pytest.raises(ValueError, match="not quarter 2025Q2"):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,7 +11,9 @@ import pytest
 from statsmodels.stats.proportion import proportion_confint
 
 from carecall_eval.contract import load
-from carecall_eval.outcomes.reach import answer_rates, case_reach, sms_effect, wilson_interval
+from carecall_eval.contract.config import read_operator_config
+from carecall_eval.outcomes.intervals import wilson_interval
+from carecall_eval.outcomes.reach import answer_rates, case_reach, sms_effect
 from carecall_eval.simulate import simulate
 
 from conftest import SAMPLE, realised_truth
@@ -168,8 +169,13 @@ def test_other_sms_rule(tmp_path):
     with load(path) as ds:
         res = sms_effect(ds, arms=TRUTH_ARMS, sms_after_attempts=1)
         _check_effect(res, truth)
-        assert res.params["sms_after_attempts"] == 1
+        assert res.settings["sms_after_attempts"] == 1
         assert "attempt 2 on" in res.text
+        # the simulator writes its rule into operator.toml, and the estimator's default is read from there
+        assert ds.config.sms_after_attempts == 1
+        default = sms_effect(ds, arms=TRUTH_ARMS)
+        assert default.settings["sms_after_attempts"] == 1
+        pd.testing.assert_frame_equal(default.summary, res.summary)
         with pytest.raises(ValueError, match="no case has more than"):
             sms_effect(ds, sms_after_attempts=4)
 
@@ -220,3 +226,105 @@ def test_reach_plots_draw_the_plot_data(sample_result):
     heights = sorted(p.get_height() for p in ax2.patches)
     assert heights == pytest.approx(sorted(tab.loc[tab["period"] != "all", "rate"]))
     plt.close("all")
+
+
+# --------------------------------------------------------------------------- protocol, operator facts, intervals
+def test_data_only_estimators_take_no_sample(sample):
+    ds, _ = sample
+    for fn in (sms_effect, answer_rates):
+        with pytest.raises(TypeError, match="takes no sample"):
+            fn(ds, "a cohort")
+    with pytest.raises(ValueError, match="level must be a number strictly between 0 and 1"):
+        answer_rates(ds, level=95)
+
+
+def test_sms_rule_is_read_from_operator_toml(tmp_path, sample):
+    ds, _ = sample
+    # the sample's operator.toml states the rule; a file without it keeps the defaults (old files stay valid)
+    assert (ds.config.sms_after_attempts, ds.config.sms_window_hours) == (2, 48.0)
+    (tmp_path / "operator.toml").write_text('operator = "Old"\ncurrency = "SEK"\n')
+    old = read_operator_config(tmp_path)
+    assert (old.sms_after_attempts, old.sms_window_hours) == (2, 48.0)
+    assert "sms_after_attempts" not in old.extra
+    for line, key in (("sms_after_attempts = 0", "sms_after_attempts"),
+                      ('sms_after_attempts = "2"', "sms_after_attempts"),
+                      ("sms_window_hours = -1", "sms_window_hours"),
+                      ("sms_window_hours = true", "sms_window_hours")):
+        (tmp_path / "operator.toml").write_text(f'operator = "Bad"\ncurrency = "SEK"\n{line}\n')
+        with pytest.raises(ValueError, match=key):
+            read_operator_config(tmp_path)
+
+
+def test_estimators_default_to_the_operator_rule(tmp_path, sample):
+    """A data directory whose operator.toml says SMS after 3 attempts, counted within 2 hours."""
+    ds, _ = sample
+    data = tmp_path / "rule"
+    data.mkdir()
+    for f in SAMPLE.iterdir():
+        if f.suffix == ".parquet":
+            (data / f.name).symlink_to(f)
+    (data / "operator.toml").write_text('operator = "Rule"\ncurrency = "SEK"\nsms_policy_start = 2025-01-01\n'
+                                        "sms_after_attempts = 3\nsms_window_hours = 2\n")
+    with load(data) as rds:
+        cr = case_reach(rds)
+        lag = cr["reached_at"] - cr["sms_at"]
+        assert cr["reached_after_sms"].equals((lag > pd.Timedelta(0)) & (lag <= pd.Timedelta(hours=2)))
+        assert cr["reached_after_sms"].sum() < case_reach(ds)["reached_after_sms"].sum()
+        # an argument overrides the file for that call only
+        pd.testing.assert_frame_equal(case_reach(rds, sms_window_hours=48), case_reach(ds))
+        res = sms_effect(rds, arms=TRUTH_ARMS)
+    assert res.settings["sms_after_attempts"] == 3 and res.settings["sms_window_hours"] == 2.0
+    assert "attempt 4 on" in res.text
+    assert "attempts > 3" in res.metric("reach.sms_odds_ratio")["method"]
+
+
+def _newey_west_se(X: np.ndarray, y: np.ndarray, w: np.ndarray, lags: int) -> np.ndarray:
+    """Newey-West (Bartlett kernel) standard errors of weighted least squares, written out by hand."""
+    Xw, yw = X * np.sqrt(w)[:, None], y * np.sqrt(w)
+    bread = np.linalg.inv(Xw.T @ Xw)
+    beta = bread @ Xw.T @ yw
+    u = (yw - Xw @ beta)[:, None] * Xw
+    meat = u.T @ u
+    for j in range(1, lags + 1):
+        g = u[j:].T @ u[:-j]
+        meat += (1 - j / (lags + 1)) * (g + g.T)
+    return np.sqrt(np.diag(bread @ meat @ bread))
+
+
+def test_intervals_from_standard_errors_carry_them(sample_result):
+    from scipy.stats import norm
+
+    s = sample_result.summary.set_index("metric")
+    z = norm.ppf(0.975)
+    eff = s.loc["reach.sms_effect"]
+    assert "delta method" in eff["method"]
+    assert (eff["ci_low"], eff["ci_high"]) == pytest.approx((eff["estimate"] - z * eff["se"],
+                                                             eff["estimate"] + z * eff["se"]), abs=1e-12)
+    cf = s.loc["reach.after_sms_without_policy"]
+    assert cf["se"] == eff["se"]
+    orr = s.loc["reach.sms_odds_ratio"]
+    assert "log scale" in orr["method"]
+    assert (np.log(orr["ci_low"]), np.log(orr["ci_high"])) == pytest.approx(
+        (np.log(orr["estimate"]) - z * orr["se"], np.log(orr["estimate"]) + z * orr["se"]), abs=1e-12)
+    # the ITS standard errors are Newey-West's, recomputed here by hand from the weekly series
+    w = sample_result.get_plot_data("weekly")
+    fit = sample_result.details["its"]
+    X, names = np.asarray(fit.model.exog), list(fit.model.exog_names)
+    assert np.allclose(X[:, names.index("level_change")], w["post_policy"].astype(float))
+    se = _newey_west_se(X, w["reach"].to_numpy(float), w["n"].to_numpy(float), sample_result.settings["hac_lags"])
+    for term, metric in (("level_change", "reach.its_level_change"), ("slope_change", "reach.its_slope_change")):
+        row = s.loc[metric]
+        assert row["se"] == pytest.approx(se[names.index(term)], rel=1e-9)
+        assert (row["ci_low"], row["ci_high"]) == pytest.approx((row["estimate"] - z * row["se"],
+                                                                 row["estimate"] + z * row["se"]), abs=1e-12)
+
+
+def test_policy_with_cases_on_one_side_is_a_typed_warning(sample):
+    from carecall_eval.errors import DataWarning
+
+    ds, _ = sample
+    with pytest.warns(DataWarning, match="leaves no phone cases on one side"):
+        res = sms_effect(ds, policy_start="2030-01-01", level=0.9)
+    assert "reach.sms_effect" not in set(res.summary["metric"])
+    assert "the policy date 2030-01-01 has cases on one side only" in res.text
+    assert "90% CI" in res.text and "95%" not in res.text

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from ..calendar import quarter_of
 from ..results import Reporting, tidy
 from .design import StudyDesign
 from .windows import prior_rg_flags, window_aggregates
@@ -342,7 +343,7 @@ def _covariates(ds, cand: pd.DataFrame, design: StudyDesign, data_end: pd.Timest
     out = cand.set_index("row_id")
     out["age"] = (idx.dt.year - out["birth_year"]).to_numpy().astype(float)
     out["tenure_years"] = ((idx - out["registered_on"]).dt.days / 365.25).to_numpy()
-    out["index_quarter"] = idx.dt.year.astype(str).to_numpy() + "Q" + idx.dt.quarter.astype(str).to_numpy()
+    out["index_quarter"] = quarter_of(idx).to_numpy()
     # calendar time as a number (years since 2000): a trend term that cannot separate groups like quarter dummies
     out["index_time"] = ((idx - pd.Timestamp("2000-01-01")).dt.days / 365.25).to_numpy()
     out = out.join(tot)

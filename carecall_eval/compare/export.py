@@ -20,11 +20,12 @@ import numpy as np
 import pandas as pd
 
 from .._version import __version__
+from ..calendar import parse_quarter
 from . import suppress as sup
 from .bundle import BUNDLE_FORMAT, BUNDLE_VERSION, write_bundle
 from .meta import SE_SCALES, se_from_ci
 
-__all__ = ["export_bundle", "build_tables", "parse_quarter", "METRIC_COLUMNS", "COUNT_COLUMNS"]
+__all__ = ["export_bundle", "build_tables", "METRIC_COLUMNS", "COUNT_COLUMNS"]
 
 #: Columns of ``metrics.csv``, in order.
 METRIC_COLUMNS = ["estimator", "metric", "group", "estimate", "ci_low", "ci_high", "se", "se_scale", "n",
@@ -48,21 +49,6 @@ _DEFINITION_KEYS = {
 #: Metrics whose estimate is a share of people (the numerator is an implied count).
 _SHARE = re.compile(r"^(reach\.(overall|quarter|before_sms|after_sms)|attempt\.answer_rate|reception\.\w+|"
                     r"call_outcome\.\w+|actions\.\w+|retention\.(account|active)_\w+|spending\.share_reduced)$")
-
-
-
-def parse_quarter(value) -> tuple[str, _dt.date, _dt.date]:
-    """``"2025Q3"`` -> ``("2025Q3", date(2025, 7, 1), date(2025, 9, 30))`` (via :func:`report.quarters.parse_quarter`).
-
-    Examples
-    --------
-    >>> parse_quarter("2025-q1")
-    ('2025Q1', datetime.date(2025, 1, 1), datetime.date(2025, 3, 31))
-    """
-    from ..report.quarters import parse_quarter as _parse
-
-    q = _parse(value)
-    return q.label, q.start, q.end
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -354,7 +340,8 @@ def export_bundle(data_or_evaluation, out, quarter: str | None = None, *, design
 
     label = start = end = None
     if quarter is not None:
-        label, start, end = parse_quarter(quarter)
+        q = parse_quarter(quarter)
+        label, start, end = q.label, q.start, q.end
     if isinstance(data_or_evaluation, Evaluation):
         ev = data_or_evaluation
         if design is not None:

@@ -11,7 +11,13 @@ from typing import Any, Mapping
 from .errors import ContractError, Problem
 
 CONFIG_FILE = "operator.toml"
-_KNOWN = ("operator", "currency", "sms_policy_start", "small_cell_threshold")
+_KNOWN = ("operator", "currency", "sms_policy_start", "small_cell_threshold", "sms_after_attempts",
+          "sms_window_hours")
+#: The missed-call SMS rule when operator.toml does not state it (Norsk Tipping's, copied by Svenska Spel):
+#: sent after the second unanswered attempt, and a customer answering within 48 hours of it counts as
+#: reached after the SMS.
+DEFAULT_SMS_AFTER_ATTEMPTS = 2
+DEFAULT_SMS_WINDOW_HOURS = 48.0
 
 
 @dataclass(frozen=True)
@@ -28,6 +34,13 @@ class OperatorConfig:
         Date the missed-call SMS began; None if there was no such policy.
     small_cell_threshold : int
         Cells with fewer customers than this are suppressed in shared outputs.
+    sms_after_attempts : int
+        The missed-call SMS is sent after this many unanswered attempts of a
+        case (default 2), so attempts ``sms_after_attempts + 1`` and later are
+        the ones it can change.
+    sms_window_hours : float
+        A case answered within this many hours after its SMS counts as reached
+        after the SMS (default 48).
     extra : Mapping
         Any further keys in the file, kept as read.
     """
@@ -36,16 +49,22 @@ class OperatorConfig:
     currency: str
     sms_policy_start: _dt.date | None = None
     small_cell_threshold: int = 10
+    sms_after_attempts: int = DEFAULT_SMS_AFTER_ATTEMPTS
+    sms_window_hours: float = DEFAULT_SMS_WINDOW_HOURS
     extra: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}),
                                      compare=False)
 
     def __reduce__(self):  # picklable although `extra` is a read-only mapping proxy
         return (_rebuild_config, (self.operator, self.currency, self.sms_policy_start,
-                                  self.small_cell_threshold, dict(self.extra)))
+                                  self.small_cell_threshold, dict(self.extra), self.sms_after_attempts,
+                                  self.sms_window_hours))
 
 
-def _rebuild_config(operator, currency, sms_policy_start, small_cell_threshold, extra) -> OperatorConfig:
-    return OperatorConfig(operator, currency, sms_policy_start, small_cell_threshold, MappingProxyType(extra))
+def _rebuild_config(operator, currency, sms_policy_start, small_cell_threshold, extra,
+                    sms_after_attempts=DEFAULT_SMS_AFTER_ATTEMPTS,
+                    sms_window_hours=DEFAULT_SMS_WINDOW_HOURS) -> OperatorConfig:
+    return OperatorConfig(operator, currency, sms_policy_start, small_cell_threshold, sms_after_attempts,
+                          sms_window_hours, MappingProxyType(extra))
 
 
 def parse_operator_config(values: Mapping[str, Any]) -> tuple[OperatorConfig | None, list[Problem]]:
@@ -99,6 +118,21 @@ def parse_operator_config(values: Mapping[str, Any]) -> tuple[OperatorConfig | N
     else:
         out["small_cell_threshold"] = threshold
 
+    after = values.get("sms_after_attempts", DEFAULT_SMS_AFTER_ATTEMPTS)
+    if isinstance(after, bool) or not isinstance(after, int) or after < 1:
+        bad("sms_after_attempts", "type", after, "a whole number >= 1: unanswered attempts before the "
+            f"missed-call SMS (default {DEFAULT_SMS_AFTER_ATTEMPTS})")
+    else:
+        out["sms_after_attempts"] = after
+
+    window = values.get("sms_window_hours", DEFAULT_SMS_WINDOW_HOURS)
+    if isinstance(window, bool) or not isinstance(window, (int, float)) or not 0 < window < float("inf"):
+        bad("sms_window_hours", "type", window,
+            f"a number of hours > 0: an answer this soon after the SMS counts as reached after it "
+            f"(default {DEFAULT_SMS_WINDOW_HOURS:g})")
+    else:
+        out["sms_window_hours"] = float(window)
+
     if problems:
         return None, problems
     extra = MappingProxyType({k: v for k, v in values.items() if k not in _KNOWN})
@@ -141,7 +175,8 @@ def read_operator_config(path: str | Path) -> OperatorConfig:
     >>> _ = (d / "operator.toml").write_text('operator = "Demo"\\ncurrency = "SEK"\\n'
     ...                                      'sms_policy_start = 2023-03-01\\n')
     >>> read_operator_config(d)
-    OperatorConfig(operator='Demo', currency='SEK', sms_policy_start=datetime.date(2023, 3, 1), small_cell_threshold=10, extra=mappingproxy({}))
+    OperatorConfig(operator='Demo', currency='SEK', sms_policy_start=datetime.date(2023, 3, 1),
+                   small_cell_threshold=10, sms_after_attempts=2, sms_window_hours=48.0, extra=mappingproxy({}))
     """
     path = Path(path)
     if path.is_dir():

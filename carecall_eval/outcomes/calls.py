@@ -14,8 +14,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from .._validation import check_choice, check_int, check_level, check_no_sample
+from ..calendar import quarter_of
+from ..contract.base import open_data
+from ..errors import DataWarning, InputError, NotAvailableError
+from ..narrative import calls as narrative
 from ..results import Result, tidy
-from .reach import _check_level, _quarter
 
 __all__ = ["call_length", "quantile_interval", "BY_OPTIONS"]
 
@@ -66,7 +70,7 @@ def quantile_interval(x, q: float, level: float = 0.95) -> tuple[float, float, f
     >>> est, lo, hi
     (50.5, 40.0, 61.0)
     """
-    level = _check_level(level)
+    level = check_level(level)
     if not 0 < q < 1:
         raise ValueError(f"q must be strictly between 0 and 1, got {q!r}")
     x = np.sort(np.asarray(x, dtype=float))
@@ -83,22 +87,25 @@ def quantile_interval(x, q: float, level: float = 0.95) -> tuple[float, float, f
     return est, lo, hi
 
 
-def _mean_interval(x: np.ndarray, level: float) -> tuple[float, float, float]:
+def _mean_interval(x: np.ndarray, level: float) -> tuple[float, float, float, float]:
+    """Mean, its standard error and the t interval (NaN where too few observations)."""
     n = x.size
     if n == 0:
-        return np.nan, np.nan, np.nan
+        return np.nan, np.nan, np.nan, np.nan
     m = float(x.mean())
     if n < 2:
-        return m, np.nan, np.nan
-    half = stats.t.ppf(0.5 + level / 2, n - 1) * x.std(ddof=1) / np.sqrt(n)
-    return m, m - half, m + half
+        return m, np.nan, np.nan, np.nan
+    sd = x.std(ddof=1)
+    se = float(sd / np.sqrt(n))
+    half = stats.t.ppf(0.5 + level / 2, n - 1) * sd / np.sqrt(n)
+    return m, se, m - half, m + half
 
 
 def _rows(x: np.ndarray, group: str, level: float) -> list[dict]:
     n = int(x.size)
-    m, lo, hi = _mean_interval(x, level)
-    rows = [{"metric": "call_length.mean_s", "group": group, "estimate": m, "ci_low": lo, "ci_high": hi, "n": n,
-             "method": "mean of answered calls, t interval"}]
+    m, se, lo, hi = _mean_interval(x, level)
+    rows = [{"metric": "call_length.mean_s", "group": group, "estimate": m, "se": se, "ci_low": lo, "ci_high": hi,
+             "n": n, "method": "mean of answered calls, t interval from its standard error"}]
     qs = {}
     for q, metric in _QUANTILES.items():
         est, lo, hi = quantile_interval(x, q, level)
@@ -117,14 +124,18 @@ def _pseudonyms(agent: pd.Series) -> tuple[pd.Series, dict]:
     return agent.map(mapping).fillna("agent_unrecorded"), mapping
 
 
-def call_length(ds, by: Sequence[str] | str | None = None, *, include_agents: bool = False,
-                level: float = 0.95, n_bins: int = 30) -> Result:
+def call_length(data, sample=None, /, *, level: float = 0.95, by: Sequence[str] | str | None = None,
+                include_agents: bool = False, n_bins: int = 30) -> Result:
     """Length of answered calls: n, mean, median, quartiles, IQR and 90th percentile, overall and by group.
 
     Parameters
     ----------
-    ds : carecall_eval.contract.Dataset
-        Loaded data (table ``call_attempts``; ``call_cases`` is not needed).
+    data : Dataset, IbisDataset or path
+        The data (table ``call_attempts``; ``call_cases`` is not needed).
+    sample : None
+        Call length reads the call attempts directly and takes no sample.
+    level : float
+        Confidence level of every interval.
     by : {"outcome", "quarter", "agent"} or a sequence of them, optional
         Breakdowns besides the overall rows.  Default ``("outcome", "quarter")``
         plus ``"agent"`` when ``include_agents`` is true.
@@ -133,8 +144,6 @@ def call_length(ds, by: Sequence[str] | str | None = None, *, include_agents: bo
         (``agent_01`` ... in the sorted order of ``agent_id``; the mapping is
         in ``details["agent_pseudonyms"]``, never in the summary).  Keep the
         default for anything shared outside the operator.
-    level : float
-        Confidence level of every interval.
     n_bins : int
         Number of log-spaced histogram bins in the plot data.
 
@@ -146,7 +155,10 @@ def call_length(ds, by: Sequence[str] | str | None = None, *, include_agents: bo
         ``call_length.p90_s`` with ``group`` ``"all"`` or ``"{by}={value}"``
         (e.g. ``"quarter=2025Q1"``, ``"outcome=limit_set"``), and
         ``call_length.trend_s_per_year`` / ``all`` (OLS slope of call length
-        on calendar time, HC3 interval).  Plot data: ``"distribution"``
+        on calendar time, HC3 interval).  ``se`` is filled for the mean (its
+        t interval) and the trend (HC3); quantile intervals are exact order
+        statistics and have none.  The text is written by
+        :func:`carecall_eval.narrative.calls.text`.  Plot data: ``"distribution"``
         (sorted durations with their ECDF), ``"histogram"`` (log-spaced bins),
         ``"quarters"`` (mean and median by quarter with intervals).
 
@@ -156,30 +168,30 @@ def call_length(ds, by: Sequence[str] | str | None = None, *, include_agents: bo
     the quarter of the call itself.  Answered attempts without a duration are
     dropped with a warning (the contract requires one).
     """
-    level = _check_level(level)
+    ds = open_data(data, "call_length")
+    check_no_sample(sample, "call_length")
+    level = check_level(level)
     if by is None:
         by = ("outcome", "quarter") + (("agent",) if include_agents else ())
     elif isinstance(by, str):
         by = (by,)
     by = tuple(by)
-    bad = [b for b in by if b not in BY_OPTIONS]
-    if bad:
-        raise ValueError(f"by must be among {BY_OPTIONS}, got {bad}")
+    for b in by:
+        check_choice("by", b, BY_OPTIONS)
     if "agent" in by and not include_agents:
-        raise ValueError("call length by agent carries staff identifiers and belongs only in the operator's own "
+        raise InputError("call length by agent carries staff identifiers and belongs only in the operator's own "
                          "report; pass include_agents=True to allow it")
-    if not isinstance(n_bins, (int, np.integer)) or n_bins < 2:
-        raise ValueError(f"n_bins must be an integer >= 2, got {n_bins!r}")
+    n_bins = check_int("n_bins", n_bins, 2)
     att = ds.table("call_attempts")
     ans = att[att["answered"].astype(bool)].copy()
     missing = ans["duration_s"].isna() | ~(ans["duration_s"] > 0)
     if missing.any():
         warnings.warn(f"{int(missing.sum())} answered attempts have no positive duration_s and are left out",
-                      stacklevel=2)
+                      DataWarning, stacklevel=2)
         ans = ans[~missing]
     if ans.empty:
-        raise ValueError("call_attempts has no answered attempts with a duration; nothing to summarise")
-    ans["quarter"] = _quarter(ans["attempted_at"])
+        raise NotAvailableError("call_attempts has no answered attempts with a duration; nothing to summarise")
+    ans["quarter"] = quarter_of(ans["attempted_at"])
     ans["outcome"] = ans["outcome"].fillna("(none)") if "outcome" in ans else "(none)"
     details: dict = {}
     if "agent" in by:
@@ -199,8 +211,8 @@ def call_length(ds, by: Sequence[str] | str | None = None, *, include_agents: bo
         trend = sm.OLS(x, sm.add_constant(years)).fit(cov_type="HC3")
         lo, hi = trend.conf_int(alpha=1 - level)[1]
         rows.append({"metric": "call_length.trend_s_per_year", "group": "all", "estimate": float(trend.params[1]),
-                     "ci_low": float(lo), "ci_high": float(hi), "n": len(x),
-                     "method": "OLS slope of call length on calendar time, HC3 interval"})
+                     "se": float(trend.bse[1]), "ci_low": float(lo), "ci_high": float(hi), "n": len(x),
+                     "method": "OLS slope of call length on calendar time, HC3 robust interval"})
         details["trend_model"] = trend
 
     summary = tidy(rows)
@@ -230,23 +242,7 @@ def call_length(ds, by: Sequence[str] | str | None = None, *, include_agents: bo
                  "reference": overall.loc[["call_length.mean_s", "call_length.median_s", "call_length.p90_s"],
                                           "estimate"].to_dict()}
 
-    def mmss(s: float) -> str:
-        s = int(round(s))
-        return f"{s // 60} min {s % 60:02d} s"
-
-    med = overall.loc["call_length.median_s"]
-    text = (f"{len(x):,} answered calls lasted {mmss(overall.loc['call_length.mean_s', 'estimate'])} on average; "
-            f"half were shorter than {mmss(med['estimate'])} ({level:.0%} CI {mmss(med['ci_low'])} to "
-            f"{mmss(med['ci_high'])}), and one in ten lasted longer than "
-            f"{mmss(overall.loc['call_length.p90_s', 'estimate'])}.")
-    if trend is not None:
-        lo, hi = trend.conf_int(alpha=1 - level)[1]
-        if lo > 0 or hi < 0:
-            text += (f" Calls grew {'longer' if trend.params[1] > 0 else 'shorter'} over the period, by about "
-                     f"{abs(trend.params[1]):.0f} s a year.")
-        else:
-            text += " There is no clear trend in call length over the period."
-    params = {"by": list(by), "include_agents": bool(include_agents), "level": level,
-              "population": "answered attempts (all cases)", "n_calls": int(len(x))}
-    return Result(name="call_length", summary=summary, text=text, settings=params, plot_data=plot_data,
-                  details=details)
+    settings = {"level": level, "by": list(by), "include_agents": bool(include_agents), "n_bins": n_bins,
+                "population": "answered attempts (all cases)", "n_calls": int(len(x))}
+    return Result(name="call_length", summary=summary, text=narrative.text(summary, settings), settings=settings,
+                  plot_data=plot_data, details=details)

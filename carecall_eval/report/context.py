@@ -32,9 +32,10 @@ from pathlib import Path
 import pandas as pd
 
 from .._version import __version__
+from ..calendar import Quarter, parse_quarter, quarter_of
 from ..cohorts import StudyDesign
 from ..results import Result
-from .quarters import Quarter, parse_quarter, quarter_kpis, quarter_of
+from .quarters import quarter_kpis
 
 __all__ = ["QuarterlyReport", "DatasetInfo", "build_quarterly", "load_report", "effect_cohort_period", "check_quarter", "provenance"]
 

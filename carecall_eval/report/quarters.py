@@ -1,6 +1,7 @@
-"""Calendar quarters and the headline KPIs of a quarterly report.
+"""The headline KPIs of a quarterly report, quarter by quarter.
 
-:func:`parse_quarter` turns ``"2025Q3"`` into a :class:`Quarter`;
+Quarters themselves (:class:`Quarter`, :func:`parse_quarter`, :func:`quarter_of`)
+live in :mod:`carecall_eval.calendar` and are re-exported here;
 :func:`quarter_kpis` computes the headline figures of several quarters at once
 (vectorised over the small tables) as tidy rows with stable metric ids
 ``kpi.*``; :func:`kpi_table` lays them out for people, with small cells
@@ -8,100 +9,15 @@ suppressed.
 """
 from __future__ import annotations
 
-import datetime as _dt
-import re
-from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 
+from ..calendar import Quarter, parse_quarter, quarter_of
 from ..results import tidy
 
 __all__ = ["Quarter", "parse_quarter", "quarter_of", "quarter_kpis", "kpi_table", "KPI_LABELS"]
-
-_QUARTER_RE = re.compile(r"^\s*(\d{4})\s*[-_ ]?\s*[Qq]([1-4])\s*$")
-
-
-@dataclass(frozen=True, order=True)
-class Quarter:
-    """A calendar quarter.
-
-    Attributes
-    ----------
-    year : int
-    q : int
-        1 to 4.
-
-    Examples
-    --------
-    >>> Quarter(2025, 3).label, str(Quarter(2025, 3).start), str(Quarter(2025, 3).end)
-    ('2025Q3', '2025-07-01', '2025-09-30')
-    >>> Quarter(2025, 1).shift(-1).label
-    '2024Q4'
-    """
-
-    year: int
-    q: int
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.q <= 4:
-            raise ValueError(f"quarter number must be 1 to 4, got {self.q!r}")
-
-    @property
-    def label(self) -> str:
-        return f"{self.year}Q{self.q}"
-
-    def __str__(self) -> str:
-        return self.label
-
-    @property
-    def start(self) -> _dt.date:
-        """First day of the quarter."""
-        return _dt.date(self.year, 3 * self.q - 2, 1)
-
-    @property
-    def end(self) -> _dt.date:
-        """Last day of the quarter."""
-        return self.shift(1).start - _dt.timedelta(days=1)
-
-    def shift(self, n: int) -> "Quarter":
-        """The quarter ``n`` quarters later (earlier when negative)."""
-        k = self.year * 4 + (self.q - 1) + int(n)
-        return Quarter(k // 4, k % 4 + 1)
-
-    def previous(self, n: int) -> list["Quarter"]:
-        """This quarter and the ``n`` before it, oldest first."""
-        return [self.shift(-k) for k in range(n, -1, -1)]
-
-
-def parse_quarter(value: str | Quarter) -> Quarter:
-    """Parse ``"2025Q3"`` (also ``"2025-Q3"``, ``"2025 q3"``) into a :class:`Quarter`.
-
-    Raises
-    ------
-    ValueError
-        With the expected form, when ``value`` is not a quarter.
-
-    Examples
-    --------
-    >>> parse_quarter("2025-q3")
-    Quarter(year=2025, q=3)
-    """
-    if isinstance(value, Quarter):
-        return value
-    m = _QUARTER_RE.match(str(value))
-    if not m:
-        raise ValueError(f"quarter {value!r} is not a calendar quarter; write it as YEAR then Q1-Q4, e.g. 2025Q3")
-    return Quarter(int(m.group(1)), int(m.group(2)))
-
-
-def quarter_of(dates) -> pd.Series:
-    """Quarter labels (``"2025Q3"``) of a series of dates; missing dates stay missing."""
-    s = pd.to_datetime(pd.Series(dates))
-    out = s.dt.year.astype("Int64").astype(str) + "Q" + s.dt.quarter.astype("Int64").astype(str)
-    return out.where(s.notna())
-
 
 #: Row labels of :func:`kpi_table`, in order (metric id -> label, kind).
 KPI_LABELS: dict[str, tuple[str, str]] = {
@@ -151,7 +67,8 @@ def quarter_kpis(ds, quarters: Sequence[Quarter | str], *, level: float = 0.95) 
     :func:`carecall_eval.outcomes.calls.call_length`.
     """
     from ..contract.spec import OUTCOMES, RECEPTIONS
-    from ..outcomes.reach import case_reach, wilson_interval
+    from ..outcomes.intervals import wilson_interval
+    from ..outcomes.reach import case_reach
 
     labels = [parse_quarter(q).label for q in quarters]
     idx = pd.Index(labels, name="quarter")

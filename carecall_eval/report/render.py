@@ -247,13 +247,11 @@ def render_report(data, quarter, out="reports", design=None, *, notebook=None, k
     import jupytext
     import papermill as pm
 
+    from ..calendar import parse_quarter
     from ..contract import open_dataset
     from ..contract.validation import validate_dataset
-    from .context import check_quarter, provenance
-    from .quarters import parse_quarter
-
     from ..stages import Stages
-    from .context import build_quarterly
+    from .context import build_quarterly, check_quarter, provenance
 
     st = stages if stages is not None else Stages(quiet=not progress)
     say = st.say
@@ -364,11 +362,9 @@ def render_report(data, quarter, out="reports", design=None, *, notebook=None, k
 
 def latest_complete_quarter(ds):
     """The last quarter whose every day is in the data (``quarter="latest"``)."""
-    from .quarters import Quarter
+    from ..calendar import last_complete_quarter
 
-    end = pd_date(ds.data_end)
-    q = Quarter(end.year, (end.month - 1) // 3 + 1)
-    return q if end >= q.end else q.shift(-1)
+    return last_complete_quarter(ds.data_end, what=f"the data end of {ds.path} (no activity rows?)")
 
 
 def pd_date(ts) -> _dt.date:

@@ -68,7 +68,7 @@ def write_operator_toml(p: SimulationParams, out: Path) -> None:
     toml = [f'operator = "{p.operator}"', f'currency = "{p.currency}"']
     if p.sms_policy_start:
         toml.append(f"sms_policy_start = {p.sms_policy_start}")
-    toml.append("small_cell_threshold = 10")
+    toml += ["small_cell_threshold = 10", f"sms_after_attempts = {p.sms_after_attempts}", "sms_window_hours = 48"]
     (out / "operator.toml").write_text("\n".join(toml) + "\n")
 
 

@@ -1,0 +1,398 @@
+"""The attempt-level answer model behind ``reach.sms_effect``: design, fit, prediction, intervals.
+
+Attempts up to a case's first answered one are the rows of a discrete-time
+(attempt-by-attempt) logistic model of answering, with attempt-number effects,
+calendar-period fixed effects, case-mix covariates and one *late attempt x after
+policy* term (:class:`Design`, :func:`fit_logit`).  :class:`Predictor` turns the
+fitted model into each post-policy case's chance of being reached with and
+without that term, over the attempt sequence the protocol gives it
+(:func:`protocol`, :func:`build_predictor`); the interval comes from the delta
+method (:func:`delta_se`) or a case bootstrap (:func:`bootstrap`).
+:func:`fit_sms_model` runs the whole chain.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ..._validation import z_quantile
+from ...calendar import quarter_of
+from ...errors import ConvergenceWarning, DataWarning, InputError, NotAvailableError
+
+__all__ = ["SmsModel", "fit_sms_model", "case_covariates", "Design", "Predictor", "attempt_frame", "protocol",
+           "build_predictor", "fit_logit", "bootstrap", "delta_se", "hour_band"]
+
+#: Pre-index windows (inclusive day offsets from the case's opening) of the
+#: case-mix covariates of the answer model.
+PRE_WINDOWS = {"pre28": (-28, -1), "pre84": (-84, -1)}
+#: Bands of the hour of day of an attempt (left-closed).
+HOUR_BANDS = ([0, 12, 17, 20, 24], ["00-11", "12-16", "17-19", "20-23"])
+
+
+def hour_band(hour: pd.Series) -> pd.Series:
+    edges, labels = HOUR_BANDS
+    return pd.cut(hour, edges, right=False, labels=labels).astype(str)
+
+
+def case_covariates(ds, cases: pd.DataFrame) -> pd.DataFrame:
+    """Case-mix covariates at the case's opening: pre-window spending, product mix, age, trigger."""
+    from ...cohorts.windows import window_aggregates
+
+    keys = pd.DataFrame({"row_id": np.arange(len(cases)), "customer_id": cases["customer_id"].to_numpy(),
+                         "index_date": cases["opened_on"].to_numpy()})
+    tot = window_aggregates(ds, keys, PRE_WINDOWS, share_window=PRE_WINDOWS["pre84"])
+    shares = tot[[c for c in tot.columns if c.startswith("share_")]]
+    cov = pd.DataFrame(index=np.arange(len(cases)))
+    cov["log_tl_pre28"] = np.log1p(tot["tl_pre28"].clip(lower=0).to_numpy())
+    cov["log_tl_pre84"] = np.log1p(tot["tl_pre84"].clip(lower=0).to_numpy())
+    days = tot["active_days_pre84"].to_numpy()
+    cov["log_stake_per_day_pre84"] = np.log1p(tot["wagered_pre84"].to_numpy() / np.maximum(days, 1))
+    cov["active_share_pre84"] = days / 84.0
+    for col in list(shares.columns)[1:]:                 # the first product is the reference
+        cov[col] = shares[col].to_numpy()
+    cust = ds.table("customers")[["customer_id", "birth_year"]]
+    by = cases[["customer_id"]].merge(cust, on="customer_id", how="left")["birth_year"].astype(float)
+    age = pd.to_datetime(cases["opened_on"]).dt.year.to_numpy() - by.to_numpy()
+    if np.isnan(age).any():
+        warnings.warn(f"{int(np.isnan(age).sum())} cases have no birth_year; their age is set to the median "
+                      "and flagged with age_missing", DataWarning, stacklevel=4)
+        cov["age_missing"] = np.isnan(age).astype(float)
+        age = np.where(np.isnan(age), np.nanmedian(age), age)
+    cov["age_10y"] = (age - 40) / 10
+    return cov
+
+
+@dataclass
+class Design:
+    """Column layout of the answer model, fixed on the fitting data."""
+
+    categorical: dict          # column -> list of levels (first is the reference)
+    continuous: list
+    treat: str = "late_after"
+
+    @classmethod
+    def from_frame(cls, df: pd.DataFrame, categorical: list[str], continuous: list[str]) -> "Design":
+        levels = {}
+        for c in categorical:
+            counts = df[c].value_counts()
+            lv = sorted(counts.index.tolist(), key=lambda v: (-counts[v], str(v)))   # reference: most common
+            levels[c] = lv
+        return cls(levels, list(continuous))
+
+    @property
+    def names(self) -> list[str]:
+        out = ["const", self.treat]
+        for c, lv in self.categorical.items():
+            out += [f"{c}[{v}]" for v in lv[1:]]
+        return out + list(self.continuous)
+
+    def matrix(self, df: pd.DataFrame) -> np.ndarray:
+        cols = [np.ones(len(df)), df[self.treat].to_numpy(float)]
+        for c, lv in self.categorical.items():
+            v = df[c].to_numpy()
+            cols += [(v == x).astype(float) for x in lv[1:]]
+        cols += [df[c].to_numpy(float) for c in self.continuous]
+        return np.column_stack(cols)
+
+
+def independent_columns(X: np.ndarray, protect: int = 2) -> np.ndarray:
+    """Indices of a maximal set of linearly independent columns, keeping the first ``protect``."""
+    Xs = X / np.maximum(np.sqrt((X ** 2).mean(axis=0)), 1e-12)
+    G = Xs.T @ Xs / len(Xs)                      # scaled Gram matrix: p x p, cheap for any number of rows
+    keep: list[int] = []
+    for j in range(X.shape[1]):
+        trial = keep + [j]
+        if np.linalg.eigvalsh(G[np.ix_(trial, trial)])[0] > 1e-10:
+            keep.append(j)
+        elif j < protect:
+            raise NotAvailableError("the late-attempt x after-policy term cannot be separated from the other terms "
+                             "(are there late attempts both before and after the policy?)")
+    return np.array(keep)
+
+
+def _expit(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+@dataclass
+class Predictor:
+    """Everything needed to predict post-policy cases' reach with and without the policy term."""
+
+    X_with: np.ndarray        # (n_rows, p): one row per (case, attempt, hour band)
+    X_without: np.ndarray
+    weight: np.ndarray        # probability of the row's hour band (1 for observed attempts)
+    cell: np.ndarray          # flat index case * K + (attempt - 1) of the row
+    q: np.ndarray             # (n_cases, K): probability the attempt is made given the previous unanswered
+    n_cases: int
+    K: int
+
+    def prob(self, beta: np.ndarray, X: np.ndarray) -> np.ndarray:
+        """(n_cases, K) chance of answering attempt k if it is made and all before it went unanswered."""
+        p_rows = self.weight * _expit(X @ beta)
+        return np.bincount(self.cell, weights=p_rows, minlength=self.n_cases * self.K).reshape(self.n_cases, self.K)
+
+    def reach(self, beta: np.ndarray, X: np.ndarray) -> np.ndarray:
+        p = self.prob(beta, X)
+        alive = np.ones(self.n_cases)            # P(attempt k is made and all before unanswered)
+        total = np.zeros(self.n_cases)
+        for k in range(self.K):
+            alive = alive * self.q[:, k]
+            total += alive * p[:, k]
+            alive = alive * (1 - p[:, k])
+        return total
+
+    def effects(self, beta: np.ndarray, case_weight: np.ndarray | None = None) -> tuple[float, float, float]:
+        rw, ro = self.reach(beta, self.X_with), self.reach(beta, self.X_without)
+        w = np.ones(self.n_cases) if case_weight is None else case_weight
+        mw, mo = float(np.average(rw, weights=w)), float(np.average(ro, weights=w))
+        return mw - mo, mw, mo
+
+
+def attempt_frame(cr: pd.DataFrame, att: pd.DataFrame, cov: pd.DataFrame, s: int, period: str,
+                   min_period_cases: int = 30) -> pd.DataFrame:
+    """Attempt-level modelling frame: one row per attempt up to the first answered one."""
+    c = cr.reset_index(drop=True).join(cov)
+    c["period_fe"] = (quarter_of(c["opened_on"]) if period == "quarter"
+                      else c["opened_on"].dt.strftime("%Y-%m")) + np.where(c["post_policy"].astype(bool),
+                                                                           "|after", "|before")
+    c["trigger"] = c["trigger"].fillna("(none)").astype(str) if "trigger" in c else "(none)"
+    a = att[["case_id", "attempted_at", "answered", "attempt_no"]].merge(c, on="case_id", how="inner")
+    a["weekday"] = a["attempted_at"].dt.weekday.astype(str)
+    a["hour_band"] = hour_band(a["attempted_at"].dt.hour)
+    a["attempt"] = a["attempt_no"].astype(str)
+    a["late_after"] = ((a["attempt_no"] > s) & a["post_policy"].astype(bool)).astype(float)
+    a["period_fe"] = merge_small_periods(a, min_cases=min_period_cases)
+    return a
+
+
+def merge_small_periods(a: pd.DataFrame, min_cases: int) -> pd.Series:
+    """Fold calendar periods with fewer than ``min_cases`` cases into their neighbour on the same side of the
+    policy date (a period with a handful of cases would otherwise have its own, unidentified, intercept)."""
+    per = a.drop_duplicates("case_id").groupby("period_fe").size()
+    mapping = {p: p for p in per.index}
+    for side in ("|before", "|after"):
+        levels = sorted(p for p in per.index if p.endswith(side))
+        groups = [[p] for p in levels]
+        size = lambda g: int(per[g].sum())  # noqa: E731
+        while len(groups) > 1 and min(size(g) for g in groups) < min_cases:
+            i = min(range(len(groups)), key=lambda j: size(groups[j]))
+            j = i + 1 if i + 1 < len(groups) else i - 1
+            if j < i:
+                i, j = j, i
+            groups[i:j + 1] = [groups[i] + groups[j]]
+        for g in groups:
+            label = g[0].split("|")[0] + (f"..{g[-1].split('|')[0]}" if len(g) > 1 else "") + side
+            for p in g:
+                mapping[p] = label
+    return a["period_fe"].map(mapping)
+
+
+def protocol(att: pd.DataFrame, cr: pd.DataFrame, data_end: pd.Timestamp, K: int):
+    """Typical day offset of attempt k from attempt 1, and the chance attempt k is made after k-1 unanswered."""
+    first = att[att["attempt_no"] == 1].set_index("case_id")["attempted_at"].dt.normalize()
+    a = att.assign(day=(att["attempted_at"].dt.normalize() - att["case_id"].map(first)).dt.days)
+    offset = a.groupby("attempt_no")["day"].median().reindex(range(1, K + 1)).ffill().to_numpy()
+    cont = np.ones(K)
+    n_by = att.groupby("case_id")["attempt_no"].max()
+    reached = cr.set_index("case_id")["reached"]
+    for k in range(2, K + 1):
+        # cases unanswered after k-1 attempts whose attempt k would still fall inside the data
+        at_risk = n_by[(n_by >= k - 1) & ~((n_by == k - 1) & reached.reindex(n_by.index))].index
+        due = first.reindex(at_risk) + pd.to_timedelta(offset[k - 1], unit="D") <= data_end
+        at_risk = at_risk[due.to_numpy()]
+        if len(at_risk):
+            cont[k - 1] = float((n_by.reindex(at_risk) >= k).mean())
+    return offset, cont
+
+
+def build_predictor(a: pd.DataFrame, cr_post: pd.DataFrame, design: Design, cols: np.ndarray,
+                     offset: np.ndarray, cont: np.ndarray, data_end: pd.Timestamp, s: int) -> Predictor:
+    """Rows for every (post-policy case, attempt 1..K): observed attempts as they were made, the others at the
+    protocol's typical day with the hour band marginalised over its observed distribution."""
+    K = len(offset)
+    cases = cr_post.reset_index(drop=True)
+    pos = pd.Series(np.arange(len(cases)), index=cases["case_id"])
+    obs = a[a["case_id"].isin(pos.index)].copy()
+    obs["i"] = obs["case_id"].map(pos).to_numpy()
+    obs["w"] = 1.0
+    # hour-band distribution per attempt number, from all attempts
+    band = a.groupby(["attempt_no", "hour_band"]).size()
+    band = band / band.groupby(level=0).transform("sum")
+    # case-level columns to copy onto hypothetical attempts
+    case_cols = [c for c in a.columns if c not in
+                 ("attempted_at", "answered", "attempt_no", "weekday", "hour_band", "attempt", "late_after")]
+    case_level = a.drop_duplicates("case_id").set_index("case_id")[[c for c in case_cols if c != "case_id"]]
+    first_day = cases["first_attempt_at"].dt.normalize().to_numpy()
+    n_obs = cases["n_attempts"].to_numpy()
+    reached = cases["reached"].to_numpy(bool)
+    q = np.zeros((len(cases), K))
+    hyp = []
+    for k in range(1, K + 1):
+        observed = n_obs >= k
+        date_k = first_day + np.timedelta64(int(offset[k - 1]), "D")
+        # an attempt beyond the observed ones is possible only if the case was answered (so the protocol stopped
+        # early) and the attempt would fall inside the data
+        possible = ~observed & reached & (date_k <= np.datetime64(data_end))
+        q[:, k - 1] = np.where(observed, 1.0, np.where(possible, cont[k - 1], 0.0))
+        idx = np.flatnonzero(possible)
+        if idx.size == 0:
+            continue
+        kb = band.loc[k] if k in band.index.get_level_values(0) else band.groupby(level=1).mean()
+        base = case_level.loc[cases["case_id"].to_numpy()[idx]].reset_index()
+        base["i"] = idx
+        base["attempt_no"] = k
+        base["weekday"] = pd.DatetimeIndex(date_k[idx]).weekday.astype(str)
+        for hb, w in kb.items():
+            hyp.append(base.assign(hour_band=hb, w=float(w)))
+    rows = pd.concat([obs] + hyp, ignore_index=True)
+    rows["attempt"] = rows["attempt_no"].astype(int).astype(str)
+    rows["late_after"] = (rows["attempt_no"] > s).astype(float)
+    X_with = design.matrix(rows)[:, cols]
+    X_without = design.matrix(rows.assign(late_after=0.0))[:, cols]
+    cell = rows["i"].to_numpy(int) * K + rows["attempt_no"].to_numpy(int) - 1
+    return Predictor(X_with, X_without, rows["w"].to_numpy(float), cell, q, len(cases), K)
+
+
+def fit_logit(y, X, groups, names):
+    import statsmodels.api as sm
+    from statsmodels.tools.sm_exceptions import ConvergenceWarning as SmConvergenceWarning
+    from statsmodels.tools.sm_exceptions import PerfectSeparationWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PerfectSeparationWarning)
+        warnings.simplefilter("ignore", SmConvergenceWarning)    # said below, as the project's own warning
+        # a C-contiguous exog keeps statsmodels' Hessian fast (a DataFrame's Fortran-ordered values are ~20x slower)
+        model = sm.Logit(np.asarray(y, float), np.ascontiguousarray(X, dtype=float))
+        model.data.xnames = list(names)
+        model.data.ynames = "answered"
+        fit = model.fit(disp=0, maxiter=200, cov_type="cluster", cov_kwds={"groups": groups})
+    if not fit.mle_retvals.get("converged", True):
+        warnings.warn("the attempt-level answer model did not converge; treat reach.sms_effect with caution",
+                      ConvergenceWarning, stacklevel=4)
+    return fit
+
+
+def bootstrap(a: pd.DataFrame, X: np.ndarray, y: np.ndarray, pred: Predictor, post_ids: np.ndarray,
+               beta0: np.ndarray, n_boot: int, seed, level: float) -> tuple[np.ndarray, np.ndarray]:
+    """Cluster (case) bootstrap of the effect: cases resampled with replacement, model refitted."""
+    import statsmodels.api as sm
+    from statsmodels.tools.sm_exceptions import ConvergenceWarning as SmConvergenceWarning
+    from statsmodels.tools.sm_exceptions import PerfectSeparationWarning
+
+    rng = np.random.default_rng(seed)
+    case_codes, uniq = pd.factorize(a["case_id"])
+    post_pos = pd.Series(np.arange(len(post_ids)), index=post_ids)
+    post_in_uniq = post_pos.reindex(uniq).to_numpy()           # position among post cases, NaN if pre
+    draws = np.full(n_boot, np.nan)
+    fam = sm.families.Binomial()
+    for b in range(n_boot):
+        counts = rng.multinomial(len(uniq), np.full(len(uniq), 1.0 / len(uniq))).astype(float)
+        fw = counts[case_codes]
+        keep = fw > 0
+        try:
+            with warnings.catch_warnings():
+                # a replicate that separates or stops early is still a draw; overflow in exp() at extreme
+                # coefficients is harmless (statsmodels clips the fitted probabilities)
+                warnings.simplefilter("ignore", PerfectSeparationWarning)
+                warnings.simplefilter("ignore", SmConvergenceWarning)
+                warnings.simplefilter("ignore", RuntimeWarning)
+                res = sm.GLM(y[keep], X[keep], family=fam, freq_weights=fw[keep]).fit(start_params=beta0,
+                                                                                       maxiter=50)
+        except Exception:  # noqa: BLE001 - a failed replicate is dropped and counted
+            continue
+        cw = np.zeros(len(post_ids))
+        ok = ~np.isnan(post_in_uniq)
+        np.add.at(cw, post_in_uniq[ok].astype(int), counts[ok])
+        if cw.sum() == 0:
+            continue
+        draws[b] = pred.effects(np.asarray(res.params), cw)[0]
+    good = draws[~np.isnan(draws)]
+    if len(good) < 0.9 * n_boot:
+        warnings.warn(f"{n_boot - len(good)} of {n_boot} bootstrap refits failed", ConvergenceWarning, stacklevel=4)
+    alpha = 1 - level
+    return np.quantile(good, [alpha / 2, 1 - alpha / 2]), good
+
+
+def delta_se(f, beta: np.ndarray, cov: np.ndarray) -> float:
+    """Delta-method standard error of the scalar ``f(beta)`` (central-difference gradient)."""
+    eps = 1e-5 * np.maximum(1.0, np.abs(beta))
+    grad = np.empty(len(beta))
+    for j in range(len(beta)):
+        bp, bm = beta.copy(), beta.copy()
+        bp[j] += eps[j]
+        bm[j] -= eps[j]
+        grad[j] = (f(bp) - f(bm)) / (2 * eps[j])
+    return float(np.sqrt(grad @ cov @ grad))
+
+
+@dataclass
+class SmsModel:
+    """The answer model's estimate of the SMS effect on the reach of post-policy cases."""
+
+    effect: float              # predicted reach with minus without the policy term, averaged over post cases
+    se: float                  # delta-method SE, or the bootstrap draws' standard deviation
+    ci: tuple                  # (low, high) at the requested level
+    method: str
+    odds_ratio: float          # exp(beta) of the late-attempt x after-policy term
+    log_or_se: float           # its case-clustered SE on the log scale
+    odds_ratio_ci: tuple
+    n_attempts: int            # attempts in the model
+    fit: object                # the statsmodels fit
+    names: list                # its terms
+    attempts: pd.DataFrame     # the modelling frame
+    reach_with: float
+    reach_without: float
+    boot: np.ndarray | None
+
+
+def fit_sms_model(ds, cr: pd.DataFrame, att: pd.DataFrame, post_cases: pd.DataFrame, *, s: int, period: str,
+                  policy: pd.Timestamp, offset: np.ndarray, cont: np.ndarray, data_end: pd.Timestamp, level: float,
+                  interval: str, n_boot: int, seed) -> SmsModel:
+    """Fit the attempt-level difference-in-differences logit and turn it into the change in case-level reach.
+
+    Parameters are the case table ``cr`` (:func:`~.cases.case_reach`), its attempts ``att``, the post-policy
+    cases, the SMS rule ``s`` (attempts after the ``s``-th can be changed), the calendar ``period`` of the fixed
+    effects, the protocol (``offset``, ``cont`` from :func:`protocol`), the data end and the interval options.
+    """
+    K = int(att["attempt_no"].max())
+    if K <= s:
+        raise InputError(f"sms_after_attempts={s} but no case has more than {K} attempts: there are no attempts "
+                         "the SMS could change; check the operator's SMS rule (sms_after_attempts in operator.toml)")
+    cov = case_covariates(ds, cr)
+    a = attempt_frame(cr, att, cov, s, period)
+    if not ((a["late_after"] == 1).any() and ((a["attempt_no"] > s) & ~a["post_policy"].astype(bool)).any()):
+        raise NotAvailableError(f"need attempts after attempt {s} both before and after {policy.date()} to "
+                                "estimate the SMS effect")
+    categorical = ["attempt", "period_fe", "weekday", "hour_band", "trigger"]
+    design = Design.from_frame(a, categorical, list(cov.columns))
+    X_full = design.matrix(a)
+    cols = independent_columns(X_full)
+    X = X_full[:, cols]
+    names = [design.names[j] for j in cols]
+    y = a["answered"].to_numpy(float)
+    groups = pd.factorize(a["case_id"])[0]
+    fit = fit_logit(y, X, groups, names)
+    beta = np.asarray(fit.params)
+    covb = np.asarray(fit.cov_params())
+    pred = build_predictor(a, post_cases, design, cols, offset, cont, data_end, s)
+    eff, r_with, r_without = pred.effects(beta)
+    z = z_quantile(level)
+    what = "attempt-level DiD logit (late vs early attempts, after vs before)"
+    if interval == "delta":
+        se = delta_se(lambda b: pred.effects(b)[0], beta, covb)
+        ci = (eff - z * se, eff + z * se)
+        method = f"{what}, delta method, case-clustered"
+        boot = None
+    else:
+        (lo, hi), boot = bootstrap(a, X, y, pred, post_cases["case_id"].to_numpy(), beta, n_boot, seed, level)
+        ci = (float(lo), float(hi))
+        se = float(np.std(boot, ddof=1))
+        method = f"{what}, case bootstrap ({n_boot}), percentile interval"
+    j = names.index(design.treat)
+    b, sb = float(beta[j]), float(np.sqrt(covb[j, j]))
+    return SmsModel(effect=eff, se=se, ci=ci, method=method, odds_ratio=float(np.exp(b)), log_or_se=sb,
+                    odds_ratio_ci=(float(np.exp(b - z * sb)), float(np.exp(b + z * sb))), n_attempts=len(a),
+                    fit=fit, names=names, attempts=a, reach_with=r_with, reach_without=r_without, boot=boot)

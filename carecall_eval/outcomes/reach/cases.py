@@ -1,0 +1,173 @@
+"""The case table of reach: one row per phone case (reached? after how many attempts? after the SMS?).
+
+:func:`case_reach` is what every reach figure counts (the SMS estimator, the
+answer rates, the quarterly report's KPIs); :func:`phone_tables` gives the
+phone cases of the chosen arms and their attempts, numbered up to the first
+answered one.  The operator's SMS rule (window, policy start) comes from
+``operator.toml`` unless an argument overrides it.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ...calendar import quarter_of
+from ...contract.base import open_data
+from ...errors import InputError
+
+__all__ = ["PHONE_ARMS", "case_reach", "phone_tables", "resolve_policy", "sms_rule"]
+
+#: Arms whose phone cases count for reach by default: ordinary cases (arm null)
+#: and the call arm of a randomized study.
+PHONE_ARMS: tuple = (None, "call")
+
+
+def sms_rule(ds, sms_after_attempts=None, sms_window_hours=None) -> tuple[int, float]:
+    """The operator's SMS rule: arguments given win, else ``ds.config`` (operator.toml), else the defaults."""
+    from ...contract.config import DEFAULT_SMS_AFTER_ATTEMPTS, DEFAULT_SMS_WINDOW_HOURS
+
+    cfg = getattr(ds, "config", None)
+    if sms_after_attempts is None:
+        sms_after_attempts = getattr(cfg, "sms_after_attempts", DEFAULT_SMS_AFTER_ATTEMPTS)
+    if sms_window_hours is None:
+        sms_window_hours = getattr(cfg, "sms_window_hours", DEFAULT_SMS_WINDOW_HOURS)
+    return sms_after_attempts, sms_window_hours
+
+
+def resolve_policy(ds, policy_start) -> pd.Timestamp | None:
+    """The SMS policy's start date: the argument, else ``ds.config.sms_policy_start``; None when there is none."""
+    if policy_start is None:
+        cfg = getattr(ds, "config", None)
+        policy_start = getattr(cfg, "sms_policy_start", None) if cfg is not None else None
+    if policy_start is None:
+        return None
+    if isinstance(policy_start, (str, _dt.date, pd.Timestamp, np.datetime64)):
+        ts = pd.Timestamp(policy_start)
+        if pd.isna(ts):
+            raise InputError("policy_start is missing (NaT); pass a date, or None to read operator.toml")
+        return ts.normalize()
+    raise InputError(f"policy_start must be a date (or None to read operator.toml), got {policy_start!r}")
+
+
+def _arm_mask(arm: pd.Series, arms: Iterable) -> pd.Series:
+    arms = tuple(arms)
+    named = [a for a in arms if a is not None]
+    mask = arm.isin(named)
+    if any(a is None for a in arms):
+        mask |= arm.isna()
+    return mask
+
+
+def _week_start(s: pd.Series) -> pd.Series:
+    s = pd.to_datetime(s).dt.normalize()
+    return s - pd.to_timedelta(s.dt.weekday, unit="D")
+
+
+def phone_tables(ds, arms) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Phone cases (of the chosen arms) with at least one attempt, and their attempts.
+
+    Attempts are numbered 1, 2, ... by time within the case (``attempt_no``);
+    attempts after the first answered one are dropped (a case is reached once).
+    """
+    cases = ds.table("call_cases")
+    att = ds.table("call_attempts")
+    for name, df, cols in (("call_cases", cases, ("case_id", "customer_id", "opened_on", "channel", "arm")),
+                           ("call_attempts", att, ("case_id", "attempted_at", "answered"))):
+        missing = [c for c in cols if c not in df.columns]
+        if missing:
+            raise InputError(f"table {name} lacks columns {missing}; see carecall_eval.contract for the contract")
+    if att["answered"].isna().any():
+        bad = att.loc[att["answered"].isna(), "case_id"].head(5).tolist()
+        raise InputError(f"call_attempts.answered has {int(att['answered'].isna().sum())} missing values "
+                         f"(cases {bad} ...); every attempt must be recorded as answered or not")
+    if att["attempted_at"].isna().any():
+        raise InputError("call_attempts.attempted_at has missing values; every attempt needs its time")
+    sel = cases[(cases["channel"] == "phone") & _arm_mask(cases["arm"], arms)].copy()
+    att = att[att["case_id"].isin(sel["case_id"])].copy()
+    att["answered"] = att["answered"].astype(bool)
+    att = att.sort_values(["case_id", "attempted_at"], kind="mergesort").reset_index(drop=True)
+    att["attempt_no"] = att.groupby("case_id", sort=False).cumcount() + 1
+    first_ans = att[att["answered"]].groupby("case_id")["attempt_no"].min()
+    stop = att["case_id"].map(first_ans)
+    att = att[stop.isna() | (att["attempt_no"] <= stop)].reset_index(drop=True)
+    sel = sel[sel["case_id"].isin(att["case_id"])].reset_index(drop=True)
+    return sel, att
+
+
+def case_reach(data, /, *, arms: Sequence = PHONE_ARMS, policy_start=None, sms_window_hours: float | None = None,
+               sms_kind: str = "missed_call_followup") -> pd.DataFrame:
+    """One row per phone case: was the customer reached, after how many attempts, after an SMS?
+
+    Parameters
+    ----------
+    data : Dataset, IbisDataset or path
+        Loaded data (tables ``call_cases``, ``call_attempts``, ``sms``).
+    arms : sequence
+        Arms whose phone cases count; ``None`` stands for ordinary (non-study)
+        cases.  Default ``(None, "call")``.  Control-arm and letter cases have no
+        attempts and are never included.
+    policy_start : date, optional
+        Start of the missed-call SMS policy; default ``config.sms_policy_start``.
+    sms_window_hours : float, optional
+        A case counts as ``reached_after_sms`` when it was answered within this
+        many hours after its first follow-up SMS; default
+        ``config.sms_window_hours`` (operator.toml, 48 when absent).
+    sms_kind : str
+        The ``sms.kind`` of the missed-call follow-up (other kinds are ignored).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``case_id, customer_id, opened_on, trigger, arm, quarter``
+        (of opening, e.g. ``"2025Q1"``), ``week`` (Monday of the opening
+        week), ``post_policy`` (nullable boolean, NA without a policy date),
+        ``n_attempts`` (up to the answered one), ``reached``,
+        ``attempts_to_reach`` (nullable integer), ``first_attempt_at``,
+        ``reached_at``, ``sms_at``, ``sms_sent``, ``reached_after_sms``.
+
+    Notes
+    -----
+    A case belongs to the policy period when it was *opened* on or after the
+    policy start.  Only phone cases with at least one attempt are rows.
+    """
+    ds = open_data(data, "case_reach")
+    _, sms_window_hours = sms_rule(ds, None, sms_window_hours)
+    if isinstance(sms_window_hours, bool) or not isinstance(sms_window_hours, (int, float, np.number)) \
+            or not 0 < float(sms_window_hours) < np.inf:
+        raise InputError(f"sms_window_hours must be a number of hours > 0, got {sms_window_hours!r}")
+    policy = resolve_policy(ds, policy_start)
+    sel, att = phone_tables(ds, arms)
+    g = att.groupby("case_id", sort=False)
+    per = pd.DataFrame({
+        "n_attempts": g.size(),
+        "first_attempt_at": g["attempted_at"].min(),
+    })
+    ans = att[att["answered"]].set_index("case_id")
+    per["reached_at"] = ans["attempted_at"].reindex(per.index)
+    per["attempts_to_reach"] = ans["attempt_no"].reindex(per.index).astype("Int64")
+    out = sel[["case_id", "customer_id", "opened_on"]
+              + [c for c in ("trigger", "arm") if c in sel.columns]].copy()
+    out["opened_on"] = pd.to_datetime(out["opened_on"]).astype("datetime64[ns]")
+    out["quarter"] = quarter_of(out["opened_on"])
+    out["week"] = _week_start(out["opened_on"])
+    if policy is None:
+        out["post_policy"] = pd.array([pd.NA] * len(out), dtype="boolean")
+    else:
+        out["post_policy"] = pd.array(out["opened_on"] >= policy, dtype="boolean")
+    out = out.join(per, on="case_id")
+    out["reached"] = out["reached_at"].notna()
+    sms = ds.table("sms") if (not hasattr(ds, "has") or ds.has("sms")) else \
+        pd.DataFrame(columns=["case_id", "sent_at", "kind"])
+    sms = sms[sms["kind"] == sms_kind]
+    first_sms = sms.groupby("case_id")["sent_at"].min()
+    out["sms_at"] = pd.to_datetime(out["case_id"].map(first_sms)).astype("datetime64[ns]")
+    out["sms_sent"] = out["sms_at"].notna()
+    lag = out["reached_at"] - out["sms_at"]
+    out["reached_after_sms"] = (lag > pd.Timedelta(0)) & (lag <= pd.Timedelta(hours=float(sms_window_hours)))
+    cols = ["case_id", "customer_id", "opened_on", "trigger", "arm", "quarter", "week", "post_policy",
+            "n_attempts", "reached", "attempts_to_reach", "first_attempt_at", "reached_at", "sms_at",
+            "sms_sent", "reached_after_sms"]
+    return out[[c for c in cols if c in out.columns]].reset_index(drop=True)
