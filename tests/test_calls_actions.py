@@ -1,10 +1,10 @@
 """Call length, actions after the index and reception: against truth.json, scipy/statsmodels and hand counts."""
 from __future__ import annotations
 
-
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import realised_truth
 from scipy.stats import quantile_test
 from statsmodels.stats.proportion import confint_proportions_2indep, proportion_confint
 
@@ -15,8 +15,6 @@ from carecall_eval.errors import FollowupWarning
 from carecall_eval.outcomes.actions import actions, reception
 from carecall_eval.outcomes.calls import call_length, quantile_interval
 from carecall_eval.simulate import simulate
-
-from conftest import SAMPLE, realised_truth
 
 
 @pytest.fixture(scope="module")
