@@ -8,7 +8,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from .errors import ContractError, Problem
+from .problems import ContractError, Problem
 
 CONFIG_FILE = "operator.toml"
 _KNOWN = ("operator", "currency", "sms_policy_start", "small_cell_threshold", "sms_after_attempts",
