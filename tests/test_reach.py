@@ -273,6 +273,13 @@ def test_estimators_default_to_the_operator_rule(tmp_path, sample):
         # an argument overrides the file for that call only
         pd.testing.assert_frame_equal(case_reach(rds, sms_window_hours=48), case_reach(ds))
         res = sms_effect(rds, arms=TRUTH_ARMS)
+        from carecall_eval.report.quarters import kpi_table, quarter_kpis
+
+        kpis = quarter_kpis(rds, ["2025Q1"])
+        assert kpis.set_index("metric").loc["kpi.reach_after_sms", "count"] == \
+            cr[cr["sms_sent"] & (cr["quarter"] == "2025Q1")]["reached_after_sms"].sum()
+        assert "Reached within 2 h of the SMS (of those sent one)" in kpi_table(kpis).index
+    assert "Reached within 48 h of the SMS (of those sent one)" in kpi_table(quarter_kpis(ds, ["2025Q1"])).index
     assert res.settings["sms_after_attempts"] == 3 and res.settings["sms_window_hours"] == 2.0
     assert "attempt 4 on" in res.text
     assert "attempts > 3" in res.metric("reach.sms_odds_ratio")["method"]

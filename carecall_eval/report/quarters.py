@@ -9,6 +9,7 @@ suppressed.
 """
 from __future__ import annotations
 
+import re
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -26,7 +27,7 @@ KPI_LABELS: dict[str, tuple[str, str]] = {
     "kpi.attempts": ("Call attempts", "count"),
     "kpi.reach_rate": ("Reach rate (phone cases answered)", "share"),
     "kpi.sms_sent": ("Cases sent a missed-call SMS", "count"),
-    "kpi.reach_after_sms": ("Reached within 48 h of the SMS (of those sent one)", "share"),
+    "kpi.reach_after_sms": ("Reached within {hours:g} h of the SMS (of those sent one)", "share"),
     "kpi.answered_calls": ("Answered calls", "count"),
     "kpi.call_length_median_s": ("Median call length", "duration"),
     "kpi.call_length_mean_s": ("Mean call length", "duration"),
@@ -69,6 +70,7 @@ def quarter_kpis(ds, quarters: Sequence[Quarter | str], *, level: float = 0.95) 
     from ..contract.spec import OUTCOMES, RECEPTIONS
     from ..outcomes.intervals import wilson_interval
     from ..outcomes.reach import case_reach
+    from ..outcomes.reach.cases import sms_rule
 
     labels = [parse_quarter(q).label for q in quarters]
     idx = pd.Index(labels, name="quarter")
@@ -106,9 +108,10 @@ def quarter_kpis(ds, quarters: Sequence[Quarter | str], *, level: float = 0.95) 
                "share of phone cases opened in the quarter that were answered, Wilson interval")
     sent = cr[cr["sms_sent"]]
     add_counts("kpi.sms_sent", count(sent["quarter"]), "phone cases opened in the quarter sent a missed-call SMS")
+    hours = sms_rule(ds)[1]                 # operator.toml's sms_window_hours, as case_reach counts it
     add_shares("kpi.reach_after_sms", sent.groupby("quarter")["reached_after_sms"].sum(),
                sent.groupby("quarter").size(),
-               "share of cases sent a missed-call SMS answered within 48 hours of it, Wilson interval")
+               f"share of cases sent a missed-call SMS answered within {hours:g} hours of it, Wilson interval")
     add_counts("kpi.answered_calls", count(ans["quarter"]), "answered calls in the quarter")
     g = ans.groupby("quarter")["duration_s"]
     n_ans = g.size().reindex(idx, fill_value=0)
@@ -177,6 +180,9 @@ def kpi_table(kpis: pd.DataFrame, *, threshold: int = 10, metrics: Iterable[str]
             continue
         if m in KPI_LABELS:
             label, kind = KPI_LABELS[m]
+            if "{hours" in label:           # the SMS window stated in the rows' method (operator.toml)
+                found = re.search(r"within ([\d.]+) hours", str(d["method"].iloc[0]))
+                label = label.format(hours=float(found.group(1)) if found else 48)
         elif m.startswith("kpi.outcome."):
             label, kind = f"Outcome: {m.split('.', 2)[2].replace('_', ' ')} (share of answered calls)", "share"
         elif m == "kpi.reception.recorded":
