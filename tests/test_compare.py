@@ -228,9 +228,9 @@ def test_pooled_matches_statsmodels_and_lies_between(bundles, method):
     pooled = res.metric("spending.matched_change", "pooled")
     assert pooled["estimate"] == pytest.approx(np.expm1(mu), rel=1e-10)
     assert pooled["se"] == pytest.approx(se, rel=1e-10)
-    assert res.params["tau2"] == pytest.approx(max(ref.tau2, 0.0), abs=1e-12)
+    assert res.settings["tau2"] == pytest.approx(max(ref.tau2, 0.0), abs=1e-12)
     q = ref.q
-    assert res.params["i2"] == pytest.approx(max(0.0, (q - 1) / q), abs=1e-12)
+    assert res.settings["i2"] == pytest.approx(max(0.0, (q - 1) / q), abs=1e-12)
     assert min(ests) < pooled["estimate"] < max(ests)
     # the operators' estimates differ in the direction of their true effects (0.85 stronger than 0.95)
     assert ests[0] < ests[1]

@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 
 from carecall_eval import SUMMARY_COLUMNS, Result
+from carecall_eval.errors import CarecallWarning, ConvergenceWarning, DataWarning, SmallSampleWarning
 from carecall_eval.matching import (
     att_ipw_weights,
     balance_table,
@@ -480,13 +481,13 @@ def test_boolean_treatment_and_formula_covariates(small):
 
 
 def test_random_order_without_seed_warns(small):
-    with pytest.warns(UserWarning, match="without a seed"):
+    with pytest.warns(CarecallWarning, match="without a seed"):
         match(small, "treat", ["age"], order="random")
 
 
 def test_too_few_controls_warns():
     df = frame_1d([1, 2, 3, 4], [1.5, 2.5, 3.5])
-    with pytest.warns(UserWarning, match="fewer eligible control units"):
+    with pytest.warns(SmallSampleWarning, match="fewer eligible control units"):
         res = match(df, "treat", ["x"], distance="logit")
     assert res.counts.loc["unmatched", "treated"] == 1
     assert "1 treated units were dropped" in res.text
@@ -538,6 +539,15 @@ def test_summary_text_and_shared_result(small):
     r = res.to_result()
     assert isinstance(r, Result) and r.name == "matching" and r.text == res.text
     assert set(r.get_plot_data("balance").columns) >= {"term", "smd_before", "smd_after"}
+
+
+def test_propensity_warnings_are_the_projects_own(small):
+    df = small.assign(age2=small.age * 2)
+    with pytest.warns(DataWarning, match="collinear"):
+        match(df, "treat", ["age", "age2", "loss"])
+    sep = pd.DataFrame({"x": np.r_[np.arange(10.0), np.arange(10.0) + 20], "treat": [0] * 10 + [1] * 10})
+    with pytest.warns(ConvergenceWarning):
+        match(sep, "treat", ["x"], method="ipw")
 
 
 def test_result_protocol(small):

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from ..errors import DataWarning
 from ..results import tidy
 from .bundle import Bundle, read_bundle
 from .meta import EFFECTS, METHODS, meta_analysis
@@ -103,8 +104,8 @@ def definition_differences(bundles: list[Bundle], labels: list[str] | None = Non
         rows.append({"field": k, "severity": "note" if soft else "definition",
                      "values": {lab: _fmt(v) for lab, v in zip(labels, vals)}})
     df = pd.DataFrame(rows, columns=["field", "severity", "values"])
-    return df.sort_values(["severity", "field"], key=lambda s: s.map({"definition": 0, "note": 1}) if s.name == "severity" else s,
-                          ignore_index=True)
+    return df.sort_values(["severity", "field"], ignore_index=True,
+                          key=lambda s: s.map({"definition": 0, "note": 1}) if s.name == "severity" else s)
 
 
 def _same(a, b) -> bool:
@@ -254,7 +255,7 @@ def compare(*bundles, methods=METHODS, on_mismatch: str = "error") -> Comparison
             raise DefinitionMismatch(hard.reset_index(drop=True))
         msg = "metric definitions differ: " + "; ".join(
             f"{r.field} (" + ", ".join(f"{k}={v}" for k, v in r.values.items()) + ")" for r in hard.itertuples())
-        warnings.warn(msg, UserWarning, stacklevel=2)
+        warnings.warn(msg, DataWarning, stacklevel=2)
         notes.append("WARNING: " + msg)
 
     kpi_rows = []
@@ -279,7 +280,8 @@ def compare(*bundles, methods=METHODS, on_mismatch: str = "error") -> Comparison
             if r is None:
                 note = "not in bundle"
             elif pd.isna(r["estimate"]) or pd.isna(r["se"]):
-                note = "withheld (small cells)" if isinstance(r["suppressed"], str) and r["suppressed"] else "not estimated"
+                withheld = isinstance(r["suppressed"], str) and r["suppressed"]
+                note = "withheld (small cells)" if withheld else "not estimated"
             elif r["se_scale"] != e.scale:
                 note = f"stored on the {r['se_scale']} scale, expected {e.scale}"
             used = note == ""

@@ -21,6 +21,7 @@ import pandas as pd
 
 from .._version import __version__
 from ..calendar import parse_quarter
+from ..errors import CarecallWarning
 from . import suppress as sup
 from .bundle import BUNDLE_FORMAT, BUNDLE_VERSION, write_bundle
 from .meta import SE_SCALES, se_from_ci
@@ -370,7 +371,8 @@ def export_bundle(data_or_evaluation, out, quarter: str | None = None, *, design
         if quarter is not None:
             design = design.replace(study_start=start, study_end=end)
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore" if quiet else "default")
+            if quiet:  # the caveats of the evaluation are not printed; third-party warnings still are
+                warnings.simplefilter("ignore", CarecallWarning)
             ev = evaluate(ds, design, level=level, quiet=quiet, window=window, placebo=placebo)
     threshold = sup.check_threshold(threshold)
     if configured is not None and threshold < configured:

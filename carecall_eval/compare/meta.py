@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+from .._validation import check_level, z_quantile
+from ..narrative import ci
 from ..results import Result, tidy
 
 __all__ = ["Effect", "EFFECTS", "SE_SCALES", "to_analysis_scale", "from_analysis_scale", "se_from_ci",
@@ -104,7 +106,7 @@ def se_from_ci(ci_low, ci_high, scale: str, level: float = 0.95):
 
     Exact for the package's ratio estimates (``exp(b +- z se) - 1``) and Wald differences.
     """
-    z = stats.norm.ppf(0.5 + level / 2)
+    z = z_quantile(level)
     with np.errstate(invalid="ignore", divide="ignore"):
         return (to_analysis_scale(ci_high, scale) - to_analysis_scale(ci_low, scale)) / (2 * z)
 
@@ -174,10 +176,12 @@ def meta_analysis(estimates, ses, labels, *, scale: str = "identity", method: st
         raise ValueError(f"meta_analysis: missing or non-positive estimate/SE for {bad}; leave those operators out")
     if len(y) < 2:
         raise ValueError(f"meta_analysis needs at least two operators, got {len(y)}")
+    level = check_level(level)
     with warnings.catch_warnings(), np.errstate(invalid="ignore"):
-        warnings.simplefilter("ignore", RuntimeWarning)  # sqrt of a negative untruncated DL tau^2 (see Notes)
+        # statsmodels takes the sqrt of a negative untruncated DL tau^2 (see Notes)
+        warnings.filterwarnings("ignore", message="invalid value encountered in sqrt", category=RuntimeWarning)
         res = combine_effects(y, se ** 2, method_re=method, row_names=labels, alpha=1 - level)
-    z = stats.norm.ppf(0.5 + level / 2)
+    z = z_quantile(level)
     k = len(y)
     q = float(res.q)
     tau2_raw = float(res.tau2)
@@ -213,10 +217,11 @@ def meta_analysis(estimates, ses, labels, *, scale: str = "identity", method: st
     fmt = {"log1p": lambda v: f"{v:+.1%}", "log": lambda v: f"{v:.2f}",
            "identity": lambda v: f"{100 * v:+.1f} pts"}[scale]
     text = (f"Pooled over {k} operators ({_METHOD_LABEL[method]} random effects): {fmt(pooled['estimate'])} "
-            f"({level:.0%} CI {fmt(pooled['ci_low'])} to {fmt(pooled['ci_high'])}); "
+            f"({ci(pooled['ci_low'], pooled['ci_high'], level, fmt=fmt)}); "
             f"heterogeneity tau^2 = {tau2:.4f}, I^2 = {i2:.0%} (Q = {q:.2f}, p = {q_p:.2f}).")
     if k < 5:
         text += f" With only {k} operators the between-operator variance is poorly estimated."
-    params = {"method": method, "scale": scale, "level": level, "k": k, "tau2": tau2, "tau2_untruncated": tau2_raw,
-              "i2": i2, "q": q, "q_pvalue": q_p, "engine": "statsmodels.stats.meta_analysis.combine_effects"}
-    return Result(f"meta:{metric}", summary, text, params, {"forest": summary}, {"combine_results": res})
+    settings = {"method": method, "scale": scale, "level": level, "k": k, "tau2": tau2,
+                "tau2_untruncated": tau2_raw, "i2": i2, "q": q, "q_pvalue": q_p,
+                "engine": "statsmodels.stats.meta_analysis.combine_effects"}
+    return Result(f"meta:{metric}", summary, text, settings, {"forest": summary}, {"combine_results": res})

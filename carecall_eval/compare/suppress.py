@@ -186,6 +186,7 @@ def km_points(table: pd.DataFrame, threshold: int, *, horizon: int, step: int = 
     import warnings
 
     from lifelines import KaplanMeierFitter
+    from lifelines.exceptions import StatisticalWarning
 
     grid = np.unique(np.r_[np.arange(0, horizon, step), horizon]).astype(float)
     frames = []
@@ -196,7 +197,9 @@ def km_points(table: pd.DataFrame, threshold: int, *, horizon: int, step: int = 
         w = g["weights"] if "weights" in g.columns else None
         km = KaplanMeierFitter(alpha=1 - level)
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+            # the KM is weighted by design (matching weights), as in outcomes/retention.py
+            warnings.filterwarnings("ignore", message="It looks like your weights are not integers",
+                                    category=StatisticalWarning)
             km.fit(g["duration"], g["event"], weights=w)
         surv = km.survival_function_at_times(grid).to_numpy(float)
         ci = km.confidence_interval_survival_function_

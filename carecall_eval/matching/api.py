@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .._version import __version__
+from ..errors import CarecallWarning
 from ..results import jsonable
 from . import _inputs as inp
 from .balance import sample_sizes
@@ -138,10 +139,15 @@ def match(
 
     Warns
     -----
-    UserWarning
+    carecall_eval.errors.SmallSampleWarning
         When there are fewer controls than treated units x ratio (without
-        replacement), when the propensity model has collinear columns or
-        separates the groups, or when ``order="random"`` has no seed.
+        replacement).
+    carecall_eval.errors.DataWarning
+        When the propensity model has collinear columns (they are left out).
+    carecall_eval.errors.ConvergenceWarning
+        When the propensity model does not converge or separates the groups.
+    carecall_eval.errors.CarecallWarning
+        When ``order="random"`` has no seed.
 
     See Also
     --------
@@ -215,7 +221,7 @@ def match(
         raise ValueError(f"seed must be an int, a numpy Generator or None, got {seed!r}.")
     if method == "nearest" and order == "random" and seed is None and not replace:
         warnings.warn("order='random' without a seed: the matches cannot be reproduced; pass seed=.",
-                      UserWarning, stacklevel=2)
+                      CarecallWarning, stacklevel=2)
 
     # ---- data ----------------------------------------------------------------
     data = inp.check_data(data)

@@ -42,6 +42,7 @@ from array import array
 
 import numpy as np
 
+from ..errors import SmallSampleWarning
 from ._sort import stable_argsort
 
 __all__ = ["greedy_nearest", "mahalanobis_transform", "matching_order"]
@@ -252,7 +253,7 @@ def greedy_nearest(
                 "fewer eligible control units than treated units x ratio"
                 + (" in some exact strata" if exact is not None else "")
                 + "; not every treated unit can get its matches (consider replace=True).",
-                UserWarning, stacklevel=3,
+                SmallSampleWarning, stacklevel=3,
             )
 
     seq = matching_order(d_t, order, rng)

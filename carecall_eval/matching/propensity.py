@@ -21,6 +21,8 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit
 
+from ..errors import ConvergenceWarning, DataWarning
+
 __all__ = ["PropensityFit", "fit_propensity"]
 
 _CHUNK = 1 << 16
@@ -236,10 +238,12 @@ def fit_propensity(X: np.ndarray, treat: np.ndarray, names: Sequence[str]) -> Pr
 
     Warns
     -----
-    UserWarning
+    carecall_eval.errors.DataWarning
         When design columns are collinear (they are dropped, as R's ``glm``
-        drops aliased coefficients), when the fit does not converge, or when
-        fitted scores reach 0 or 1 (perfect separation).
+        drops aliased coefficients).
+    carecall_eval.errors.ConvergenceWarning
+        When the fit does not converge, or when fitted scores reach 0 or 1
+        (perfect separation).
 
     Notes
     -----
@@ -271,7 +275,7 @@ def fit_propensity(X: np.ndarray, treat: np.ndarray, names: Sequence[str]) -> Pr
         warnings.warn(
             f"propensity model: column(s) {list(dropped)} are collinear with other covariates and "
             "were left out (their coefficients are NaN, as in R's glm).",
-            UserWarning, stacklevel=3,
+            DataWarning, stacklevel=3,
         )
         Xf = np.ascontiguousarray(X[:, ~alias])
         fnames = [n for n, a in zip(names, alias) if not a]
@@ -292,8 +296,13 @@ def fit_propensity(X: np.ndarray, treat: np.ndarray, names: Sequence[str]) -> Pr
     try:
         results = _statsmodels_results(model, beta, H, ll, iterations, converged)
     except Exception:  # pragma: no cover - only if statsmodels internals change
+        from statsmodels.tools import sm_exceptions
+
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+            # non-convergence and separation are reported below, as the project's own warnings
+            warnings.filterwarnings("ignore", category=sm_exceptions.ConvergenceWarning)
+            warnings.filterwarnings("ignore", category=sm_exceptions.PerfectSeparationWarning)
+            warnings.filterwarnings("ignore", category=sm_exceptions.HessianInversionWarning)
             results = model.fit(start_params=beta, method="newton", disp=False)
         beta = np.asarray(results.params)
     lin = np.empty(X.shape[0])
@@ -305,13 +314,13 @@ def fit_propensity(X: np.ndarray, treat: np.ndarray, names: Sequence[str]) -> Pr
         warnings.warn(
             f"propensity model did not converge in {iterations} Newton iterations; the covariates "
             "may separate the groups perfectly. Check the balance table before using the matches.",
-            UserWarning, stacklevel=3,
+            ConvergenceWarning, stacklevel=3,
         )
     elif np.any(ps <= 1e-12) or np.any(ps >= 1 - 1e-12):
         warnings.warn(
             "propensity scores of 0 or 1 occurred: some covariate pattern separates the groups "
             "perfectly. Consider coarser covariates or discard='both'.",
-            UserWarning, stacklevel=3,
+            ConvergenceWarning, stacklevel=3,
         )
     coef = pd.Series(np.nan, index=names, name="coef")
     coef[fnames] = beta

@@ -34,6 +34,7 @@ import pandas as pd
 from .._version import __version__
 from ..calendar import Quarter, parse_quarter, quarter_of
 from ..cohorts import StudyDesign
+from ..errors import CarecallWarning
 from ..results import Result
 from .quarters import quarter_kpis
 
@@ -230,15 +231,18 @@ def provenance(repo: str | os.PathLike | None = None) -> dict:
 
 @contextlib.contextmanager
 def _collect(notes: list, step: str):
-    """Record the library's warnings (user-facing caveats) raised during ``step`` as report notes."""
+    """Record the project's own warnings (:class:`~carecall_eval.errors.CarecallWarning`: the caveats a
+    reader needs) raised during ``step`` as report notes; any other warning is passed on as it came."""
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+        warnings.simplefilter("always", CarecallWarning)
         yield
     for w in caught:
-        if issubclass(w.category, (UserWarning, RuntimeWarning)):
+        if issubclass(w.category, CarecallWarning):
             msg = f"{step}: {str(w.message).strip()}"
             if msg not in notes:
                 notes.append(msg)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
 
 
 def build_quarterly(data, quarter: str | Quarter, design: StudyDesign | str | os.PathLike | None = None, *,
