@@ -65,10 +65,10 @@ def test_report_caveats_collect_only_the_projects_warnings():
     with warnings.catch_warnings(record=True) as outer:
         warnings.simplefilter("always")
         with _collect(notes, "spending"):
-            warnings.warn("3 rows have no follow-up", DataWarning)
-            warnings.warn("a third-party deprecation", DeprecationWarning)
-            warnings.warn("a third-party note", UserWarning)
-            warnings.warn("3 rows have no follow-up", DataWarning)   # said once
+            warnings.warn("3 rows have no follow-up", DataWarning, stacklevel=1)
+            warnings.warn("a third-party deprecation", DeprecationWarning, stacklevel=1)
+            warnings.warn("a third-party note", UserWarning, stacklevel=1)
+            warnings.warn("3 rows have no follow-up", DataWarning, stacklevel=1)   # said once
     assert notes == ["spending: 3 rows have no follow-up"]
     # the others are not swallowed: they reach the caller's filters as they came
     assert [(w.category, str(w.message)) for w in outer] == [

@@ -4,10 +4,40 @@
 with papermill and writes ``out/<operator>/<quarter>/report.html`` with
 ``metrics.json`` and ``metrics.csv``; ``build_quarterly`` computes the numbers
 behind it without a kernel.
-"""
-from .context import QuarterlyReport, build_quarterly, effect_cohort_period
-from .quarters import Quarter, kpi_table, parse_quarter, quarter_kpis
-from .render import KERNEL_NAME, RenderedReport, ReportError, render_report
 
-__all__ = ["render_report", "RenderedReport", "ReportError", "KERNEL_NAME", "build_quarterly", "QuarterlyReport",
-           "effect_cohort_period", "Quarter", "parse_quarter", "quarter_kpis", "kpi_table"]
+Names are imported on first use (PEP 562), so the CLI registers ``report`` without loading pandas.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "render_report": "render",
+    "RenderedReport": "render",
+    "ReportError": "render",
+    "KERNEL_NAME": "render",
+    "build_quarterly": "context",
+    "QuarterlyReport": "context",
+    "effect_cohort_period": "context",
+    "Quarter": "quarters",
+    "parse_quarter": "quarters",
+    "quarter_kpis": "quarters",
+    "kpi_table": "quarters",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module = _EXPORTS[name]
+    except KeyError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
