@@ -77,6 +77,7 @@ _EXPORTS: dict[str, str] = {
     "SmallSampleWarning": "carecall_eval.errors:SmallSampleWarning",
     # modules
     "plotting": "carecall_eval.plotting",
+    "datasets": "carecall_eval.datasets",
     "compare": "carecall_eval.compare",
     "narrative": "carecall_eval.narrative",
     "errors": "carecall_eval.errors",

@@ -34,7 +34,7 @@ from pathlib import Path
 import pandas as pd
 
 from carecall_eval import plotting
-from carecall_eval.narrative import horizon_phrase, level_label
+from carecall_eval.narrative import ci, horizon_phrase, level_label, spct1
 from carecall_eval.report import display as rd
 from carecall_eval.report.context import build_quarterly, load_report, provenance
 from carecall_eval.report.quarters import kpi_table
@@ -58,6 +58,10 @@ res = ev.results if ev is not None else {}
 
 def missing(section: str, text: str | None = None) -> None:
     rd.show_markdown(f'<p class="missing"><b>Not available.</b> {html.escape(text or rep.missing[section])}.</p>')
+
+
+def _pp0(x: float) -> str:
+    return f"{100 * x:+.0f}"
 
 
 def note(text: str) -> None:
@@ -102,15 +106,15 @@ if r_now is not None and r_now["n"] > 0:
 if "reach" in res and row(res["reach"], "reach.sms_effect") is not None:
     e = row(res["reach"], "reach.sms_effect")
     bullets.append(f"**Missed-call SMS:** it raised reach by about {100 * e['estimate']:.0f} percentage points "
-                   f"(95% CI {100 * e['ci_low']:+.0f} to {100 * e['ci_high']:+.0f}).")
+                   f"({ci(e['ci_low'], e['ci_high'], res['reach'].settings['level'], fmt=_pp0)}).")
 if "spending" in res:
     nv = row(res["spending"], "spending.naive_change", "contact", window=84)
     mt = row(res["spending"], "spending.matched_change", "difference", window=84)
     if nv is not None and mt is not None:
-        bullets.append(f"**Spending:** reached customers' theoretical loss changed by {rd.pct(nv['estimate'], 0, True)} "
-                       f"after the call, but comparable customers who were not reached changed too; the call's own "
-                       f"effect is estimated at {rd.pct(mt['estimate'], 0, True)} (95% CI "
-                       f"{rd.ci_pct(mt['ci_low'], mt['ci_high'], 0)})"
+        bullets.append(f"**Spending:** reached customers' theoretical loss changed by "
+                       f"{rd.pct(nv['estimate'], 0, True)} after the call, but comparable customers who were not "
+                       f"reached changed too; the call's own effect is estimated at {rd.pct(mt['estimate'], 0, True)} "
+                       f"({ci(mt['ci_low'], mt['ci_high'], res['spending'].settings['level'])})"
                        + (", which cannot be told apart from no effect." if mt["ci_low"] <= 0 <= mt["ci_high"]
                           else "."))
 if rep.retention is not None:
@@ -167,7 +171,7 @@ else:
         if r is not None:
             diff = r["group"] == "difference"
             rows.append({"": label, "estimate": rd.pts(r["estimate"]) if diff else rd.pct(r["estimate"]),
-                         "95% CI": (rd.pts_ci(r["ci_low"], r["ci_high"]) if diff
+                         f"{level_label(reach.settings['level'])} CI": (rd.pts_ci(r["ci_low"], r["ci_high"]) if diff
                                     else rd.ci_pct(r["ci_low"], r["ci_high"], signed=False)),
                          "phone cases": rd.suppress(r["n"], T)})
     if rows:
@@ -185,7 +189,8 @@ else:
     plotting.answer_rate_plot(reach, ax=ax)
     ax.set_title("Answer rate by attempt number, before and after the SMS policy")
     rd.show_figure(fig, "Answer rate by attempt number before and after the SMS policy",
-                   "Bars: share of attempts answered, with 95% intervals. The SMS follows unanswered attempts, "
+                   f"Bars: share of attempts answered, with {level_label(reach.settings['level'])} intervals. "
+                   "The SMS follows unanswered attempts, "
                    "so it can only change the later ones.")
 
 # %% [markdown]
@@ -197,6 +202,7 @@ if "spending" not in res:
 else:
     sp = res["spending"]
     w = sp.settings["window"]
+    sp_lv = level_label(sp.settings["level"])
     rd.show_markdown(
         f"**Who:** phone cases opened from {start or data_start} to {end} ({pool_quarters} quarters pooled), the "
         f"latest whose {w}-day follow-up is complete by the end of {q}. Reached customers are compared with "
@@ -216,7 +222,7 @@ else:
         r = row(sp, m, g, window=w)
         if r is not None:
             rows.append({"": label, "change": rd.pct(r["estimate"], 1, True),
-                         "95% CI": rd.ci_pct(r["ci_low"], r["ci_high"]), "customers": rd.suppress(r["n"], T)})
+                         f"{sp_lv} CI": rd.ci_pct(r["ci_low"], r["ci_high"]), "customers": rd.suppress(r["n"], T)})
     rd.show_table(pd.DataFrame(rows), index=False, caption=f"Change in theoretical loss, {w} days after vs before")
     if nv is not None and mt is not None and cc is not None:
         rd.show_markdown(
@@ -227,7 +233,8 @@ else:
                else "much") +
             f" of the naive {rd.pct(nv['estimate'], 0, True)} would have happened without any call. "
             f"The matched estimate compares reached customers with those similar customers and so counts only "
-            f"what the call added: {rd.pct(mt['estimate'], 1, True)} (95% CI {rd.ci_pct(mt['ci_low'], mt['ci_high'])})"
+            f"what the call added: {rd.pct(mt['estimate'], 1, True)} "
+            f"({ci(mt['ci_low'], mt['ci_high'], sp.settings['level'], fmt=spct1)})"
             + (", which cannot be told apart from no effect." if mt["ci_low"] <= 0 <= mt["ci_high"] else "."))
     mde = row(sp, "spending.mde")
     if mde is not None:
@@ -237,7 +244,7 @@ else:
     plotting.event_study_plot(sp, ax=ax, currency=cfg.currency)
     rd.show_figure(fig, "Weekly mean theoretical loss around the case opening, reached vs matched comparison",
                    "Both groups peak at week 0 (when the case is opened) and fall afterwards; only the gap "
-                   "between the lines after week 0 can be credited to the call. Bands: 95% intervals.")
+                   f"between the lines after week 0 can be credited to the call. Bands: {sp_lv} intervals.")
     fig, ax = rd.figure(8, 4.2)
     plotting.waterfall_plot(sp, ax=ax)
     rd.show_figure(fig, "Waterfall: the naive change split into what would have happened anyway and the call",
@@ -246,8 +253,8 @@ else:
     fig, ax = rd.figure(8, 3)
     plotting.estimates_plot(sp, ax=ax)
     ax.set_title("The estimators side by side")
-    rd.show_figure(fig, "Every spending estimator with its 95% interval",
-                   "Every estimator with its 95% interval; the matched estimate (blue) is the primary one.")
+    rd.show_figure(fig, f"Every spending estimator with its {sp_lv} interval",
+                   f"Every estimator with its {sp_lv} interval; the matched estimate (blue) is the primary one.")
 
 # %% [markdown]
 # ## 4. Retention after 12 months
@@ -391,7 +398,7 @@ if rep.notes:
 
 # %%
 rd.show_markdown(f"Design: {ev.design.describe() if ev is not None else rep.design.describe()} "
-                 f"All intervals are 95% intervals.")
+                 + (f"All intervals are {level_label(ev.settings['level'])} intervals." if ev is not None else ""))
 
 # %% [markdown]
 # ## 9. Reproducibility

@@ -13,18 +13,19 @@
 # %% [markdown]
 # # Research walkthrough: the matched analysis of care calls, step by step
 #
-# For researchers who want to see every step, check the diagnostics and change things. Open it with
-# `jupyter lab notebooks/research_walkthrough.py` (jupytext opens the `.py` as a notebook, kernel
-# `carecall-eval`), or run it end to end with
-# `papermill notebooks/research_walkthrough.py out.ipynb -k carecall-eval -p data data/sample` after
-# `jupytext --to ipynb`. Executed notebooks are build outputs: do not commit them.
+# For researchers who want to see every step, check the diagnostics and change things. In a checkout, open
+# it with `jupyter lab notebooks/research_walkthrough.py` (jupytext opens the `.py` as a notebook, kernel
+# `carecall-eval`); from an installed package, the source is
+# `carecall_eval.report.render.notebook_path("research_walkthrough")`. Run it end to end with
+# `jupytext --to ipynb` then `papermill research_walkthrough.ipynb out.ipynb -p data DIR` (the documentation
+# site shows it executed on the sample). Executed notebooks are build outputs: do not commit them.
 #
 # Steps: load and validate -> cohort (who, indexed when) -> matching and balance -> spending (naive beside
 # matched, event study, placebo, E-value, subgroups) -> alternative designs (IPW instead of matching,
 # unreached vs not-selected, randomized arms) -> retention, reach and actions.
 
 # %% tags=["parameters"]
-data = "../data/sample"   # operator data directory
+data = ""                 # operator data directory; empty: the sample that ships with carecall_eval
 window = 84               # headline spending window (days)
 level = 0.95              # confidence level
 placebo = True            # placebo analysis at a pseudo-index (slow)
@@ -40,13 +41,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 import carecall_eval as ce  # noqa: E402
-from carecall_eval import plotting  # noqa: E402
+from carecall_eval import datasets, plotting  # noqa: E402
 from carecall_eval.outcomes import actions as act  # noqa: E402
 from carecall_eval.outcomes import reach  # noqa: E402
 from carecall_eval.report import display as rd  # noqa: E402
 
 rd.setup()
 pd.set_option("display.width", 160)
+if not data:
+    data = str(datasets.sample_path())
 
 # %% [markdown]
 # ## 1. Load and validate

@@ -12,8 +12,9 @@ from pathlib import Path
 
 __all__ = ["NOTEBOOK", "render_notebook", "render_comparison"]
 
-#: The comparison notebook (jupytext percent format).
-NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "compare.py"
+#: The comparison notebook's name among the shipped notebooks (``notebooks/compare.py``; found with
+#: :func:`carecall_eval.report.render.notebook_path`, in a wheel install as in a checkout).
+NOTEBOOK = "compare"
 
 
 def render_notebook(notebook: str | os.PathLike, parameters: dict, out_html: str | os.PathLike, *,
@@ -31,8 +32,10 @@ def render_notebook(notebook: str | os.PathLike, parameters: dict, out_html: str
         HTML file to write (atomically); the executed ``.ipynb`` is kept beside it
         when ``keep_ipynb``.
     kernel, timeout, cwd
-        Kernel name (default: the project's ``carecall-eval`` kernel), per-cell
-        timeout (s) and working directory of the execution.
+        Kernel name (default: the project's ``carecall-eval`` kernel when
+        registered, else this interpreter; see
+        :func:`carecall_eval.report.render.kernel`), per-cell timeout (s) and
+        working directory of the execution.
     title : str
         Page title.
     """
@@ -41,10 +44,11 @@ def render_notebook(notebook: str | os.PathLike, parameters: dict, out_html: str
     import papermill as pm
 
     from ..evaluate import write_atomic
-    from ..report.render import KERNEL_NAME, _check_kernel, export_html
+    from ..report.render import ReportError, export_html
+    from ..report.render import kernel as kernel_for
 
-    kernel = kernel or KERNEL_NAME
-    _check_kernel(kernel)
+    if not Path(notebook).is_file():
+        raise ReportError(f"notebook {notebook} not found")
     out_html = Path(out_html)
     out_html.parent.mkdir(parents=True, exist_ok=True)
     nb = jupytext.read(notebook)
@@ -52,9 +56,10 @@ def render_notebook(notebook: str | os.PathLike, parameters: dict, out_html: str
         src = Path(td) / "input.ipynb"
         executed = Path(td) / "executed.ipynb"
         nbformat.write(nb, src)
-        pm.execute_notebook(str(src), str(executed), parameters=parameters, kernel_name=kernel,
-                            cwd=str(cwd or Path.cwd()), execution_timeout=timeout, progress_bar=False,
-                            log_output=False)
+        with kernel_for(kernel) as kname:
+            pm.execute_notebook(str(src), str(executed), parameters=parameters, kernel_name=kname,
+                                cwd=str(cwd or Path.cwd()), execution_timeout=timeout, progress_bar=False,
+                                log_output=False)
         result = nbformat.read(executed, as_version=4)
     write_atomic(out_html, export_html(result, title))
     if keep_ipynb:
@@ -65,8 +70,11 @@ def render_notebook(notebook: str | os.PathLike, parameters: dict, out_html: str
 def render_comparison(bundles, out_dir: str | os.PathLike, *, allow_mismatch: bool = False,
                       timeout: int = 600) -> Path:
     """Render ``compare.html`` for the given bundle directories into ``out_dir``."""
+    from ..report.render import notebook_path
+
+    notebook = notebook_path(NOTEBOOK)   # found before anything is read or written
     out_dir = Path(out_dir)
     params = {"bundles": [str(Path(b).resolve()) for b in bundles], "out_dir": str(out_dir.resolve()),
               "allow_mismatch": bool(allow_mismatch)}
-    return render_notebook(NOTEBOOK, params, out_dir / "compare.html", timeout=timeout,
+    return render_notebook(notebook, params, out_dir / "compare.html", timeout=timeout,
                            title="Care calls: cross-operator comparison")

@@ -33,9 +33,10 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser(
         "report", help="render the quarterly report (HTML, metrics.json, metrics.csv)",
-        description="Execute notebooks/quarterly_report.py for one quarter with papermill (in the Jupyter kernel "
-                    f"{KERNEL_NAME!r} that `make setup` registers) and export it as one self-contained HTML page "
-                    "without code, with metrics.json and metrics.csv beside it, under OUT/<operator>/<quarter>/.")
+        description="Execute the quarterly report notebook (notebooks/quarterly_report.py, shipped in the package) "
+                    f"for one quarter with papermill (in the Jupyter kernel {KERNEL_NAME!r} that `make setup` "
+                    "registers, else in this interpreter) and export it as one self-contained HTML page without "
+                    "code, with metrics.json and metrics.csv beside it, under OUT/<operator>/<quarter>/.")
     p.add_argument("--data", required=True, help="operator data directory")
     p.add_argument("--quarter", required=True, help="report quarter, e.g. 2025Q3, or 'latest' (the last complete quarter in the data)")
     p.add_argument("--out", default="reports", help="reports root directory (default reports/)")
@@ -43,7 +44,8 @@ def register(subparsers) -> None:
     p.add_argument("--pool-quarters", type=int, default=4,
                    help="quarters of cases pooled for the effect estimates (default 4)")
     p.add_argument("--fast", action="store_true", help="skip the placebo check (the quick CI setting)")
-    p.add_argument("--kernel", default=KERNEL_NAME, help=f"Jupyter kernel name (default {KERNEL_NAME})")
+    p.add_argument("--kernel", default=None,
+                   help=f"Jupyter kernel name (default: {KERNEL_NAME} when registered, else this interpreter)")
     p.add_argument("--timeout", type=int, default=1200, help="seconds any one notebook cell may run (default 1200)")
     p.add_argument("--keep-notebook", action="store_true",
                    help="also keep the executed report.ipynb (a build output; never commit it)")

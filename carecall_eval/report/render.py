@@ -26,59 +26,19 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["render_report", "RenderedReport", "ReportError", "KERNEL_NAME", "notebook_path", "export_html",
-           "external_urls", "strip_timestamp", "report_dir"]
+__all__ = ["render_report", "RenderedReport", "ReportError", "KERNEL_NAME", "notebook_path", "notebook_source",
+           "kernel", "export_html", "external_urls", "strip_timestamp", "report_dir"]
 
-#: Kernel the notebooks run in; registered by ``make setup``.
+#: Kernel the notebooks run in; registered by ``make setup``.  When it is not registered (a wheel install),
+#: the notebooks run in the interpreter running carecall_eval (see :func:`kernel`).
 KERNEL_NAME = "carecall-eval"
-#: Where the reviewed notebook sources live (repository root / notebooks).
-NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / "notebooks"
+#: The package holding the notebook sources (the repository's ``notebooks/`` folder, shipped in the wheel).
+NOTEBOOK_PACKAGE = "carecall_eval.notebooks"
 
 _TEMPLATE_NAME = "carecall_report.html.j2"
 _TIMESTAMP_RE = re.compile(r'(<time id="render-timestamp"[^>]*>)(.*?)(</time>)', re.S)
 _EXTERNAL_RE = re.compile(r"""(?:src|href|action|poster|data)\s*=\s*["']?\s*(?:https?:)?//""", re.I)
 _URL_RE = re.compile(r"""(?:https?:)?//[A-Za-z0-9.-]+\.[A-Za-z]{2,}""")
-
-_CSS = """
-:root { --ink: #1f2328; --muted: #59636e; --rule: #d1d9e0; --accent: #1f6feb; --bg-soft: #f6f8fa; }
-html { font-family: "DejaVu Sans", "Segoe UI", Helvetica, Arial, sans-serif; color: var(--ink); }
-body { max-width: 1040px; margin: 0 auto; padding: 24px 28px 64px; line-height: 1.5; font-size: 15px; }
-h1 { font-size: 1.9em; margin: 0.2em 0 0.4em; border-bottom: 3px solid var(--accent); padding-bottom: 0.2em; }
-h2 { font-size: 1.4em; margin-top: 2.0em; border-bottom: 1px solid var(--rule); padding-bottom: 0.2em; }
-h3 { font-size: 1.1em; margin-top: 1.4em; }
-a.anchor-link { display: none; }
-.jp-InputPrompt, .jp-OutputPrompt { display: none; }
-.jp-Cell { margin: 0; padding: 0; }
-.jp-OutputArea-output pre { background: var(--bg-soft); padding: 8px 10px; overflow-x: auto; font-size: 0.85em; }
-table.report-table { border-collapse: collapse; margin: 0.8em 0 1.2em; font-size: 0.9em; }
-table.report-table caption { caption-side: top; text-align: left; color: var(--muted); padding-bottom: 4px; }
-table.report-table th, table.report-table td { border-bottom: 1px solid var(--rule); padding: 4px 10px;
-  text-align: right; vertical-align: top; }
-table.report-table th { background: var(--bg-soft); }
-table.report-table tbody th { text-align: left; font-weight: normal; }
-table.report-table td:first-child { text-align: left; }
-figure.report-figure { margin: 1em 0 1.6em; }
-figure.report-figure img { max-width: 100%; height: auto; }
-figure.report-figure figcaption { color: var(--muted); font-size: 0.9em; }
-.note { background: #fff8c5; border-left: 4px solid #d4a72c; padding: 6px 12px; }
-.missing { background: #ffebe9; border-left: 4px solid #cf222e; padding: 6px 12px; }
-.headline { font-size: 1.0em; background: var(--bg-soft); border-left: 4px solid var(--accent); padding: 8px 14px; }
-.footer { color: var(--muted); font-size: 0.85em; }
-@media print { body { max-width: none; } h2 { break-after: avoid; } figure { break-inside: avoid; } }
-"""
-
-_TEMPLATE = r"""{%- extends 'lab/index.html.j2' -%}
-{%- block html_head_js -%}{%- endblock html_head_js -%}
-{%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
-{%- block notebook_css -%}
-<style type="text/css">""" + _CSS + r"""</style>
-{%- endblock notebook_css -%}
-{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
-{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
-{%- block stream_stderr -%}{%- endblock stream_stderr -%}
-{%- block data_javascript -%}{%- endblock data_javascript -%}
-"""
-
 
 class ReportError(RuntimeError):
     """A report could not be rendered; the message says why and what to do."""
@@ -98,12 +58,46 @@ class RenderedReport:
 
 
 def notebook_path(name: str = "quarterly_report") -> Path:
-    """The jupytext source of a report notebook (``notebooks/{name}.py``)."""
-    p = NOTEBOOK_DIR / f"{name}.py"
+    """The jupytext source of a shipped notebook (``notebooks/{name}.py`` in a checkout).
+
+    Read with :mod:`importlib.resources` from the package ``carecall_eval.notebooks``, so it is found in a
+    wheel install as in a checkout.  Call it before computing anything: a missing notebook fails at once.
+
+    Raises
+    ------
+    ReportError
+        If no such notebook ships with the package (the message lists the ones that do).
+    """
+    from importlib import resources
+
+    try:
+        folder = resources.files(NOTEBOOK_PACKAGE)
+    except ModuleNotFoundError:   # run from a source tree that was never installed: the folder beside the package
+        folder = Path(__file__).resolve().parents[2] / "notebooks"   # type: ignore[assignment]
+    src = folder / f"{name}.py"
+    if not src.is_file():
+        have = sorted(p.name[:-3] for p in folder.iterdir() if p.name.endswith(".py") and p.name != "__init__.py") \
+            if folder.is_dir() else []
+        raise ReportError(f"no notebook {name!r} ships with carecall_eval (looked in {folder}; available: "
+                          f"{', '.join(have) or 'none'}); reinstall carecall_eval, e.g. `pip install --force-reinstall "
+                          "carecall_eval[report]`")
+    return Path(str(src))
+
+
+def notebook_source(notebook: str | os.PathLike | None, name: str = "quarterly_report") -> Path:
+    """The notebook to execute: ``notebook`` if given (it must exist), else the shipped ``name``."""
+    if notebook is None:
+        return notebook_path(name)
+    p = Path(notebook)
     if not p.is_file():
-        raise ReportError(f"notebook source {p} not found; the report notebooks live in the repository's "
-                          "notebooks/ folder (install carecall_eval from a checkout with `pip install -e .`)")
+        raise ReportError(f"notebook {p} not found")
     return p
+
+
+def _template() -> str:
+    from importlib import resources
+
+    return resources.files("carecall_eval.report").joinpath("templates", _TEMPLATE_NAME).read_text(encoding="utf-8")
 
 
 def report_dir(out: str | os.PathLike, operator: str, quarter: str) -> Path:
@@ -130,7 +124,7 @@ def _exporter():
 
     return HTMLExporter(
         template_name="lab",
-        extra_loaders=[jinja2.DictLoader({_TEMPLATE_NAME: _TEMPLATE})],
+        extra_loaders=[jinja2.DictLoader({_TEMPLATE_NAME: _template()})],
         template_file=_TEMPLATE_NAME,
         exclude_input=True,
         exclude_input_prompt=True,
@@ -172,14 +166,63 @@ def _env(**values):
                 os.environ[k] = v
 
 
-def _check_kernel(kernel_name: str) -> None:
+def _has_kernel(kernel_name: str) -> bool:
     from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
     try:
         KernelSpecManager().get_kernel_spec(kernel_name)
     except NoSuchKernel:
+        return False
+    return True
+
+
+def _check_kernel(kernel_name: str) -> None:
+    if not _has_kernel(kernel_name):
         raise ReportError(f"the Jupyter kernel {kernel_name!r} is not registered; run `make setup`, or "
-                          f"`{sys.executable} -m ipykernel install --sys-prefix --name {kernel_name}`") from None
+                          f"`{sys.executable} -m ipykernel install --sys-prefix --name {kernel_name}`, or leave "
+                          "the kernel unset to run in this interpreter")
+
+
+@contextlib.contextmanager
+def kernel(kernel_name: str | None = None, say=None):
+    """The name of the kernel to execute a notebook in, available for the duration of the block.
+
+    ``None`` (the default) means the ``carecall-eval`` kernel that ``make setup`` registers when it is
+    there, else the interpreter running this code: a kernel spec for :data:`sys.executable` is written
+    to a temporary Jupyter data directory for the block (a wheel install needs no registration, and the
+    notebook runs with the same carecall_eval as the caller).  A kernel named explicitly must be
+    registered.
+
+    Raises
+    ------
+    ReportError
+        If ``kernel_name`` is given and not registered, or ipykernel is not installed.
+    """
+    if kernel_name is not None:
+        _check_kernel(kernel_name)
+        yield kernel_name
+        return
+    if _has_kernel(KERNEL_NAME):
+        yield KERNEL_NAME
+        return
+    import importlib.util
+    import json
+
+    if importlib.util.find_spec("ipykernel") is None:
+        raise ReportError("rendering a notebook needs ipykernel: pip install 'carecall_eval[report]'")
+    name = f"{KERNEL_NAME}-here"
+    with tempfile.TemporaryDirectory(prefix="carecall_kernel_") as td:
+        spec_dir = Path(td) / "kernels" / name
+        spec_dir.mkdir(parents=True)
+        (spec_dir / "kernel.json").write_text(json.dumps({
+            "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+            "display_name": f"Python ({sys.executable})", "language": "python"}), encoding="utf-8")
+        if say is not None:
+            say(f"kernel {KERNEL_NAME!r} is not registered: running the notebook in this interpreter "
+                f"({sys.executable})")
+        path = os.environ.get("JUPYTER_PATH")
+        with _env(JUPYTER_PATH=os.pathsep.join([td] + ([path] if path else []))):
+            yield name
 
 
 def _timestamp() -> str:
@@ -189,7 +232,7 @@ def _timestamp() -> str:
     return t.replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
-def render_report(data, quarter, out="reports", design=None, *, notebook=None, kernel_name: str = KERNEL_NAME,
+def render_report(data, quarter, out="reports", design=None, *, notebook=None, kernel_name: str | None = None,
                   timeout: int = 1200, progress: bool = True, placebo: bool = True, pool_quarters: int = 4,
                   keep_notebook: bool = False, rendered_at: str | None = None, stages=None) -> RenderedReport:
     """Execute the quarterly report notebook and write HTML, metrics.json and metrics.csv.
@@ -206,10 +249,12 @@ def render_report(data, quarter, out="reports", design=None, *, notebook=None, k
     design : path, optional
         Study design file (TOML or JSON); the default design when None.
     notebook : path, optional
-        Jupytext source to execute (default ``notebooks/quarterly_report.py``).
-    kernel_name : str
-        Jupyter kernel to run in (default ``carecall-eval``, registered by
-        ``make setup``).
+        Jupytext source to execute (default: the shipped
+        ``notebooks/quarterly_report.py``, see :func:`notebook_path`).
+    kernel_name : str, optional
+        Jupyter kernel to run in.  Default: ``carecall-eval`` (registered by
+        ``make setup``) when registered, else this interpreter (see
+        :func:`kernel`).
     timeout : int
         Seconds any one cell may run before the render is abandoned.
     progress : bool
@@ -228,9 +273,6 @@ def render_report(data, quarter, out="reports", design=None, *, notebook=None, k
         the notebook) with its time and peak memory; the returned report's
         ``stages`` lists them either way.
 
-    Every figure is computed in this process (with a progress line per step),
-    then the notebook lays the saved figures out in its kernel.
-
     Returns
     -------
     RenderedReport
@@ -243,6 +285,12 @@ def render_report(data, quarter, out="reports", design=None, *, notebook=None, k
         The data do not meet the data contract.
     ReportError
         Missing kernel or notebook, a failing cell, or a timeout.
+
+    Notes
+    -----
+    Every figure is computed in this process (with a progress line per step),
+    then the notebook lays the saved figures out in its kernel.  The notebook
+    and the kernel are found before anything is computed.
     """
     import jupytext
     import papermill as pm
@@ -263,7 +311,10 @@ def render_report(data, quarter, out="reports", design=None, *, notebook=None, k
         raise FileNotFoundError(f"design file {design} does not exist")
     if str(quarter).strip().lower() != "latest":
         parse_quarter(quarter)  # a malformed quarter fails before the data are read
-    _check_kernel(kernel_name)
+    # the notebook and the kernel are found before any figure is computed
+    src = notebook_source(notebook, "quarterly_report")
+    if kernel_name is not None:
+        _check_kernel(kernel_name)
     ds, _ = open_dataset(data)
     try:
         with st("validate"):
@@ -293,9 +344,7 @@ def render_report(data, quarter, out="reports", design=None, *, notebook=None, k
         rep.save(cfile)
     finally:
         ds.close()
-    src = Path(notebook) if notebook else notebook_path("quarterly_report")
     nb = jupytext.read(src)
-    nb.metadata["kernelspec"] = {"name": kernel_name, "display_name": f"Python ({kernel_name})", "language": "python"}
     nb.metadata.pop("jupytext", None)
 
     final = report_dir(out, cfg.operator, q.label)
@@ -316,13 +365,14 @@ def render_report(data, quarter, out="reports", design=None, *, notebook=None, k
         "context_file": str(cfile),
     }
     try:
-        say(f"executing {src.name} for {cfg.operator} {q} in kernel {kernel_name!r} (timeout {timeout} s per cell)")
-        with st("report notebook"):
+        with st("report notebook"), kernel(kernel_name, say) as kname:
+            say(f"executing {src.name} for {cfg.operator} {q} in kernel {kname!r} (timeout {timeout} s per cell)")
+            nb.metadata["kernelspec"] = {"name": kname, "display_name": f"Python ({kname})", "language": "python"}
             try:
                 # one BLAS/OpenMP thread: multithreaded reductions can change the last digits between runs
                 with _env(PYTHONHASHSEED="0", MPLBACKEND="Agg", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
                           MKL_NUM_THREADS="1"):
-                    pm.execute_notebook(nb, str(executed), parameters=params, kernel_name=kernel_name,
+                    pm.execute_notebook(nb, str(executed), parameters=params, kernel_name=kname,
                                         cwd=str(staging), execution_timeout=timeout, progress_bar=progress,
                                         log_output=False, start_timeout=120,
                                         # the kernel's own log (e.g. its transport notice) is not the reader's concern
