@@ -56,6 +56,8 @@ _EXPORTS: dict[str, str] = {
     "call_length": "carecall_eval.outcomes.calls:call_length",
     "actions": "carecall_eval.outcomes.actions:actions",
     "reception": "carecall_eval.outcomes.actions:reception",
+    "sensitivity_analysis": "carecall_eval.trust.sensitivity:sensitivity_analysis",
+    "selfcheck": "carecall_eval.trust.plasmode:selfcheck",
     "ESTIMATORS": "carecall_eval.outcomes.registry:ESTIMATORS",
     # everything, reports, comparison, trials
     "evaluate": "carecall_eval.evaluate:evaluate",

@@ -148,7 +148,7 @@ def _evaluate(data, design, *, level, window, placebo, subgroups, stages, option
     results: dict[str, Result] = {}
     rsample = None
     for name, spec in ESTIMATORS.items():
-        if not spec.applies(ds):
+        if not spec.in_evaluate or not spec.applies(ds):
             continue
         opts = {**defaults.get(name, {}), **options.get(name, {})}
         with st(name):

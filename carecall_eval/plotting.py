@@ -409,3 +409,57 @@ def _pct_formatter():
     from matplotlib.ticker import PercentFormatter
 
     return PercentFormatter(xmax=1.0, decimals=0)
+
+
+def selfcheck_plot(result, ax=None, *, estimators=("spending.matched_change", "spending.naive_change",
+                                                   "spending.did_change")):
+    """Self-check: each figure's mean estimate against the planted truth, with the replicates' 5-95% range.
+
+    Parameters
+    ----------
+    result : Result or pandas.DataFrame
+        From :func:`carecall_eval.selfcheck` (plot data ``"truth_plot"``: ``estimator``, ``injected``,
+        ``truth``, ``mean``, ``low``, ``high``), or that table.
+    ax : matplotlib.axes.Axes, optional
+    estimators : sequence of str
+        Figures drawn (metric ids); a figure that recovers the truth lies on the diagonal.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> import pandas as pd
+    >>> t = pd.DataFrame({"estimator": ["spending.matched_change"] * 2, "injected": [-0.15, 0.0],
+    ...                   "truth": [-0.15, 0.0], "mean": [-0.14, 0.01], "low": [-0.2, -0.05], "high": [-0.08, 0.07]})
+    >>> len(selfcheck_plot(t).lines) > 0
+    True
+    """
+    ax = _axes(ax)
+    t = _result_data(result, "truth_plot")
+    labels = {"spending.matched_change": ("matched estimate (primary)", "C0", "o"),
+              "spending.naive_change": ("naive before/after", "C3", "s"),
+              "spending.did_change": ("difference in differences", "0.45", "^")}
+    t = t[t["estimator"].isin(list(estimators))]
+    if len(t):
+        lo = float(min(t["truth"].min(), t["low"].min()))
+        hi = float(max(t["truth"].max(), t["high"].max()))
+        pad = 0.05 * (hi - lo or 1.0)
+        ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="0.6", lw=1, ls="--", label="estimate = truth")
+    for k, est in enumerate(estimators):
+        d = t[t["estimator"] == est].sort_values("truth")
+        if d.empty:
+            continue
+        name, color, marker = labels.get(est, (est, f"C{k + 4}", "o"))
+        x = d["truth"].to_numpy(float) + (k - 1) * 0.006          # side by side at each planted value
+        ax.errorbar(x, d["mean"], yerr=[d["mean"] - d["low"], d["high"] - d["mean"]], fmt=marker + "-",
+                    color=color, capsize=3, lw=1.2, label=name)
+    ax.set_xlabel("planted change in spending")
+    ax.set_ylabel("estimated change")
+    ax.xaxis.set_major_formatter(_pct_formatter())
+    ax.yaxis.set_major_formatter(_pct_formatter())
+    ax.legend(fontsize="small", loc="upper left")
+    return ax

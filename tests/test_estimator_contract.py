@@ -19,7 +19,8 @@ from carecall_eval.outcomes.registry import ESTIMATORS
 from carecall_eval.results import SUMMARY_COLUMNS
 
 #: options that keep the slow parts out of a protocol check (they are tested in their own modules)
-FAST = {"spending": {"placebo": False, "subgroups": False, "event_weeks": None}}
+FAST = {"spending": {"placebo": False, "subgroups": False, "event_weeks": None},
+        "selfcheck": {"replicates": 6, "sms_replicates": 2}}
 SPECS = list(ESTIMATORS.values())
 
 

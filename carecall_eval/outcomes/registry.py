@@ -41,6 +41,10 @@ class EstimatorSpec:
     needs : tuple of str
         Tables or config facts it needs beyond the required tables (``"arms"``:
         randomized arms present).
+    in_evaluate : bool
+        Whether :func:`carecall_eval.evaluate` runs it (False for the
+        plasmode self-check, which refits the design many times; the report
+        and ``carecall-eval selfcheck`` run it on their own).
     """
 
     name: str
@@ -50,6 +54,7 @@ class EstimatorSpec:
     default_horizon: int | None = None
     other_horizon: int | None = None
     needs: tuple = ()
+    in_evaluate: bool = True
 
     @property
     def func(self) -> Callable:
@@ -77,6 +82,8 @@ ESTIMATORS: dict[str, EstimatorSpec] = {s.name: s for s in (
     EstimatorSpec("reception", "outcomes.actions:reception"),
     EstimatorSpec("randomized", "outcomes.randomized:randomized_effects", "randomized", "window", 84, 28,
                   needs=("arms",)),
+    EstimatorSpec("sensitivity", "trust.sensitivity:sensitivity_analysis", "observational", "window", 84, 28),
+    EstimatorSpec("selfcheck", "trust.plasmode:selfcheck", "observational", "window", 84, 28, in_evaluate=False),
 )}
 
 

@@ -213,6 +213,27 @@ def matched_ppml(m: pd.DataFrame, outcome: str, window: int, covariates: list[st
                 weights=m["weights"].to_numpy(float), groups=groups, level=level)
 
 
+def matched_did(m: pd.DataFrame, outcome: str, window: int, *, groups, pre_window: int = 84,
+                level: float = 0.95) -> RatioEstimate:
+    """Matched difference in differences: group x period interaction of a weighted PPML on stacked windows.
+
+    Pre and post windows of ``m`` are stacked as daily means (exposure = window length); ``groups`` are the
+    cluster ids of ``m``'s rows (``sample.cluster_ids(m)``).
+    """
+    y = m[f"{outcome}_post{window}"].to_numpy(float)
+    w = m["weights"].to_numpy(float)
+    g = np.asarray(groups)
+    n = len(m)
+    long = pd.DataFrame({
+        "contact": np.r_[m["contact"].to_numpy(float), m["contact"].to_numpy(float)],
+        "post": np.r_[np.zeros(n), np.ones(n)],
+    })
+    long["contact_x_post"] = long["contact"] * long["post"]
+    ly = np.r_[m[f"{outcome}_pre"].to_numpy(float), y]
+    return ppml(ly, long, term="contact_x_post", weights=np.r_[w, w], groups=np.r_[g, g],
+                exposure=np.r_[np.full(n, pre_window), np.full(n, window)], level=level)
+
+
 def matched_estimates(m: pd.DataFrame, outcome: str, window: int, covariates: list[str], *, groups,
                       pre_window: int = 84, level: float = 0.95) -> dict:
     """Every matched estimator for one outcome and window on a matched table with ``weights``.
@@ -225,16 +246,7 @@ def matched_estimates(m: pd.DataFrame, outcome: str, window: int, covariates: li
     out: dict[str, Any] = {"matched": matched_ppml(m, outcome, window, covariates, groups=g, level=level),
            "post_only": ppml(y, m[["contact"]], term="contact", weights=w, groups=g, level=level)}
     out["diff"] = weighted_diff(y, m["contact"], w, g, level=level)
-    # difference in differences: stacked pre/post, daily means, interaction
-    n = len(m)
-    long = pd.DataFrame({
-        "contact": np.r_[m["contact"].to_numpy(float), m["contact"].to_numpy(float)],
-        "post": np.r_[np.zeros(n), np.ones(n)],
-    })
-    long["contact_x_post"] = long["contact"] * long["post"]
-    ly = np.r_[m[f"{outcome}_pre"].to_numpy(float), y]
-    out["did"] = ppml(ly, long, term="contact_x_post", weights=np.r_[w, w], groups=np.r_[g, g],
-                      exposure=np.r_[np.full(n, pre_window), np.full(n, window)], level=level)
+    out["did"] = matched_did(m, outcome, window, groups=g, pre_window=pre_window, level=level)
     # comparison group's own post/pre change (weighted): "would have happened anyway"
     cm = m[m["contact"] == 0]
     cw = cm["weights"].to_numpy(float)

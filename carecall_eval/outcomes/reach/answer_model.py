@@ -350,18 +350,20 @@ class SmsModel:
 
 def fit_sms_model(ds, cr: pd.DataFrame, att: pd.DataFrame, post_cases: pd.DataFrame, *, s: int, period: str,
                   policy: pd.Timestamp, offset: np.ndarray, cont: np.ndarray, data_end: pd.Timestamp, level: float,
-                  interval: str, n_boot: int, seed) -> SmsModel:
+                  interval: str, n_boot: int, seed, cov: pd.DataFrame | None = None) -> SmsModel:
     """Fit the attempt-level difference-in-differences logit and turn it into the change in case-level reach.
 
     Parameters are the case table ``cr`` (:func:`~.cases.case_reach`), its attempts ``att``, the post-policy
     cases, the SMS rule ``s`` (attempts after the ``s``-th can be changed), the calendar ``period`` of the fixed
     effects, the protocol (``offset``, ``cont`` from :func:`protocol`), the data end and the interval options.
+    ``cov`` is the case covariates of ``cr`` (:func:`case_covariates`, row for row) when already computed, for
+    example by the self-check, which refits the model many times on the same cases.
     """
     K = int(att["attempt_no"].max())
     if K <= s:
         raise InputError(f"sms_after_attempts={s} but no case has more than {K} attempts: there are no attempts "
                          "the SMS could change; check the operator's SMS rule (sms_after_attempts in operator.toml)")
-    cov = case_covariates(ds, cr)
+    cov = case_covariates(ds, cr) if cov is None else cov
     a = attempt_frame(cr, att, cov, s, period)
     if not ((a["late_after"] == 1).any() and ((a["attempt_no"] > s) & ~a["post_policy"].astype(bool)).any()):
         raise NotAvailableError(f"need attempts after attempt {s} both before and after {policy.date()} to "
