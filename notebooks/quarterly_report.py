@@ -20,6 +20,7 @@ quarter = "2025Q4"               # report quarter
 design = ""                      # study design file (TOML or JSON); empty: the default design
 out_dir = "."                    # where metrics.json and metrics.csv are written
 placebo = True                   # run the placebo check (slow; off in the CI setting)
+selfcheck_replicates = 20        # replicates of the self-check (section 8) when computed here
 pool_quarters = 4                # quarters of cases pooled for the effect estimates
 rendered_at = ""                 # render timestamp (set by the renderer)
 git_commit = ""                  # commit of the code (set by the renderer)
@@ -45,7 +46,8 @@ warnings.filterwarnings("ignore")  # the library's caveats are collected into th
 if context_file:   # the renderer computed everything (with progress lines); this notebook lays it out
     rep = load_report(context_file)
 else:
-    rep = build_quarterly(data, quarter, design or None, placebo=placebo, pool_quarters=pool_quarters)
+    rep = build_quarterly(data, quarter, design or None, placebo=placebo, pool_quarters=pool_quarters,
+                          selfcheck_replicates=selfcheck_replicates)
 written = rep.write_metrics(out_dir)
 ev = rep.evaluation
 cfg = rep.config
@@ -373,7 +375,89 @@ if rep.notes:
                                                                              for n in rep.notes))
 
 # %% [markdown]
-# ## 8. Method notes
+# ## 8. Can these figures be trusted?
+
+# %%
+sc = getattr(rep, "selfcheck", None)
+sens = res.get("sensitivity")
+sp = res.get("spending")
+if sc is None:
+    missing("selfcheck" if "selfcheck" in rep.missing else "evaluation")
+else:
+    lv = level_label(sc.settings["level"])
+    rd.show_markdown(
+        f"**A test on our own customers.** Every estimate above rests on the assumption that matching makes "
+        f"reached and unreached customers comparable. To check the whole pipeline on {html.escape(cfg.operator)}'s "
+        f"own data, we took customers who were never reached (so no call can have changed their play), picked "
+        f"some of them the way real customers end up reached, and cut their recorded spending after the case by a "
+        f"known {rd.pct(-sc.settings['effect'], 0)}. We then ran exactly the analysis of section 3, "
+        f"{sc.settings['replicates']} times with different picks. A trustworthy figure finds the planted change; "
+        f"with nothing planted it should report an effect only about {rd.pct(1 - sc.settings['level'], 0)} of "
+        "the time.")
+    s_ = sc.summary
+    names = {"spending.matched_change": "Matched estimate (primary)",
+             "spending.naive_change": "Naive before/after",
+             "spending.did_change": "Difference in differences",
+             "reach.sms_effect": "SMS effect on reach (pseudo-policy date)"}
+    verdicts = {"passes": "finds the planted change", "biased": "biased: do not rely on it",
+                "intervals too narrow": "intervals too narrow", "too few replicates": "too few replicates"}
+    rows = []
+    for g, label in names.items():
+        mean = row(sc, "selfcheck.mean_estimate", g)
+        if mean is None:
+            continue
+        cov = row(sc, "selfcheck.coverage", g)
+        fpr = row(sc, "selfcheck.false_positive_rate", g)
+        sms_row = g == "reach.sms_effect"
+        fmt = (lambda x: rd.pts(x)) if sms_row else (lambda x: rd.pct(x, 1, True))
+        planted = mean.get("truth", mean["injected"])
+        rows.append({"": label, "planted": fmt(planted), "average estimate": fmt(mean["estimate"]),
+                     f"{lv} intervals containing it": rd.pct(cov["estimate"], 0) if cov is not None else "n/a",
+                     "false alarms with nothing planted": rd.pct(fpr["estimate"], 0) if fpr is not None else "n/a",
+                     "verdict": verdicts.get(str(mean.get("verdict")), "not available")})
+    if rows:
+        rd.show_table(pd.DataFrame(rows), index=False,
+                      caption=f"Self-check: {sc.settings['replicates']} replicates on "
+                              f"{rd.suppress(sc.settings['n_pool'], T)} never-reached customers")
+    rd.show_markdown(sc.text)
+    fig, ax = rd.figure(7.5, 4.2)
+    plotting.selfcheck_plot(sc, ax=ax)
+    ax.set_title("Estimated against planted change in spending")
+    rd.show_figure(fig, "Self-check: each estimator's average estimate against the planted change",
+                   "Points: average estimate over the replicates at each planted change; bars: the middle 90% of "
+                   "the replicates. A figure that can be trusted lies on the dashed diagonal; the naive figure "
+                   "sits below it because spending falls after a peak with or without a call.")
+if sp is not None:
+    w_ = sp.settings["window"]
+    pl = row(sp, "spending.placebo_change", "difference", window=w_)
+    if pl is not None and pd.notna(pl["estimate"]):
+        rd.show_markdown(
+            f"**Placebo.** Repeating the analysis {ev.design.pre_window} days before the real case opening, when no "
+            f"call can yet have had an effect, gives {rd.pct(pl['estimate'], 1, True)} "
+            f"({level_label(sp.settings['level'])} CI {rd.ci_pct(pl['ci_low'], pl['ci_high'])}): "
+            + ("no sign of a difference the matching missed." if pl["ci_low"] <= 0 <= pl["ci_high"] else
+               "a difference before any call, so part of the estimate may come from who answers, not the call."))
+    ev_row = row(sp, "spending.evalue", "difference", window=w_)
+    if ev_row is not None and pd.notna(ev_row["estimate"]):
+        rd.show_markdown(
+            f"**E-value.** To explain the primary estimate away entirely, a trait the data do not record would "
+            f"have to make customers {ev_row['estimate']:.1f} times as likely to be reached and, at the same time, "
+            f"change their spending {ev_row['estimate']:.1f}-fold; to move its interval to no change it would take "
+            f"{ev_row['ci_low']:.1f} times each" + (" (the interval already includes no change)."
+                                                  if ev_row["ci_low"] <= 1 else "."))
+if sens is not None:
+    rd.show_markdown(f"**Hidden differences (Rosenbaum's Γ and tipping points).** {sens.text}")
+    tip = sens.summary[sens.summary["metric"] == "sensitivity.tipping_spending_interval"]
+    if len(tip) and "rr_reached" in tip:
+        shown = pd.DataFrame({
+            "hidden trait more common among the reached": [f"{a:g} times" for a in tip["rr_reached"]],
+            "would have to change spending": [("no strength is enough" if pd.isna(v) else
+                                               "nothing: the interval already includes no change" if v <= 1 else
+                                               f"{v:.2f}-fold") for v in tip["estimate"]]})
+        rd.show_table(shown, index=False, caption="Tipping points of the primary estimate's interval")
+
+# %% [markdown]
+# ## 9. Method notes
 #
 # * **Index date.** Reached and unreached customers are both indexed on the day their case was opened. Indexing
 #   reached customers at the answered call and others at their first attempt compares them at different points
@@ -395,13 +479,18 @@ if rep.notes:
 #   how strong such a hidden difference would have to be to explain the estimate away.
 # * **Small cells.** Counts below the operator's threshold are suppressed in the tables of this report;
 #   `metrics.json` and `metrics.csv` carry the full numbers for the operator's own use.
+# * **Self-check and sensitivity.** The self-check is a plasmode simulation: real never-reached customers, their
+#   real spending windows, a known change planted on pseudo-contacts chosen with the real propensity model, and the
+#   primary design rerun on each replicate (`carecall-eval selfcheck DIR` runs it at full size). Rosenbaum's Γ
+#   bounds the one-sided p-value of a Huber m-test on the matched sets over every hidden difference of at most Γ
+#   in the odds of being reached; the tipping points use the Ding-VanderWeele bounding factor.
 
 # %%
 rd.show_markdown(f"Design: {ev.design.describe() if ev is not None else rep.design.describe()} "
                  + (f"All intervals are {level_label(ev.settings['level'])} intervals." if ev is not None else ""))
 
 # %% [markdown]
-# ## 9. Reproducibility
+# ## 10. Reproducibility
 
 # %%
 prov = provenance()

@@ -301,7 +301,7 @@ def build_tables(ev, *, threshold: int, quarter: str | None = None, km_step: int
 
 def export_bundle(data_or_evaluation, out, quarter: str | None = None, *, design=None, threshold: int | None = None,
                   km_step: int = 14, placebo: bool = True, window: int = 84, level: float = 0.95,
-                  quiet: bool = True) -> Path:
+                  quiet: bool = True, selfcheck_replicates: int = 20) -> Path:
     """Write an operator's aggregate bundle for cross-operator comparison.
 
     Parameters
@@ -325,6 +325,11 @@ def export_bundle(data_or_evaluation, out, quarter: str | None = None, *, design
         Grid spacing of the exported Kaplan-Meier points (days).
     placebo, window, level, quiet
         Passed to :func:`carecall_eval.evaluate` when data are given.
+    selfcheck_replicates : int
+        When data are given, replicates of the plasmode self-check (:func:`carecall_eval.selfcheck`) whose
+        figures travel with the bundle (``estimator`` "selfcheck"), so operators see how trustworthy each
+        other's estimates are; 0 skips it.  An Evaluation carries them when it holds a "selfcheck" result
+        (the quarterly report's metrics do).
 
     Returns
     -------
@@ -374,6 +379,14 @@ def export_bundle(data_or_evaluation, out, quarter: str | None = None, *, design
             if quiet:  # the caveats of the evaluation are not printed; third-party warnings still are
                 warnings.simplefilter("ignore", CarecallWarning)
             ev = evaluate(ds, design, level=level, quiet=quiet, window=window, placebo=placebo)
+            if selfcheck_replicates:
+                import dataclasses
+
+                from ..trust.plasmode import selfcheck
+
+                sc = selfcheck(ds, ev.sample, level=level, window=window, replicates=int(selfcheck_replicates),
+                               sms_replicates=min(int(selfcheck_replicates), 5), seed=0)
+                ev = dataclasses.replace(ev, results={**ev.results, "selfcheck": sc})
     threshold = sup.check_threshold(threshold)
     if configured is not None and threshold < configured:
         raise ValueError(f"export_bundle: threshold {threshold} is below the operator's small_cell_threshold "

@@ -17,6 +17,11 @@ Which customers each section describes
   matched with the same design, so that their year of follow-up is complete.
 * Reach, answer rates, call length, reception: the whole data period, because
   the before/after comparison of the SMS policy needs both periods.
+* "Can these figures be trusted?": the plasmode self-check
+  (:func:`carecall_eval.selfcheck`) on the effect cohort's never-reached
+  customers, at ``selfcheck_replicates`` replicates (small, so the report stays
+  quick), and the sensitivity analysis of the evaluation (Rosenbaum's Γ,
+  tipping points).
 """
 from __future__ import annotations
 
@@ -77,6 +82,7 @@ class QuarterlyReport:
     retention: Result | None = None
     retention_cohort: object | None = None
     retention_quarter: Quarter | None = None
+    selfcheck: Result | None = None
     cohort_period: tuple[_dt.date, _dt.date] | None = None
     missing: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)
@@ -116,6 +122,8 @@ class QuarterlyReport:
         results = dict(ev.results)
         if self.retention is not None:
             results["retention_year_earlier"] = self.retention
+        if self.selfcheck is not None:
+            results["selfcheck"] = self.selfcheck
         kpi_rows = self.kpis.drop(columns=["quarter", "count"], errors="ignore")
         results["kpis"] = Result("kpis", kpi_rows, "Headline figures by quarter.",
                                  settings={"quarters": sorted(self.kpis["quarter"].unique().tolist())})
@@ -248,7 +256,7 @@ def _collect(notes: list, step: str):
 def build_quarterly(data, quarter: str | Quarter, design: StudyDesign | str | os.PathLike | None = None, *,
                     pool_quarters: int | None = 4, window: int = 84, level: float = 0.95,
                     placebo: bool = True, kpi_quarters: int = 4, validation=None,
-                    stages=None) -> QuarterlyReport:
+                    selfcheck_replicates: int = 20, stages=None) -> QuarterlyReport:
     """Compute everything a quarterly report shows.
 
     Parameters
@@ -277,6 +285,10 @@ def build_quarterly(data, quarter: str | Quarter, design: StudyDesign | str | os
         The data's validation report when it was already computed (the
         renderer validates before it starts the notebook; a path is a JSON
         file from :meth:`ValidationReport.to_json`).  Validated here when None.
+    selfcheck_replicates : int
+        Replicates of the plasmode self-check on the effect cohort (0: skip it).
+        Each one re-matches and re-estimates the cohort, so the report keeps
+        this small; ``carecall-eval selfcheck`` runs the full check.
     stages : carecall_eval.stages.Stages, optional
         Records each step's time and peak memory and prints progress.
 
@@ -343,6 +355,18 @@ def build_quarterly(data, quarter: str | Quarter, design: StudyDesign | str | os
             ev = evaluate(ds, eff_design, level=level, window=window, placebo=placebo, stages=st)
         except Exception as exc:  # the report says what is missing instead of failing
             missing["evaluation"] = f"the effect estimates could not be computed ({type(exc).__name__}: {exc})"
+    sc = None
+    if ev is not None and selfcheck_replicates:
+        with _collect(notes, "self-check"), st("self-check"):
+            try:
+                from ..trust.plasmode import PLOT_GRID, selfcheck
+
+                sc = selfcheck(ds, ev.sample, level=level, window=window, replicates=int(selfcheck_replicates),
+                               sms_replicates=min(int(selfcheck_replicates), 5), grid=PLOT_GRID, seed=0)
+            except Exception as exc:  # the report says what is missing instead of failing
+                missing["selfcheck"] = f"the self-check could not be run ({type(exc).__name__}: {exc})"
+    elif ev is not None:
+        missing["selfcheck"] = "the self-check was not run (selfcheck_replicates = 0)"
     rq = q.shift(-4)
     ret = ret_cohort = None
     if pd.Timestamp(rq.end) + pd.Timedelta(days=364) > pd.Timestamp(ds.data_end):
@@ -372,8 +396,9 @@ def build_quarterly(data, quarter: str | Quarter, design: StudyDesign | str | os
         "retention_cohort": rq.label,
         "placebo": bool(placebo),
         "level": level,
+        "selfcheck_replicates": int(selfcheck_replicates),
     }
     return QuarterlyReport(quarter=q, dataset=ds, design=eff_design, evaluation=ev, kpis=kpis,
                            validation=validation, retention=ret, retention_cohort=ret_cohort,
-                           retention_quarter=rq, cohort_period=(eff_design.study_start, eff_design.study_end),
+                           retention_quarter=rq, selfcheck=sc, cohort_period=(eff_design.study_start, eff_design.study_end),
                            missing=missing, notes=notes, params=params)

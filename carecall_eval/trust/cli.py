@@ -32,7 +32,7 @@ def cmd_selfcheck(args: argparse.Namespace) -> int:
 
     from ..cohorts import StudyDesign, build_cohort
     from ..contract import load
-    from ..evaluate import write_atomic
+    from ..writer import write_text
     from .plasmode import PLOT_GRID, selfcheck
     from .sensitivity import sensitivity_analysis
 
@@ -63,7 +63,7 @@ def cmd_selfcheck(args: argparse.Namespace) -> int:
         doc = {"selfcheck": res.to_dict(), "sensitivity": sens.to_dict()}
         import json
 
-        write_atomic(out, json.dumps(doc, indent=2, sort_keys=True, allow_nan=False) + "\n")
+        write_text(out, json.dumps(doc, indent=2, sort_keys=True, allow_nan=False) + "\n", what="self-check figures")
         print(f"Wrote {out}")
     return 0
 

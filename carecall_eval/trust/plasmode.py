@@ -332,15 +332,20 @@ def metric_id(stem: str, scenario: str) -> str:
 
 
 def _rows(stats: pd.DataFrame, verdicts: dict, labels: dict, effect: float, sms_effect: float, level: float,
-          window: int, outcome: str, notes: dict) -> list[dict]:
-    """Tidy summary rows of the two headline scenarios (the planted effect, and none) per estimator."""
+          window: int, outcome: str, notes: dict, units: dict) -> list[dict]:
+    """Tidy summary rows of the two headline scenarios (the planted effect, and none) per estimator.
+
+    ``n`` is the number of customers (never-reached customers for spending, phone cases for the SMS) the
+    replicates are drawn from, so the small-cell rules read it like every other count; ``replicates`` is
+    the number of replicates behind each figure.
+    """
     z = z_quantile(level)
     rows: list[dict] = []
     for est in labels:
         is_sms = est in SMS_ESTIMATOR
         target = sms_effect if is_sms else effect
         base = {"group": est, "window": np.nan if is_sms else window, "outcome": None if is_sms else outcome,
-                "verdict": verdicts.get(est, "not available")}
+                "verdict": verdicts.get(est, "not available"), "n": int(units.get(est, 0))}
         for scenario, inj in (("effect", target), ("no effect", 0.0)):
             g = stats[(stats["estimator"] == est) & np.isclose(stats["injected"].astype(float), inj)] \
                 if not stats.empty else stats
@@ -350,12 +355,13 @@ def _rows(stats: pd.DataFrame, verdicts: dict, labels: dict, effect: float, sms_
                 keys.append("selfcheck.false_positive_rate")
             if g.empty or int(g.iloc[0]["replicates"]) == 0:
                 reason = notes.get(est, "no replicate produced an estimate")
-                rows += [not_available({**b, "metric": k, "n": 0, "method": "plasmode self-check"}, reason)
+                rows += [not_available({**b, "metric": k, "replicates": 0, "method": "plasmode self-check"}, reason)
                          for k in keys]
                 continue
             r = g.iloc[0]
             n = int(r["replicates"])
             b["truth"] = float(r["mean_truth"])
+            b["replicates"] = n
             mc = f"over {n} plasmode replicates"
             vals = {
                 "mean_estimate": {"estimate": r["mean_estimate"], "se": r["bias_se"],
@@ -372,9 +378,9 @@ def _rows(stats: pd.DataFrame, verdicts: dict, labels: dict, effect: float, sms_
                 "se_ratio": {"estimate": r["se_ratio"],
                              "method": f"mean reported standard error over the replicates' standard deviation {mc}"},
             }
-            rows += [{**b, "metric": metric_id(k, scenario), "n": n, **vals[k]} for k in _STEMS]
+            rows += [{**b, "metric": metric_id(k, scenario), **vals[k]} for k in _STEMS]
             if scenario == "no effect":
-                rows.append({**b, "metric": "selfcheck.false_positive_rate", "estimate": r["rejects"], "n": n,
+                rows.append({**b, "metric": "selfcheck.false_positive_rate", "estimate": r["rejects"],
                              "method": f"share of intervals excluding 0 with nothing planted {mc}"})
     return rows
 
@@ -449,7 +455,9 @@ def selfcheck(data, sample=None, /, *, level: float = 0.95, effect: float = -0.1
         ``spending.naive_change``, ``spending.did_change``,
         ``reach.sms_effect``), ``injected`` the planted value, ``truth`` the
         mean true effect, ``verdict`` one of "passes", "biased", "intervals
-        too narrow", "too few replicates".  Plot data ``"replicates"`` (one
+        too narrow", "too few replicates"; ``n`` is the number of customers
+        the replicates draw from (never-reached customers, or phone cases for
+        the SMS) and ``replicates`` the replicates behind the figure.  Plot data ``"replicates"`` (one
         row per replicate, estimator and effect size) and ``"truth_plot"``
         (mean and spread of the estimates at each injected effect).
 
@@ -551,7 +559,11 @@ def _selfcheck(ds, sample: MatchedSample, *, level, effect, replicates, seed, wi
     min_reps = max(2, min(replicates, sms_replicates) // 2)
     verdicts = _verdicts(stats, min_reps) if not stats.empty else {}
     labels = {**SPENDING_ESTIMATORS, **(SMS_ESTIMATOR if sms else {})}
-    summary = tidy(_rows(stats, verdicts, labels, effect, sms_effect, level, window, outcome, notes))
+    units = {k: n_pool for k in SPENDING_ESTIMATORS}
+    sms_reps = reps[reps["estimator"] == "reach.sms_effect"]
+    if len(sms_reps):
+        units["reach.sms_effect"] = int((sms_reps["n_contacts"] + sms_reps["n_comparisons"]).max())
+    summary = tidy(_rows(stats, verdicts, labels, effect, sms_effect, level, window, outcome, notes, units))
     if caught_all:
         uniq = sorted(set(caught_all))
         warnings.warn(f"selfcheck: {len(caught_all)} warning(s) in the replicates, e.g. {uniq[0][:200]}",
