@@ -234,7 +234,8 @@ def _timestamp() -> str:
 
 def render_report(data, quarter, out="reports", design=None, *, notebook=None, kernel_name: str | None = None,
                   timeout: int = 1200, progress: bool = True, placebo: bool = True, pool_quarters: int = 4,
-                  keep_notebook: bool = False, rendered_at: str | None = None, stages=None) -> RenderedReport:
+                  keep_notebook: bool = False, rendered_at: str | None = None, stages=None,
+                  selfcheck_replicates: int = 20) -> RenderedReport:
     """Execute the quarterly report notebook and write HTML, metrics.json and metrics.csv.
 
     Parameters
@@ -263,6 +264,9 @@ def render_report(data, quarter, out="reports", design=None, *, notebook=None, k
         Run the placebo analysis (the slowest part; the CI setting turns it off).
     pool_quarters : int
         Quarters of cases pooled for the effect estimates.
+    selfcheck_replicates : int
+        Replicates of the plasmode self-check in "Can these figures be trusted?" (0: skip it); small by
+        default so the report stays quick (``carecall-eval selfcheck`` runs the full check).
     keep_notebook : bool
         Also keep the executed ``report.ipynb`` (a build output, never commit it).
     rendered_at : str, optional
@@ -339,7 +343,7 @@ def render_report(data, quarter, out="reports", design=None, *, notebook=None, k
 
         with threadpool_limits(limits=1, user_api="blas"):   # as in the kernel: reproducible to the last digit
             rep = build_quarterly(ds, q, design, pool_quarters=pool_quarters, placebo=placebo,
-                                  validation=validation, stages=st)
+                                  validation=validation, stages=st, selfcheck_replicates=selfcheck_replicates)
         cfile = Path(tempfile.mkdtemp(prefix="carecall_report_")) / "context.pickle"
         rep.save(cfile)
     finally:
