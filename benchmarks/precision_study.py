@@ -11,7 +11,14 @@ to their counterfactual mean - with the current primary (matched PPML) and candi
   interval on the log ratio) with a PPML outcome model on the comparisons and a logit propensity,
   both on the design covariates, over every eligible comparison (no caliper, no discarding);
 * DR + history: the same with the monthly profile in the outcome model;
-* DR + history (weighted): outcome model fitted with the odds weights (augmentation term zero).
+* DR + history (weighted): outcome model fitted with the odds weights (augmentation term zero);
+* DR + history (pooled outcome model): the outcome model fitted on contacts and comparisons together
+  with a contact indicator (common slopes), predicted with the indicator at 0; "pooled, weighted"
+  does both;
+* DR + history, + not-selected pool: the comparisons extended with customers who had a qualifying
+  trigger and no case within 30 days (indexed at the trigger) - a further comparison pool.
+
+The history profile also carries the cohort's last 7 days (spending per day, share of days played).
 
 Variants (simulator parameters): default; a larger effect (call_effect 0.75); a null call effect
 (call_effect 1.0: pauses and self-exclusions agreed on calls still act, so the realised truth is
@@ -51,6 +58,7 @@ HERE = Path(__file__).resolve().parent
 OUT = HERE / "out" / "precision"
 WINDOW = 84
 CUSTOMERS = 40_000
+POOL = True     # also estimate with the not-selected pool (--no-pool skips it: it roughly doubles the rows)
 
 VARIANTS = {
     "default": {},
@@ -160,6 +168,12 @@ def estimates(table: pd.DataFrame, pool: pd.DataFrame, data_end) -> dict:
         out["DR + history"] = dr_ratio(full, window=WINDOW, covariates=cov, outcome_extra=hist)
         out["DR + history (weighted)"] = dr_ratio(full, window=WINDOW, covariates=cov, outcome_extra=hist,
                                                   weighted_outcome=True)
+        out["DR + history (pooled outcome model)"] = dr_ratio(full, window=WINDOW, covariates=cov,
+                                                              outcome_extra=hist, pooled_outcome=True)
+        out["DR + history (pooled, weighted)"] = dr_ratio(full, window=WINDOW, covariates=cov, outcome_extra=hist,
+                                                          pooled_outcome=True, weighted_outcome=True)
+        if not POOL:
+            return out
         both = pd.concat([full, pool[pool[f"followup_{WINDOW}"]]], ignore_index=True)
         out["DR + history, + not-selected pool"] = dr_ratio(both, window=WINDOW, covariates=cov,
                                                             outcome_extra=history_covariates(both))
@@ -210,7 +224,39 @@ def main(argv=None) -> int:
     ap.add_argument("--first-seed", type=int, default=None)
     ap.add_argument("--out", help="write per-seed rows to this CSV")
     ap.add_argument("--prepare-only", action="store_true", help="only simulate and cache the cohorts")
+    ap.add_argument("--append", metavar="CSV", help="estimate seed by seed, appending to (and resuming from) CSV; "
+                    "--seeds for the first variant, --seeds-others for the rest")
+    ap.add_argument("--seeds-others", type=int, default=20)
+    ap.add_argument("--no-pool", action="store_true", help="skip the candidate with the not-selected pool")
     a = ap.parse_args(argv)
+    global POOL
+    POOL = not a.no_pool
+    t0 = time.perf_counter()
+    if a.append:
+        # round robin over the variants (the first one twice per round), one CSV row block per seed, so an
+        # interrupted run keeps every finished seed and a rerun skips them
+        # keep_default_na=False: the variant "null" is a name, not a missing value
+        done = pd.read_csv(a.append, keep_default_na=False) if Path(a.append).exists() \
+            else pd.DataFrame(columns=["variant", "seed"])
+        have = set(zip(done["variant"], done["seed"]))
+        plan = []
+        for k in range(a.seeds):
+            for j, v in enumerate(a.variants):
+                ks = (2 * k, 2 * k + 1) if j == 0 else (k,)
+                limit = a.seeds if j == 0 else a.seeds_others
+                plan += [(v, FIRST_SEED[v] + kk) for kk in ks if kk < limit]
+        for v, seed in plan:
+            if (v, seed) in have:
+                continue
+            part = run(v, 1, seed)
+            part.to_csv(a.append, mode="a", header=not Path(a.append).exists(), index=False)
+        df = pd.read_csv(a.append, keep_default_na=False)
+        df = df[df["variant"].isin(a.variants)].drop_duplicates(["variant", "seed", "estimator"])
+        pd.set_option("display.width", 220)
+        print(f"\nSpending, {WINDOW}-day theoretical loss, {CUSTOMERS:,} customers per seed; points; mc = Monte Carlo "
+              f"standard error; {time.perf_counter() - t0:.0f} s")
+        print(report(df).round(2).to_string())
+        return 0
     if a.prepare_only:
         for v in a.variants:
             s0 = FIRST_SEED[v] if a.first_seed is None else a.first_seed
@@ -219,7 +265,6 @@ def main(argv=None) -> int:
                 prepare(v, seed)
                 print(f"  {v} seed {seed} cached ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
         return 0
-    t0 = time.perf_counter()
     df = pd.concat([run(v, a.seeds, a.first_seed) for v in a.variants], ignore_index=True)
     if a.out:
         df.to_csv(a.out, index=False)

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
+from .._validation import z_quantile
 from ..cohorts.windows import window_totals
 from ..matching.propensity import _aliased, fit_propensity
 from .spending import _ppml_covariates, ppml
@@ -84,7 +84,8 @@ def history_covariates(table: pd.DataFrame, blocks: int = HISTORY_BLOCKS,
 
     Per block: log(1 + theoretical loss per observed day), the share of observed
     days with play, and the observed share itself (so unobservable history
-    is not read as no play).
+    is not read as no play); plus the same two for the last 7 days when the
+    cohort has them (``tl_7``, ``active_days_7``).
     """
     cols = {}
     for k in range(1, blocks + 1):
@@ -94,6 +95,9 @@ def history_covariates(table: pd.DataFrame, blocks: int = HISTORY_BLOCKS,
         cols[f"active_share_h{k}"] = table[f"active_days_h{k}"].to_numpy(float) / days
         if np.std(obs) > 0:
             cols[f"observed_h{k}"] = obs
+    if "tl_7" in table.columns and "active_days_7" in table.columns:     # the cohort's last-week window
+        cols["log_tl_day_7"] = np.log1p(table["tl_7"].clip(lower=0).to_numpy(float) / 7)
+        cols["active_share_7"] = table["active_days_7"].to_numpy(float) / 7
     return pd.DataFrame(cols, index=table.index)
 
 
@@ -137,16 +141,19 @@ def baseline_design(table: pd.DataFrame, covariates, extra: pd.DataFrame | None 
     return X.loc[:, ~alias]
 
 
-def _ppml_predict(y, X: pd.DataFrame, fit_rows, weights=None):
-    """Fit a PPML of ``y`` on ``X`` over ``fit_rows``; return exp(linear predictor) for every row and convergence."""
+def _ppml_predict(y, X: pd.DataFrame, fit_rows, weights=None, X_pred: pd.DataFrame | None = None):
+    """Fit a PPML of ``y`` on ``X`` over ``fit_rows``; return exp(linear predictor) and convergence.
+
+    Predictions are for every row of ``X_pred`` (default ``X``; same columns).
+    """
     fit_rows = np.asarray(fit_rows)
     yf = np.asarray(y, float)[fit_rows]
     wf = None if weights is None else np.asarray(weights, float)[fit_rows]
     Xf = X.loc[fit_rows]
     keep = Xf.std() > 0 if Xf.shape[1] else pd.Series(dtype=bool)
-    Xf, Xall = Xf.loc[:, keep], X.loc[:, keep]
+    Xf, Xall = Xf.loc[:, keep], (X if X_pred is None else X_pred).loc[:, keep]
     if Xf.shape[1] == 0:        # intercept only: the (weighted) mean
-        return np.full(len(X), np.average(yf, weights=wf)), True
+        return np.full(len(Xall), np.average(yf, weights=wf)), True
     term = Xf.columns[0]        # ppml reports one coefficient; only the fitted values are used here
     r = ppml(yf, Xf, term=term, weights=wf)
     p = r.params
@@ -156,8 +163,8 @@ def _ppml_predict(y, X: pd.DataFrame, fit_rows, weights=None):
 
 def dr_ratio(table: pd.DataFrame, *, outcome: str = "tl", window: int = 84, covariates,
              outcome_extra: pd.DataFrame | None = None, propensity_extra: pd.DataFrame | None = None,
-             level: float = 0.95, groups=None, weighted_outcome: bool = False, folds: int = 0,
-             seed: int = 0) -> DRRatio:
+             level: float = 0.95, groups=None, weighted_outcome: bool = False, pooled_outcome: bool = False,
+             folds: int = 0, seed: int = 0) -> DRRatio:
     """Doubly robust ATT ratio of mean post-window spending, contacts vs their counterfactual.
 
     Parameters
@@ -180,6 +187,11 @@ def dr_ratio(table: pd.DataFrame, *, outcome: str = "tl", window: int = 84, cova
         Fit the outcome model with the comparisons' odds weights (then the
         augmentation term is zero by the score equations: a regression
         estimator that is still doubly robust).
+    pooled_outcome : bool
+        Fit the outcome model on contacts and comparisons together with a
+        contact indicator (common slopes) and predict with the indicator at 0:
+        twice the rows for the baseline slopes.  Still doubly robust (the
+        propensity model carries consistency if the common slopes are wrong).
     folds : int
         Cross-fitting folds for both models (0: fit on all rows).
     seed : int
@@ -231,7 +243,12 @@ def dr_ratio(table: pd.DataFrame, *, outcome: str = "tl", window: int = 84, cova
         if weighted_outcome:
             et = 1 / (1 + np.exp(-(Xp_np @ b)))
             odds = et / (1 - et)
-        pred, ok = _ppml_predict(y, Xo, train & ~t, weights=odds)
+        if pooled_outcome:
+            Xc = Xo.assign(_contact=t.astype(float))
+            pred, ok = _ppml_predict(y, Xc, train, weights=None if odds is None else np.where(t, 1.0, odds),
+                                     X_pred=Xc.assign(_contact=0.0))
+        else:
+            pred, ok = _ppml_predict(y, Xo, train & ~t, weights=odds)
         g0[test] = pred[test]
         converged &= ok
     e = np.clip(e, 1e-6, 1 - 1e-6)
@@ -248,7 +265,7 @@ def dr_ratio(table: pd.DataFrame, *, outcome: str = "tl", window: int = 84, cova
     g = len(sums)
     se = float(np.sqrt(np.sum(sums ** 2) * g / max(g - 1, 1)) / n)
     coef = float(np.log(mu1 / mu0)) if mu0 > 0 and mu1 > 0 else np.nan
-    z = stats.norm.ppf(0.5 + level / 2)
+    z = z_quantile(level)
     wc = w[~t]
     return DRRatio(float(np.expm1(coef)), float(np.expm1(coef - z * se)), float(np.expm1(coef + z * se)),
                    coef, se, n, n1, n - n1, float(mu1), float(mu0),
