@@ -2,10 +2,21 @@
 
 Each subcommand is a thin wrapper over a library function; ``--help`` on any of
 them explains its arguments.
+
+One error path (:func:`main`): every failure ends in one message on stderr,
+``carecall-eval <command>: error: <what, the rule, the offending rows or values, what to do>``,
+with exit code 2 for bad input (:class:`~carecall_eval.errors.InputError`, which
+includes a :class:`~carecall_eval.contract.ContractError`; a path that does not
+exist or cannot be read; an invalid argument) and 1 for anything else (a figure
+that cannot be computed on these data, a missing kernel, an internal error).  A
+traceback is printed only with ``--debug``.  SIGTERM stops the run the same way
+(exit 143) after partial output has been removed.  The module imports nothing
+heavy until a subcommand runs (``carecall-eval --help`` stays fast).
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -20,6 +31,10 @@ def _peak_mb() -> float:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     from .simulate import simulate
+    from .simulate.run import SIMULATED_KIND, _old_simulation
+    from .writer import check_output_path
+
+    check_output_path(args.out, directory=True, what="simulated data", kind=SIMULATED_KIND, adopt=_old_simulation)
 
     t0 = time.perf_counter()
     extra = {}
@@ -66,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "cohorts, estimate effects on spending, retention and reach, render reports.",
     )
     parser.add_argument("--version", action="version", version=f"carecall_eval {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="print the full traceback of an error (also accepted after the subcommand, or set "
+                             "CARECALL_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -73,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Simulate customers, play, triggers, care-call cases, attempts, SMS and "
                                    "responsible-gambling events in the data contract, plus truth.json with the "
                                    "true effects. The same seed gives byte-identical files.")
-    p.add_argument("out", help="output data directory (replaced atomically)")
+    p.add_argument("out", help="output data directory: new, empty, or an earlier simulation (replaced atomically; "
+                               "a folder holding anything else is refused)")
     p.add_argument("--customers", type=int, default=4000, help="number of customers (default 4000)")
     p.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     p.add_argument("--operator", help="operator name written to operator.toml")
@@ -112,13 +131,98 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``carecall-eval`` with ``argv`` (default ``sys.argv[1:]``) and return the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("CARECALL_DEBUG", "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
     parser = build_parser()
-    args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"carecall-eval {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        args = parser.parse_args(argv)
+    except SystemExit as exc:            # --help, --version, or a usage error (argparse printed it)
+        return int(exc.code or 0) if not isinstance(exc.code, str) else 2
+    from .writer import terminate_as_exception
+
+    try:
+        with terminate_as_exception():   # SIGTERM runs every clean-up on the way out
+            return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print(f"carecall-eval {args.command}: interrupted; nothing half-written was left behind", file=sys.stderr)
+        return 130
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+        if code == 143:
+            print(f"carecall-eval {args.command}: stopped by SIGTERM; partial output was removed", file=sys.stderr)
+        return code
+    except BaseException as exc:  # noqa: BLE001 - the one error path
+        code, message = describe_error(exc)
+        print(f"carecall-eval {args.command}: error: {message}", file=sys.stderr)
+        if debug:
+            import traceback
+
+            traceback.print_exception(exc, file=sys.stderr)
+        elif code == 1 and _is_internal(exc):
+            print("  (this looks like a bug in carecall_eval: run the same command with --debug for the traceback "
+                  "and report it)", file=sys.stderr)
+        return code
+
+
+def _is_internal(exc: BaseException) -> bool:
+    from .errors import CarecallError
+
+    return not isinstance(exc, (CarecallError, OSError, MemoryError)) and not _is_engine_error(exc)
+
+
+def _is_engine_error(exc: BaseException) -> bool:
+    duckdb = sys.modules.get("duckdb")
+    return duckdb is not None and isinstance(exc, duckdb.Error)
+
+
+def _raised_by_us(exc: BaseException) -> bool:
+    """Whether the innermost frame of the traceback is carecall_eval's own code (an argument check)."""
+    tb = exc.__traceback__
+    last = None
+    while tb is not None:
+        last = tb
+        tb = tb.tb_next
+    if last is None:
+        return False
+    here = os.path.dirname(os.path.abspath(__file__))
+    return os.path.abspath(last.tb_frame.f_code.co_filename).startswith(here + os.sep)
+
+
+def describe_error(exc: BaseException) -> tuple[int, str]:
+    """The exit code and the one-message explanation of an exception (see the module docstring)."""
+    import errno
+
+    from .errors import CarecallError, InputError, NotAvailableError
+
+    text = str(exc).strip() or type(exc).__name__
+    if isinstance(exc, InputError):
+        return 2, text
+    if isinstance(exc, NotAvailableError):
+        return 1, f"{text} (the data are valid, but this cannot be computed on them)"
+    if isinstance(exc, CarecallError):
+        return 1, text
+    if isinstance(exc, OSError):
+        name = exc.filename
+        reason = (exc.strerror or text).rstrip(".")
+        what = f"{name}: {reason.lower()}" if name else text
+        if isinstance(exc, (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)) or \
+                exc.errno in (errno.EROFS, errno.ENAMETOOLONG, errno.ELOOP):
+            return 2, f"{what}; check the path and its permissions"
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return 1, f"{what}; free some space or write elsewhere"
+        return 1, what
+    if isinstance(exc, MemoryError):
+        return 1, ("out of memory; lower the DuckDB memory limit (environment variable CARECALL_MEMORY_LIMIT, e.g. "
+                   "2GB) so that large queries spill to disk, or run on a larger machine")
+    if _is_engine_error(exc):
+        first = text.splitlines()[0]
+        return 1, (f"the database engine (DuckDB) failed: {first}; run `carecall-eval validate DIR` to check "
+                   "the data files")
+    if isinstance(exc, (ValueError, TypeError)) and _raised_by_us(exc):
+        return 2, text
+    return 1, f"internal error ({type(exc).__name__}: {text})"
 
 
 if __name__ == "__main__":  # pragma: no cover

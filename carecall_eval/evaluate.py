@@ -6,8 +6,6 @@ estimator's tidy rows under stable metric ids; reports and exports read it.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -56,14 +54,7 @@ class Evaluation(Reporting):
 
     @cached_property
     def _summary(self) -> pd.DataFrame:
-        frames = []
-        for name, r in self.results.items():
-            s = r.summary.copy()
-            s["estimator"] = name
-            frames.append(s)
-        out = pd.concat(frames, ignore_index=True, sort=False) if frames else tidy([])
-        first = SUMMARY_COLUMNS + ["estimator"]
-        return out[first + [c for c in out.columns if c not in first]]
+        return _stack(self.results)
 
     @property
     def summary(self) -> pd.DataFrame:
@@ -84,6 +75,20 @@ class Evaluation(Reporting):
     def to_json(self) -> str:
         doc = {"carecall_eval_version": __version__, "settings": jsonable(self.settings), "metrics": self.to_records()}
         return json.dumps(doc, indent=2, sort_keys=True, allow_nan=False) + "\n"
+
+
+def _stack(results: dict) -> pd.DataFrame:
+    """Every result's rows stacked, :data:`SUMMARY_COLUMNS` first, then ``estimator``."""
+    frames = []
+    for name, r in results.items():
+        s = r.summary.copy()
+        s["estimator"] = name
+        frames.append(s)
+    out = pd.concat(frames, ignore_index=True, sort=False) if frames else tidy([])
+    if "estimator" not in out.columns:
+        out["estimator"] = pd.Series(dtype=object)
+    first = SUMMARY_COLUMNS + ["estimator"]
+    return out[first + [c for c in out.columns if c not in first]]
 
 
 def evaluate(data, design: StudyDesign | None = None, *, level: float = 0.95, quiet: bool = True,
@@ -176,29 +181,30 @@ def _evaluate(data, design, *, level, window, placebo, subgroups, stages, option
     return Evaluation(design, cohort, sample, results, settings, timings)
 
 
-def write_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file and rename: never half-written."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def evaluate_to_file(data, out, *, design_path=None, quiet=False) -> int:
-    """CLI body of ``carecall-eval evaluate``: run, print the headline, write JSON or CSV."""
+    """CLI body of ``carecall-eval evaluate``: run, print the headline, write JSON or CSV.
+
+    The output path is checked before anything is computed (a folder, a path through a file, a
+    read-only place, or a name not ending in ``.json`` or ``.csv`` are refused), and the file is written
+    atomically by :mod:`carecall_eval.writer`.
+    """
+    from .errors import InputError
+    from .writer import check_output_path, write_text
+
+    suffix = Path(out).suffix.lower()
+    if Path(out).is_dir():
+        raise InputError(f"evaluate --out {out}: it is an existing folder; give a file name ending in .json or "
+                         f".csv, for example --out {Path(out) / 'metrics.json'}")
+    if suffix not in (".json", ".csv"):
+        raise InputError(f"evaluate --out {out}: the output file must end in .json or .csv (got "
+                         f"{suffix or 'no extension'}); for example --out metrics.json")
+    out = check_output_path(out, directory=False, what="metrics file")
     design = StudyDesign.read(design_path) if design_path else None
     ev = evaluate(data, design, quiet=quiet)
-    out = Path(out)
-    if out.suffix.lower() == ".csv":
-        write_atomic(out, ev.summary.to_csv(index=False))
+    if suffix == ".csv":
+        write_text(out, ev.summary.to_csv(index=False), what="metrics file")
     else:
-        write_atomic(out, ev.to_json())
+        write_text(out, ev.to_json(), what="metrics file")
     print(headline(ev))
     print(f"Wrote {len(ev.summary)} metric rows to {out}")
     return 0

@@ -48,7 +48,8 @@ if context_file:   # the renderer computed everything (with progress lines); thi
 else:
     rep = build_quarterly(data, quarter, design or None, placebo=placebo, pool_quarters=pool_quarters,
                           selfcheck_replicates=selfcheck_replicates)
-written = rep.write_metrics(out_dir)
+written = rep.write_metrics(out_dir)   # full figures, for the operator's own use
+rep = rep.for_people()                  # below, every table and sentence: small cells withheld (bundle rules)
 ev = rep.evaluation
 cfg = rep.config
 T = cfg.small_cell_threshold
@@ -319,10 +320,7 @@ else:
 if ev is None:
     missing("evaluation")
 else:
-    flow = ev.cohort.flow.copy()
-    shown = pd.DataFrame({"step": flow["step"]})
-    for c in flow.columns[1:]:
-        shown[c.replace("_", " ")] = [rd.suppress(v, T) if v else "0" for v in flow[c]]
+    shown = rd.flow_table(ev.cohort.flow, T)
     rd.show_markdown(f"{ev.cohort.text} Each row removes cases that cannot be compared fairly.")
     rd.show_table(shown, index=False, caption="Cohort flow (cases opened in the effect-cohort period)")
     m = ev.matched
@@ -354,19 +352,10 @@ rd.show_table(pd.DataFrame(rows), index=False, caption=f"Rows checked per table;
 if not v.ok:
     rd.show_table(v.problems[["table", "column", "rule", "n_failing", "expected"]], index=False)
 if ev is not None:
-    t = ev.cohort.table
-    cens = []
-    for wdw in ev.design.post_windows:
-        col = f"followup_{wdw}"
-        if col in t.columns:
-            for g, lab in ((1, "reached"), (0, "not reached")):
-                tt = t[t["contact"] == g]
-                cens.append({"follow-up window": f"{wdw} days", "group": lab,
-                             "complete": rd.suppress(int(tt[col].sum()), T),
-                             "censored by the data end": rd.suppress(int((~tt[col]).sum()), T)})
+    cens = rd.censoring_table(ev.cohort.table, ev.design.post_windows, T)
     rd.show_markdown("**Censoring.** Customers whose follow-up window runs past the data end are left out of that "
                      "window's estimates (retention uses them up to the data end, as censored).")
-    rd.show_table(pd.DataFrame(cens), index=False, caption="Effect cohort: complete and censored follow-up")
+    rd.show_table(cens, index=False, caption="Effect cohort: complete and censored follow-up")
 if rep.missing:
     rd.show_markdown("**Sections not available:**\n\n" + "\n".join(f"* {k}: {html.escape(m)}"
                                                                    for k, m in rep.missing.items()))

@@ -126,6 +126,8 @@ def test_missing_sms_policy_is_said_not_raised(tmp_path, monkeypatch):
 
     from carecall_eval.outcomes import reach
 
+    import carecall_eval.evaluate  # noqa: F401  (the lazy package loads it on first use)
+
     evaluate_module = sys.modules["carecall_eval.evaluate"]
 
     data = tmp_path / "nopolicy"
@@ -142,7 +144,14 @@ def test_missing_sms_policy_is_said_not_raised(tmp_path, monkeypatch):
     monkeypatch.setattr(evaluate_module, "evaluate", lambda *a, **k: None)
     rep = build_quarterly(nds, QUARTER, **CI_SETTING)
     assert "sms_policy_start" in rep.missing["sms_policy"] and "YYYY-MM-DD" in rep.missing["sms_policy"]
-    assert rep.metrics() is None and rep.write_metrics(tmp_path) == []
+    assert rep.metrics() is None
+    # the metrics files are still complete: one not-available row per estimator, with the reason (issue 13)
+    written = rep.write_metrics(tmp_path)
+    assert [p.name for p in written] == ["metrics.json", "metrics.csv"]
+    doc = json.loads(written[0].read_text())
+    spending = [m for m in doc["metrics"] if m["estimator"] == "evaluation" and m["metric"] == "spending"]
+    assert spending and spending[0]["estimate"] is None and spending[0]["note"].startswith("not available: ")
+    assert any(m["metric"].startswith("kpi.") for m in doc["metrics"])
 
 
 # ----------------------------------------------------------------------------- rendering
@@ -174,8 +183,8 @@ def rendered(tmp_path_factory):
 def test_render_writes_the_three_files_under_operator_and_quarter(rendered):
     d1, d2 = rendered
     assert d1.parts[-2:] == ("SimSpel", QUARTER)
-    assert sorted(p.name for p in d1.iterdir()) == ["metrics.csv", "metrics.json", "report.html"]
-    assert not list(d1.parent.glob(".*"))  # no staging or old directories left behind
+    assert sorted(p.name for p in d1.iterdir()) == [".carecall-output", "metrics.csv", "metrics.json", "report.html"]
+    assert not list(d1.parent.glob(".*"))  # no staging or old directories left behind (the marker is the writer's)
 
 
 def test_html_has_every_section_and_no_external_url(rendered):

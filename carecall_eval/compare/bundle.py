@@ -9,9 +9,10 @@ Layout (format ``carecall_eval.bundle``, version 1; see ``docs/cross-operator.md
       reach_series.csv monthly case-level reach (month, post_policy, n, reached, reach)
       flow.csv         cohort flow (step, kind, contact, comparison): total, exclusions, eligible
 
-:func:`write_bundle` writes the directory atomically (a temporary sibling
-renamed into place); :func:`read_bundle` checks the format version and every
-table's SHA-256 before returning a :class:`Bundle`.
+:func:`write_bundle` writes the directory atomically with the one writer
+(:func:`carecall_eval.writer.output_dir`); :func:`read_bundle` checks the format
+version, the manifest's fields and every table's SHA-256 before returning a
+:class:`Bundle`, and names the bundle and file in every error.
 """
 from __future__ import annotations
 
@@ -19,8 +20,6 @@ import hashlib
 import io
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,22 +70,34 @@ def _csv_bytes(df: pd.DataFrame) -> bytes:
     return buf.getvalue().encode()
 
 
+#: Kind of output recorded in a bundle folder's marker file.
+BUNDLE_KIND = "bundle"
+
+
+def _old_bundle(folder: Path) -> bool:
+    """A bundle written before output markers existed: its manifest says so and it holds only bundle files."""
+    from ..writer import only_files
+
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return (isinstance(manifest, dict) and manifest.get("format") == BUNDLE_FORMAT
+            and only_files("manifest.json", *TABLES.values())(folder))
+
+
 def write_bundle(out: str | os.PathLike, manifest: dict, tables: dict[str, pd.DataFrame]) -> Path:
     """Write a bundle directory atomically and return its path.
 
     ``out`` must not exist, be empty, or hold an earlier bundle (it is then
-    replaced as a whole); any other directory is left alone and an error raised.
+    replaced as a whole); any other directory (a user's folder that merely
+    holds a ``manifest.json`` too) is left alone and an
+    :class:`~carecall_eval.errors.InputError` raised.  Written by
+    :func:`carecall_eval.writer.output_dir`.
     """
-    out = Path(out)
-    if out.exists():
-        if not out.is_dir():
-            raise FileExistsError(f"{out} exists and is not a directory; choose another --out")
-        if any(out.iterdir()) and not (out / "manifest.json").is_file():
-            raise FileExistsError(f"{out} is a non-empty directory that is not a carecall_eval bundle; "
-                                  "choose an empty or new --out directory")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    from ..writer import output_dir
+
+    with output_dir(out, kind=BUNDLE_KIND, what="bundle", adopt=_old_bundle) as tmp:
         manifest = dict(manifest)
         index = {}
         for name, file in TABLES.items():
@@ -97,17 +108,7 @@ def write_bundle(out: str | os.PathLike, manifest: dict, tables: dict[str, pd.Da
                            "sha256": hashlib.sha256(data).hexdigest()}
         manifest["tables"] = index
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True, allow_nan=False) + "\n")
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-            os.replace(out, old / out.name)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    return Path(out)
 
 
 def read_bundle(path: str | os.PathLike) -> Bundle:
@@ -115,26 +116,68 @@ def read_bundle(path: str | os.PathLike) -> Bundle:
 
     Raises
     ------
-    ValueError
-        If the manifest is not a carecall_eval bundle, its version is newer than
-        this package reads, or a table does not match its recorded SHA-256.
+    carecall_eval.errors.InputError
+        Naming the bundle and the file: no such folder, no manifest.json, a manifest that is not JSON or
+        lacks a field, a format that is not a carecall_eval bundle, a version newer than this package reads,
+        a missing or unreadable table, or a table that does not match its recorded SHA-256 (changed after
+        export).
     """
+    from ..errors import InputError
+
     path = Path(path)
+    if not path.is_dir():
+        raise InputError(f"bundle {path} does not exist" if not path.exists() else
+                         f"bundle {path} is a file, not a folder; give the folder `carecall-eval export` wrote")
     mpath = path / "manifest.json"
     if not mpath.is_file():
-        raise FileNotFoundError(f"{path}: no manifest.json; is this a bundle written by `carecall-eval export`?")
-    manifest = json.loads(mpath.read_text())
+        raise InputError(f"{path}: no manifest.json; is this a bundle written by `carecall-eval export`?")
+    try:
+        manifest = json.loads(mpath.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{mpath} is not UTF-8 text (byte {exc.start}); the bundle was changed after export, "
+                         "export it again") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{mpath} is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}); the "
+                         "bundle was changed after export, export it again") from None
+    except OSError as exc:
+        raise InputError(f"cannot read {mpath}: {exc.strerror}") from None
+    if not isinstance(manifest, dict):
+        raise InputError(f"{mpath}: expected a JSON object, found {type(manifest).__name__}; the bundle was "
+                         "changed after export, export it again")
     if manifest.get("format") != BUNDLE_FORMAT:
-        raise ValueError(f"{mpath}: format is {manifest.get('format')!r}, expected {BUNDLE_FORMAT!r}")
+        raise InputError(f"{mpath}: format is {manifest.get('format')!r}, expected {BUNDLE_FORMAT!r}")
     version = manifest.get("format_version")
-    if not isinstance(version, int) or version > BUNDLE_VERSION:
-        raise ValueError(f"{mpath}: bundle format version {version!r} is newer than this carecall_eval reads "
+    if not isinstance(version, int) or isinstance(version, bool) or version > BUNDLE_VERSION:
+        raise InputError(f"{mpath}: bundle format version {version!r} is newer than this carecall_eval reads "
                          f"({BUNDLE_VERSION}); upgrade carecall_eval")
+    required = ("operator", "tables", "definitions", "small_cell_threshold", "period", "suppression")
+    absent = [k for k in required if k not in manifest]
+    entries = manifest.get("tables")
+    if absent or not isinstance(entries, dict) or set(entries) != set(TABLES):
+        what = (f"field(s) {', '.join(absent)} missing" if absent else
+                f"its table index lists {sorted(entries) if isinstance(entries, dict) else entries!r}, expected "
+                f"{sorted(TABLES)}")
+        raise InputError(f"{mpath}: {what}; the bundle was changed after export, export it again")
     tables = {}
-    for name, entry in manifest["tables"].items():
-        data = (path / entry["file"]).read_bytes()
+    for name, entry in entries.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("file"), str) or "sha256" not in entry \
+                or Path(entry["file"]).name != entry["file"]:
+            raise InputError(f"{mpath}: the entry of table {name!r} is malformed ({entry!r}); the bundle was "
+                             "changed after export, export it again")
+        fpath = path / entry["file"]
+        try:
+            data = fpath.read_bytes()
+        except FileNotFoundError:
+            raise InputError(f"{fpath}: missing (listed in {mpath.name}); the bundle is incomplete, export it "
+                             "again") from None
+        except OSError as exc:
+            raise InputError(f"cannot read {fpath}: {exc.strerror}") from None
         if hashlib.sha256(data).hexdigest() != entry["sha256"]:
-            raise ValueError(f"{path / entry['file']}: contents do not match the manifest's SHA-256; "
+            raise InputError(f"{fpath}: contents do not match the manifest's SHA-256; "
                              "the bundle was changed after export, export it again")
-        tables[name] = pd.read_csv(io.BytesIO(data), keep_default_na=True)
+        try:
+            tables[name] = pd.read_csv(io.BytesIO(data), keep_default_na=True)
+        except (ValueError, pd.errors.ParserError) as exc:
+            raise InputError(f"{fpath}: not a readable CSV table ({str(exc).splitlines()[0]}); export the "
+                             "bundle again") from None
     return Bundle(path, manifest, tables)

@@ -8,12 +8,18 @@ from pathlib import Path
 
 def cmd_export(args: argparse.Namespace) -> int:
     from ..cohorts import StudyDesign
+    from ..writer import check_output_path
+    from .bundle import BUNDLE_KIND, _old_bundle
     from .export import export_bundle
 
+    check_output_path(args.out, directory=True, what="bundle", kind=BUNDLE_KIND, adopt=_old_bundle)
     design = StudyDesign.read(args.design) if args.design else None
-    print(f"Evaluating {args.data}{' for ' + args.quarter if args.quarter else ''} and exporting aggregates ...",
-          flush=True)
-    out = export_bundle(args.data, args.out, quarter=args.quarter, design=design, threshold=args.threshold,
+    from ..contract.cli import data_from_args
+
+    data = data_from_args(args, flag="--data DIR")
+    print(f"Evaluating {getattr(data, 'path', data)}{' for ' + args.quarter if args.quarter else ''} and "
+          "exporting aggregates ...", flush=True)
+    out = export_bundle(data, args.out, quarter=args.quarter, design=design, threshold=args.threshold,
                         placebo=not args.no_placebo, km_step=args.km_step, quiet=args.quiet)
     from .bundle import read_bundle
 
@@ -28,25 +34,29 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     import warnings
 
+    from ..writer import check_output_path, only_files, output_dir
     from .comparison import compare
     from .render import render_comparison
+    from .suppress import redact_text
 
+    adopt = only_files("meta.csv", "kpis.csv", "compare.html", "compare.ipynb")
+    check_output_path(args.out, directory=True, what="comparison", kind="comparison", adopt=adopt)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         cmp = compare(*args.bundles, on_mismatch="warn" if args.allow_mismatch else "error")
     for w in caught:
         print(f"WARNING: {w.message}", file=sys.stderr)
+    threshold = max(int(b.manifest.get("small_cell_threshold") or 10) for b in cmp.bundles)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    from ..evaluate import write_atomic
-
-    write_atomic(out / "meta.csv", cmp.summary.to_csv(index=False))
-    write_atomic(out / "kpis.csv", cmp.kpi_table().to_csv())
-    print(cmp.text)
+    with output_dir(out, kind="comparison", what="comparison", adopt=adopt) as staging:
+        (staging / "meta.csv").write_text(cmp.summary.to_csv(index=False), encoding="utf-8")
+        (staging / "kpis.csv").write_text(cmp.kpi_table().to_csv(), encoding="utf-8")
+        print(redact_text(cmp.text, (), threshold))
+        if not args.no_html:
+            print("Rendering the comparison report ...", flush=True)
+            render_comparison(args.bundles, staging, allow_mismatch=args.allow_mismatch)
     if not args.no_html:
-        print("Rendering the comparison report ...", flush=True)
-        html = render_comparison(args.bundles, out, allow_mismatch=args.allow_mismatch)
-        print(f"Wrote {html}")
+        print(f"Wrote {out / 'compare.html'}")
     print(f"Wrote {out / 'meta.csv'} and {out / 'kpis.csv'}")
     return 0
 
@@ -55,11 +65,7 @@ def cmd_pseudonymise(args: argparse.Namespace) -> int:
     from .pseudonymise import DEFAULT_COLUMNS, pseudonymise_directory
 
     cols = list(DEFAULT_COLUMNS) + (["case_id"] if args.case_ids else [])
-    try:
-        out = pseudonymise_directory(args.src, args.dst, columns=cols, env=args.key_env)
-    except KeyError as exc:
-        print(f"carecall-eval pseudonymise: error: {exc.args[0]}", file=sys.stderr)
-        return 2
+    out = pseudonymise_directory(args.src, args.dst, columns=cols, env=args.key_env)
     print(f"Wrote {out} with {', '.join(cols)} pseudonymised (key from ${args.key_env}, not stored).")
     return 0
 
@@ -72,7 +78,10 @@ def register(sub) -> None:
                                    "CSV tables (metrics with standard errors, KM points, monthly reach, cohort flow). "
                                    "Counts below the operator's small_cell_threshold are withheld, with secondary "
                                    "suppression.")
-    p.add_argument("--data", required=True, help="data directory")
+    from ..contract.cli import add_connection_argument
+
+    p.add_argument("--data", help="data directory (or --connection FILE)")
+    add_connection_argument(p)
     p.add_argument("--quarter", help="restrict index dates to this quarter, e.g. 2025Q2 (default: all data)")
     p.add_argument("--out", required=True, help="bundle directory to write (replaced atomically if a bundle)")
     p.add_argument("--design", help="study design file (TOML or JSON); default design if absent")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-import re
 import warnings
 from pathlib import Path
 
@@ -47,11 +46,6 @@ _DEFINITION_KEYS = {
     "randomized": ("outcome", "window"),
 }
 
-#: Metrics whose estimate is a share of people (the numerator is an implied count).
-_SHARE = re.compile(r"^(reach\.(overall|quarter|before_sms|after_sms)|attempt\.answer_rate|reception\.\w+|"
-                    r"call_outcome\.\w+|actions\.\w+|retention\.(account|active)_\w+|spending\.share_reduced)$")
-
-
 # ----------------------------------------------------------------------------- metrics
 def _metrics_table(ev, threshold: int, level: float) -> tuple[pd.DataFrame, dict]:
     s = ev.summary.copy()
@@ -72,96 +66,7 @@ def _metrics_table(ev, threshold: int, level: float) -> tuple[pd.DataFrame, dict
     # a figure nobody could be observed for travels as missing, with the estimator's reason
     s["note"] = s["note"].map(lambda t: sup.sanitize_text(t, threshold) if isinstance(t, str) else "")
     s = s[METRIC_COLUMNS].reset_index(drop=True)
-    true_n = pd.to_numeric(s["n"], errors="coerce").astype(float).to_numpy()
-    stats = list(sup.STAT_COLUMNS)
-
-    # rule 1: denominators; further counts blank their own field (and the statistic for events / n_effective)
-    s = sup.suppress_counts(s, ["n"], threshold, stat_cols=stats)
-    for col in ("events", "n_effective"):
-        small = sup.is_small(s[col], threshold)
-        s.loc[small, stats] = np.nan
-        s = sup.suppress_counts(s, [col], threshold)
-    s = sup.suppress_counts(s, ["at_risk"], threshold)
-
-    # rule 2: implied numerators of shares of people
-    share = s["metric"].str.match(_SHARE) & ~s["group"].isin(["difference"])
-    p = s["estimate"].to_numpy(float)
-    with np.errstate(invalid="ignore"):
-        k = np.where(s["metric"].str.startswith("retention.account_"), 1 - p, p) * true_n
-    implied = np.where(share, k, np.nan)
-    small = share.to_numpy() & (sup.is_small(np.round(implied), threshold)
-                                | sup.is_small(np.round(true_n - implied), threshold))
-    _blank(s, small, stats, f"implied count<{threshold}")
-
-    # rule 3: secondary suppression in families that add up to a published total
-    for fam in _families(s):
-        _protect(s, fam, true_n, implied, threshold, stats)
-    # a difference whose group rows are withheld is withheld too
-    withheld = s[s["estimate"].isna() & s["group"].isin(["contact", "comparison", "before_sms", "after_sms"])
-                 & s["suppressed"].ne("")]
-    for _, r in withheld.iterrows():
-        m = (s["metric"] == r["metric"]) & (s["window"].fillna(-1) == (r["window"] if pd.notna(r["window"]) else -1)) \
-            & (s["group"] == "difference")
-        if r["metric"] in ("reach.before_sms", "reach.after_sms"):
-            m = s["metric"].isin(["reach.sms_difference"])
-        _blank(s, m.to_numpy(), stats, "secondary (difference of withheld shares)")
-    for col in ("n", "at_risk", "events"):
-        s[col] = pd.to_numeric(s[col], errors="coerce").round().astype("Int64")
-    log = {"rows": int(len(s)), "rows_with_withheld_values": int((s["suppressed"] != "").sum())}
-    return s, log
-
-
-def _blank(s: pd.DataFrame, mask, cols, reason: str) -> None:
-    mask = np.asarray(mask, dtype=bool)
-    if not mask.any():
-        return
-    s.loc[mask, list(cols)] = np.nan
-    s.loc[mask, "suppressed"] = sup._add_reason(s.loc[mask, "suppressed"], reason)
-
-
-def _families(s: pd.DataFrame):
-    """Sets of rows whose cells add up to a published total: (row index, cell key, kind)."""
-    fams = []
-    g = s["group"].astype(str)
-    fams.append((s.index[s["metric"] == "reach.quarter"], "denominator"))
-    fams.append((s.index[s["metric"].isin(["reach.before_sms", "reach.after_sms"])], "denominator"))
-    att = g.str.extract(r"^attempt_(\d+)\.(?:before_sms|after_sms)$")[0]
-    for a in sorted(att.dropna().unique()):
-        fams.append((s.index[(s["metric"] == "attempt.answer_rate") & (att == a)], "denominator"))
-    for prefix in ("quarter", "outcome"):
-        fams.append((s.index[s["metric"].str.startswith("call_length.") & g.str.startswith(prefix + "=")],
-                     "denominator"))
-    dims = g.str.extract(r"^([a-z_]+)=")[0]
-    for w in s.loc[s["metric"] == "spending.subgroup_change", "window"].dropna().unique():
-        for d in sorted(dims[s["metric"] == "spending.subgroup_change"].dropna().unique()):
-            fams.append((s.index[(s["metric"] == "spending.subgroup_change") & (dims == d) & (s["window"] == w)],
-                         "denominator"))
-    fams.append((s.index[s["metric"].isin(["reception.positive", "reception.neutral", "reception.negative"])],
-                 "numerator"))
-    fams.append((s.index[s["metric"].str.startswith("call_outcome.")], "numerator"))
-    fams.append((s.index[(s["metric"] == "reach.quarter")], "numerator"))
-    return [f for f in fams if len(f[0]) > 1]
-
-
-def _protect(s, fam, true_n, implied, threshold, stats) -> None:
-    rows, kind = fam
-    sub = s.loc[rows]
-    # a cell is a group label (call length has several metric rows per group)
-    cells = sub["group"].astype(str)
-    order = list(dict.fromkeys(cells))
-    if kind == "denominator":
-        count = pd.Series(true_n[rows], index=rows).groupby(cells).first().reindex(order)
-        withheld = sub["n"].isna().groupby(cells).any().reindex(order) & count.gt(0)
-    else:
-        count = pd.Series(implied[rows], index=rows).groupby(cells).first().reindex(order)
-        withheld = sub["estimate"].isna().groupby(cells).any().reindex(order) & sub["suppressed"].ne("").groupby(cells).any().reindex(order)
-    mask = sup.protect_partition(count.to_numpy(float), withheld.to_numpy(bool), threshold)
-    new = [c for c, m, w in zip(order, mask, withheld) if m and not w]
-    if not new:
-        return
-    hit = s.index.isin(rows) & s["group"].astype(str).isin(new).to_numpy()
-    cols = stats + ["n"] if kind == "denominator" else stats
-    _blank(s, hit, cols, "secondary (recoverable from total)")
+    return sup.suppress_metrics(s, threshold)
 
 
 # ----------------------------------------------------------------------------- other tables
@@ -192,31 +97,7 @@ def _reach_series(ev, threshold: int) -> pd.DataFrame:
 
 def _flow(ev, threshold: int) -> pd.DataFrame:
     """Cohort flow: candidates (total), customers excluded at each step, eligible (remaining)."""
-    f = ev.cohort.flow
-    cols = ["step", "kind", "contact", "comparison", "suppressed"]
-    if f is None or len(f) == 0:
-        return pd.DataFrame(columns=cols)
-    n = len(f)
-    out = pd.DataFrame({"step": f["step"].astype(str).to_numpy(),
-                        "kind": ["total"] + ["excluded"] * (n - 2) + ["remaining"]})
-    out["suppressed"] = ""
-    for grp in ("contact", "comparison"):
-        exc = f[f"excluded_{grp}"].to_numpy(float)
-        rem = f[f"remaining_{grp}"].to_numpy(float)
-        total = rem[0] + exc[0]
-        parts = np.r_[exc[1:-1], rem[-1]]          # the exclusions and the eligible add up to the total
-        mask = sup.protect_partition(parts, sup.is_small(parts, threshold), threshold)
-        col = np.r_[total, parts].astype(float)
-        col[1:][mask] = np.nan
-        if sup.is_small([total], threshold)[0] or (mask.any() and (mask.sum() < 2 or 0 < parts[mask].sum() < threshold)):
-            col[0] = np.nan
-            mask0 = True
-        else:
-            mask0 = False
-        out[grp] = pd.array(np.round(col), dtype="Float64").astype("Int64")
-        hit = np.r_[mask0, mask]
-        out.loc[hit, "suppressed"] = sup._add_reason(out.loc[hit, "suppressed"], f"{grp}<{threshold} or secondary")
-    return out[cols]
+    return sup.suppress_flow(ev.cohort.flow, threshold)
 
 
 def _km(ev, threshold: int, step: int, level: float) -> pd.DataFrame:
@@ -306,9 +187,10 @@ def export_bundle(data_or_evaluation, out, quarter: str | None = None, *, design
 
     Parameters
     ----------
-    data_or_evaluation : path, Dataset or Evaluation
-        A data directory or loaded dataset (evaluated here), or an existing
-        :class:`~carecall_eval.evaluate.Evaluation`.
+    data_or_evaluation : path, Dataset, IbisDataset or Evaluation
+        A data directory or loaded dataset (evaluated here; an IbisDataset
+        from :func:`carecall_eval.contract.connect` is evaluated where the
+        data live), or an existing :class:`~carecall_eval.evaluate.Evaluation`.
     out : path
         Bundle directory (created, or replaced atomically if it holds a bundle).
     quarter : str, optional

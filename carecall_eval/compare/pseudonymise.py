@@ -16,12 +16,13 @@ import hmac
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 import pandas as pd
+
+from ..errors import InputError
 
 __all__ = ["KEY_ENV", "DEFAULT_COLUMNS", "get_key", "pseudonymise_ids", "pseudonymise_frame",
            "pseudonymise_directory"]
@@ -35,24 +36,31 @@ _MIN_KEY_BYTES = 16
 _DIGITS = 24
 
 
+class MissingKeyError(InputError, KeyError):
+    """The environment variable holding the pseudonymisation key is not set."""
+
+    __str__ = BaseException.__str__   # the message itself, not KeyError's quoted repr
+
+
 def get_key(env: str = KEY_ENV) -> bytes:
     """Read the pseudonymisation key from the environment variable ``env``.
 
     Raises
     ------
-    KeyError
-        If the variable is not set or empty (with instructions to set it).
-    ValueError
+    MissingKeyError
+        If the variable is not set or empty (with instructions to set it); an
+        :class:`~carecall_eval.errors.InputError` and a ``KeyError``.
+    carecall_eval.errors.InputError
         If the key is shorter than 16 bytes.
     """
     value = os.environ.get(env)
     if not value:
-        raise KeyError(f"environment variable {env} is not set; set it to a secret of at least {_MIN_KEY_BYTES} "
+        raise MissingKeyError(f"environment variable {env} is not set; set it to a secret of at least {_MIN_KEY_BYTES} "
                        f"characters kept by the operator, e.g. `export {env}=$(openssl rand -hex 32)`, and use the "
                        "same key every quarter so pseudonyms stay stable")
     key = value.encode()
     if len(key) < _MIN_KEY_BYTES:
-        raise ValueError(f"the key in {env} is {len(key)} bytes; use at least {_MIN_KEY_BYTES} "
+        raise InputError(f"the key in {env} is {len(key)} bytes; use at least {_MIN_KEY_BYTES} "
                          "(e.g. `openssl rand -hex 32`)")
     return key
 
@@ -100,7 +108,8 @@ def pseudonymise_directory(src: str | os.PathLike, dst: str | os.PathLike, *,
     Parameters
     ----------
     src, dst : path
-        Data directory in the contract, and the new directory (must not exist).
+        Data directory in the contract, and the new directory (it must not exist, be empty, or hold an
+        earlier pseudonymised copy; it is written by :func:`carecall_eval.writer.output_dir`).
     columns : iterable of str
         Id columns to replace wherever they occur (default customer and agent
         ids; add ``"case_id"`` to replace case ids too).  The same column gets
@@ -118,41 +127,47 @@ def pseudonymise_directory(src: str | os.PathLike, dst: str | os.PathLike, *,
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from ..writer import check_output_path, output_dir
+
     key = get_key(env)
     columns = list(columns)
     src, dst = Path(src), Path(dst)
     if not src.is_dir():
-        raise FileNotFoundError(f"{src} is not a data directory")
-    if dst.exists():
-        raise FileExistsError(f"{dst} exists; choose a new output directory")
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
-    try:
+        raise InputError(f"{src} is not a data directory" + (" (it does not exist)" if not src.exists() else
+                                                             " (it is a file)"))
+    if os.path.abspath(dst) == os.path.abspath(src) or Path(os.path.abspath(dst)).is_relative_to(os.path.abspath(src)):
+        raise InputError(f"pseudonymise: the output {dst} is the data directory {src} or inside it; choose a new "
+                         "output directory elsewhere")
+    check_output_path(dst, directory=True, what="pseudonymised copy", kind="pseudonymised data")
+    with output_dir(dst, kind="pseudonymised data", what="pseudonymised copy") as tmp:
         for f in sorted(src.iterdir()):
             if f.is_dir() or f.name.startswith(".") or f.name == "truth.json":
                 continue
-            if f.suffix == ".parquet":
-                t = pq.read_table(f)
-                for col in columns:
-                    if col in t.column_names:
-                        i = t.column_names.index(col)
-                        t = t.set_column(i, col, pa.array(pseudonymise_ids(t.column(col).to_pylist(), key,
-                                                                           column=col).tolist(), type=pa.string()))
-                pq.write_table(t, tmp / f.name)
-            elif f.suffix == ".csv":
-                d = pd.read_csv(f, dtype=str, keep_default_na=False)
-                for col in columns:
-                    if col in d.columns:
-                        vals = d[col].where(d[col] != "", None)
-                        d[col] = pd.Series(pseudonymise_ids(vals.tolist(), key, column=col)).fillna("")
-                d.to_csv(tmp / f.name, index=False)
-            else:
-                shutil.copy2(f, tmp / f.name)
+            try:
+                if f.suffix == ".parquet":
+                    t = pq.read_table(f)
+                    for col in columns:
+                        if col in t.column_names:
+                            i = t.column_names.index(col)
+                            t = t.set_column(i, col, pa.array(pseudonymise_ids(t.column(col).to_pylist(), key,
+                                                                               column=col).tolist(), type=pa.string()))
+                    pq.write_table(t, tmp / f.name)
+                elif f.suffix == ".csv":
+                    d = pd.read_csv(f, dtype=str, keep_default_na=False)
+                    for col in columns:
+                        if col in d.columns:
+                            vals = d[col].where(d[col] != "", None)
+                            d[col] = pd.Series(pseudonymise_ids(vals.tolist(), key, column=col)).fillna("")
+                    d.to_csv(tmp / f.name, index=False)
+                else:
+                    shutil.copy2(f, tmp / f.name)
+            except PermissionError:
+                raise InputError(f"cannot read {f}: permission denied; fix its permissions or copy the data "
+                                 "first") from None
+            except (pa.ArrowException, ValueError, UnicodeDecodeError) as exc:
+                raise InputError(f"cannot read {f}: {str(exc).splitlines()[0]}; run `carecall-eval validate "
+                                 f"{src}` to see what is wrong with it") from None
         (tmp / "pseudonymised.json").write_text(json.dumps(
             {"method": "HMAC-SHA256(key, '<column>:' + id), hex truncated to 24 characters, column prefix",
              "columns": columns, "key": f"read from environment variable {env}; not stored"}, indent=2) + "\n")
-        os.replace(tmp, dst)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return dst

@@ -43,14 +43,15 @@ def render_notebook(notebook: str | os.PathLike, parameters: dict, out_html: str
     import nbformat
     import papermill as pm
 
-    from ..evaluate import write_atomic
+    from ..writer import write_text
     from ..report.render import ReportError, export_html
     from ..report.render import kernel as kernel_for
 
     if not Path(notebook).is_file():
         raise ReportError(f"notebook {notebook} not found")
-    out_html = Path(out_html)
-    out_html.parent.mkdir(parents=True, exist_ok=True)
+    from ..writer import check_output_path
+
+    out_html = check_output_path(out_html, directory=False, what="comparison page")
     nb = jupytext.read(notebook)
     with tempfile.TemporaryDirectory() as td:
         src = Path(td) / "input.ipynb"
@@ -61,9 +62,9 @@ def render_notebook(notebook: str | os.PathLike, parameters: dict, out_html: str
                                 cwd=str(cwd or Path.cwd()), execution_timeout=timeout, progress_bar=False,
                                 log_output=False)
         result = nbformat.read(executed, as_version=4)
-    write_atomic(out_html, export_html(result, title))
+    write_text(out_html, export_html(result, title), what="comparison page")
     if keep_ipynb:
-        write_atomic(out_html.with_suffix(".ipynb"), nbformat.writes(result))
+        write_text(out_html.with_suffix(".ipynb"), nbformat.writes(result), what="executed notebook")
     return out_html
 
 

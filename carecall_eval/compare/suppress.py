@@ -32,7 +32,8 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["is_small", "protect_partition", "suppress_counts", "sanitize_text", "km_points",
-           "STAT_COLUMNS"]
+           "STAT_COLUMNS", "SHARE_METRICS", "suppress_metrics", "suppress_flow", "suppress_kpis",
+           "withheld_tokens", "redact_text", "check_threshold"]
 
 #: Columns of a metric row that carry the statistic itself.
 STAT_COLUMNS = ("estimate", "ci_low", "ci_high", "se")
@@ -98,7 +99,9 @@ def protect_partition(counts: Sequence[float], suppressed: Sequence[bool], thres
     return mask
 
 
-_COUNT_TEXT = re.compile(r"\b(\d+)(\s+)(contacts?|comparisons?|customers?|cases?|calls?|rows?|people|events?)\b")
+_COUNT_TEXT = re.compile(r"\b(\d+)(\s+)(contacts?|comparisons?|customers?|cases?|calls?|rows?|people|events?|"
+                         r"units?|controls?|treated|members?|phone cases|answered calls|distinct controls|"
+                         r"contacted|reached|left|persons?|individuals?|players?)\b")
 
 
 def sanitize_text(text, threshold: int):
@@ -223,3 +226,336 @@ def km_points(table: pd.DataFrame, threshold: int, *, horizon: int, step: int = 
     if not frames:
         return pd.DataFrame(columns=["group", "day", "survival", "ci_low", "ci_high", "at_risk"])
     return pd.concat(frames, ignore_index=True)
+
+
+# ----------------------------------------------------------------------------- metric rows (bundle and report)
+#: Metrics whose estimate is a share of people (the numerator is an implied count).
+SHARE_METRICS = re.compile(r"^(reach\.(overall|quarter|before_sms|after_sms)|attempt\.answer_rate|reception\.\w+|"
+                           r"call_outcome\.\w+|actions\.\w+|retention\.(account|active)_\w+|spending\.share_reduced)$")
+
+_METRIC_COUNTS = ("n", "window", "at_risk", "events", "n_effective")
+
+
+def suppress_metrics(rows: pd.DataFrame, threshold: int) -> tuple[pd.DataFrame, dict]:
+    """Rules 1 to 3 on tidy metric rows: the one implementation behind the bundle's ``metrics.csv`` and every
+    table and sentence of the quarterly report.
+
+    Parameters
+    ----------
+    rows : pandas.DataFrame
+        Tidy rows (``metric, group, estimate, se, ci_low, ci_high, n``; optionally ``window``, ``at_risk``,
+        ``events``, ``n_effective`` and ``suppressed``), for example an evaluation's ``summary``.
+    threshold : int
+        Small-cell threshold.
+
+    Returns
+    -------
+    rows : pandas.DataFrame
+        A copy: withheld statistics (and counts) are missing; ``suppressed`` says why
+        ('' where nothing was withheld).  ``n``, ``at_risk`` and ``events`` are whole numbers (``Int64``).
+    log : dict
+        ``rows`` and ``rows_with_withheld_values``.
+    """
+    threshold = check_threshold(threshold)
+    s = rows.copy().reset_index(drop=True)
+    for col in (*STAT_COLUMNS, *_METRIC_COUNTS):
+        if col not in s.columns:
+            s[col] = np.nan
+    if "suppressed" not in s.columns:
+        s["suppressed"] = ""
+    s["suppressed"] = s["suppressed"].fillna("").astype(object)
+    for col in STAT_COLUMNS:
+        s[col] = pd.to_numeric(s[col], errors="coerce").astype(float)
+    true_n = pd.to_numeric(s["n"], errors="coerce").astype(float).to_numpy()
+    stats = list(STAT_COLUMNS)
+
+    # rule 1: denominators; further counts blank their own field (and the statistic for events / n_effective)
+    s = suppress_counts(s, ["n"], threshold, stat_cols=stats)
+    for col in ("events", "n_effective"):
+        small = is_small(s[col], threshold)
+        s.loc[small, stats] = np.nan
+        s = suppress_counts(s, [col], threshold)
+    s = suppress_counts(s, ["at_risk"], threshold)
+
+    # rule 2: implied numerators of shares of people
+    share = s["metric"].astype(str).str.match(SHARE_METRICS) & ~s["group"].isin(["difference"])
+    p = s["estimate"].to_numpy(float)
+    with np.errstate(invalid="ignore"):
+        k = np.where(s["metric"].astype(str).str.startswith("retention.account_"), 1 - p, p) * true_n
+    implied = np.where(share, k, np.nan)
+    small = share.to_numpy() & (is_small(np.round(implied), threshold)
+                                | is_small(np.round(true_n - implied), threshold))
+    _blank(s, small, stats, f"implied count<{threshold}")
+
+    # rule 3: secondary suppression in families that add up to a published total
+    for fam in _families(s):
+        _protect(s, fam, true_n, implied, threshold, stats)
+    # a difference whose group rows are withheld is withheld too
+    withheld = s[s["estimate"].isna() & s["group"].isin(["contact", "comparison", "before_sms", "after_sms"])
+                 & s["suppressed"].ne("")]
+    for _, r in withheld.iterrows():
+        m = (s["metric"] == r["metric"]) & (s["window"].fillna(-1) == (r["window"] if pd.notna(r["window"]) else -1)) \
+            & (s["group"] == "difference")
+        if r["metric"] in ("reach.before_sms", "reach.after_sms"):
+            m = s["metric"].isin(["reach.sms_difference"])
+        _blank(s, m.to_numpy(), stats, "secondary (difference of withheld shares)")
+    for col in ("n", "at_risk", "events"):
+        s[col] = pd.to_numeric(s[col], errors="coerce").round().astype("Int64")
+    log = {"rows": int(len(s)), "rows_with_withheld_values": int((s["suppressed"] != "").sum())}
+    return s, log
+
+
+def _blank(s: pd.DataFrame, mask, cols, reason: str) -> None:
+    mask = np.asarray(mask, dtype=bool)
+    if not mask.any():
+        return
+    s.loc[mask, list(cols)] = np.nan
+    s.loc[mask, "suppressed"] = _add_reason(s.loc[mask, "suppressed"], reason)
+
+
+def _families(s: pd.DataFrame):
+    """Sets of rows whose cells add up to a published total: (row index, cell key, kind)."""
+    fams = []
+    metric = s["metric"].astype(str)
+    g = s["group"].astype(str)
+    fams.append((s.index[metric == "reach.quarter"], "denominator"))
+    fams.append((s.index[metric.isin(["reach.before_sms", "reach.after_sms"])], "denominator"))
+    att = g.str.extract(r"^attempt_(\d+)\.(?:before_sms|after_sms)$")[0]
+    for a in sorted(att.dropna().unique()):
+        fams.append((s.index[(metric == "attempt.answer_rate") & (att == a)], "denominator"))
+    for prefix in ("quarter", "outcome"):
+        fams.append((s.index[metric.str.startswith("call_length.") & g.str.startswith(prefix + "=")],
+                     "denominator"))
+    dims = g.str.extract(r"^([a-z_]+)=")[0]
+    for w in s.loc[metric == "spending.subgroup_change", "window"].dropna().unique():
+        for d in sorted(dims[metric == "spending.subgroup_change"].dropna().unique()):
+            fams.append((s.index[(metric == "spending.subgroup_change") & (dims == d) & (s["window"] == w)],
+                         "denominator"))
+    fams.append((s.index[metric.isin(["reception.positive", "reception.neutral", "reception.negative"])],
+                 "numerator"))
+    fams.append((s.index[metric.str.startswith("call_outcome.")], "numerator"))
+    fams.append((s.index[(metric == "reach.quarter")], "numerator"))
+    return [f for f in fams if len(f[0]) > 1]
+
+
+def _protect(s, fam, true_n, implied, threshold, stats) -> None:
+    rows, kind = fam
+    sub = s.loc[rows]
+    # a cell is a group label (call length has several metric rows per group)
+    cells = sub["group"].astype(str)
+    order = list(dict.fromkeys(cells))
+    if kind == "denominator":
+        count = pd.Series(true_n[rows], index=rows).groupby(cells).first().reindex(order)
+        withheld = sub["n"].isna().groupby(cells).any().reindex(order) & count.gt(0)
+    else:
+        count = pd.Series(implied[rows], index=rows).groupby(cells).first().reindex(order)
+        withheld = (sub["estimate"].isna().groupby(cells).any().reindex(order)
+                    & sub["suppressed"].ne("").groupby(cells).any().reindex(order))
+    mask = protect_partition(count.to_numpy(float), withheld.to_numpy(bool), threshold)
+    new = [c for c, m, w in zip(order, mask, withheld) if m and not w]
+    if not new:
+        return
+    hit = s.index.isin(rows) & s["group"].astype(str).isin(new).to_numpy()
+    cols = stats + ["n"] if kind == "denominator" else stats
+    _blank(s, hit, cols, "secondary (recoverable from total)")
+
+
+# ----------------------------------------------------------------------------- cohort flow
+def suppress_flow(flow: pd.DataFrame | None, threshold: int) -> pd.DataFrame:
+    """The cohort flow safe to show: candidates (total), customers excluded at each step, eligible.
+
+    ``flow`` is a cohort's flow (``step``, ``excluded_<group>``, ``remaining_<group>`` for ``contact`` and
+    ``comparison``).  The running "remaining" counts are not shown: with them every exclusion is a
+    subtraction away.  The exclusions and the eligible add up to the total, so a withheld cell gets
+    complementary cells withheld (:func:`protect_partition`), and the total too when what is withheld could
+    still be recovered from it.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``step, kind, contact, comparison, suppressed`` (``kind``: total, excluded, remaining); withheld
+        counts are missing (``Int64``).
+    """
+    threshold = check_threshold(threshold)
+    cols = ["step", "kind", "contact", "comparison", "suppressed"]
+    f = flow
+    if f is None or len(f) == 0:
+        return pd.DataFrame(columns=cols)
+    n = len(f)
+    out = pd.DataFrame({"step": f["step"].astype(str).to_numpy(),
+                        "kind": ["total"] + ["excluded"] * (n - 2) + ["remaining"]})
+    out["suppressed"] = ""
+    for grp in ("contact", "comparison"):
+        exc = f[f"excluded_{grp}"].to_numpy(float)
+        rem = f[f"remaining_{grp}"].to_numpy(float)
+        total = rem[0] + exc[0]
+        parts = np.r_[exc[1:-1], rem[-1]]          # the exclusions and the eligible add up to the total
+        mask = protect_partition(parts, is_small(parts, threshold), threshold)
+        col = np.r_[total, parts].astype(float)
+        col[1:][mask] = np.nan
+        if is_small([total], threshold)[0] or (mask.any() and (mask.sum() < 2 or 0 < parts[mask].sum() < threshold)):
+            col[0] = np.nan
+            mask0 = True
+        else:
+            mask0 = False
+        out[grp] = pd.array(np.round(col), dtype="Float64").astype("Int64")
+        hit = np.r_[mask0, mask]
+        out.loc[hit, "suppressed"] = _add_reason(out.loc[hit, "suppressed"], f"{grp}<{threshold} or secondary")
+    return out[cols]
+
+
+# ----------------------------------------------------------------------------- headline KPIs (report)
+#: KPI count rows and the share rows whose denominator they are (same quarter).
+_KPI_DENOMINATORS = {"kpi.phone_cases": ("kpi.reach_rate",), "kpi.sms_sent": ("kpi.reach_after_sms",),
+                     "kpi.answered_calls": ("kpi.call_length_median_s", "kpi.call_length_mean_s",
+                                            "kpi.reception.recorded", "kpi.outcome.")}
+#: (total, part) KPI counts of one quarter: their difference is a count too.
+_KPI_NESTED = (("kpi.cases_opened", "kpi.phone_cases"), ("kpi.phone_cases", "kpi.sms_sent"),
+               ("kpi.attempts", "kpi.answered_calls"))
+
+
+def suppress_kpis(kpis: pd.DataFrame, threshold: int) -> pd.DataFrame:
+    """The quarterly headline figures safe to show: the same rules as the bundle, quarter by quarter.
+
+    Parameters
+    ----------
+    kpis : pandas.DataFrame
+        From :func:`carecall_eval.report.quarters.quarter_kpis` (``metric``, ``quarter``, ``estimate``,
+        intervals, ``n`` and, for shares, the numerator ``count``).
+    threshold : int
+
+    Returns
+    -------
+    pandas.DataFrame
+        A copy with withheld figures missing and ``suppressed`` saying why: counts ``0 < n < threshold``
+        (rule 1); shares whose denominator, numerator or complement is such a count (rule 2); outcome and
+        reception shares of a quarter as partitions (rule 3, :func:`protect_partition`); and a count whose
+        difference from the count it is part of is small (cases opened vs phone cases, phone cases vs cases
+        sent an SMS, attempts vs answered calls), with the ``n`` of the shares it is the denominator of.
+    """
+    threshold = check_threshold(threshold)
+    k = kpis.copy().reset_index(drop=True)
+    k["suppressed"] = k["suppressed"].fillna("") if "suppressed" in k.columns else ""
+    stats = [c for c in ("estimate", "se", "ci_low", "ci_high") if c in k.columns]
+    n = pd.to_numeric(k["n"], errors="coerce").astype(float).to_numpy()
+    cnt = pd.to_numeric(k["count"], errors="coerce").astype(float).to_numpy() if "count" in k.columns \
+        else np.full(len(k), np.nan)
+    metric = k["metric"].astype(str)
+    is_share = ~np.isnan(cnt)
+    counts = metric.isin(["kpi.cases_opened", "kpi.phone_cases", "kpi.attempts", "kpi.sms_sent",
+                          "kpi.answered_calls"]).to_numpy()
+    withhold_stat = is_small(n, threshold)                         # rule 1 (denominators, counts, quantiles)
+    withhold_n = counts & is_small(n, threshold)
+    reason = np.where(withhold_stat, f"n<{threshold}", "").astype(object)
+    implied = is_share & ~withhold_stat & (is_small(cnt, threshold) | is_small(n - cnt, threshold))
+    withhold_stat |= implied
+    reason[implied] = f"implied count<{threshold}"
+    for q in k["quarter"].dropna().unique():                        # rule 3 inside each quarter
+        inq = (k["quarter"] == q).to_numpy()
+        for fam in (metric.str.startswith("kpi.outcome."),
+                    metric.isin([m for m in metric.unique() if m.startswith("kpi.reception.")
+                                 and m != "kpi.reception.recorded"])):
+            rows = np.flatnonzero(inq & fam.to_numpy())
+            if len(rows) > 1:
+                mask = protect_partition(cnt[rows], withhold_stat[rows], threshold)
+                new = rows[mask & ~withhold_stat[rows]]
+                withhold_stat[new] = True
+                reason[new] = "secondary (recoverable from total)"
+        for total, part in _KPI_NESTED:
+            t_rows = np.flatnonzero(inq & (metric == total).to_numpy())
+            p_rows = np.flatnonzero(inq & (metric == part).to_numpy())
+            if len(t_rows) == 1 and len(p_rows) == 1 and is_small([n[t_rows[0]] - n[p_rows[0]]], threshold)[0] \
+                    and not withhold_n[t_rows[0]]:
+                withhold_n[p_rows] = withhold_stat[p_rows] = True
+                reason[p_rows] = f"secondary ({total} minus it <{threshold})"
+        for count_metric, shares in _KPI_DENOMINATORS.items():
+            c_rows = np.flatnonzero(inq & (metric == count_metric).to_numpy())
+            if len(c_rows) == 1 and withhold_n[c_rows[0]]:
+                dep = inq & metric.str.startswith(shares).to_numpy()
+                k.loc[dep, "n"] = pd.NA
+    hit = withhold_stat | withhold_n
+    k.loc[withhold_stat, stats] = np.nan
+    if "count" in k.columns:
+        k.loc[withhold_stat, "count"] = pd.NA
+    nn = pd.to_numeric(k["n"], errors="coerce").astype(float).to_numpy()
+    nn[withhold_n | (withhold_stat & is_small(n, threshold))] = np.nan   # a small denominator is a count too
+    k["n"] = pd.array(np.round(nn), dtype="Float64").astype("Int64")
+    k.loc[hit, "suppressed"] = [r or f"n<{threshold}" for r in reason[hit]]
+    return k
+
+
+# ----------------------------------------------------------------------------- sentences for people
+_FORMATS = (lambda x: f"{100 * x:.0f}%", lambda x: f"{100 * x:.1f}%", lambda x: f"{100 * x:+.0f}%",
+            lambda x: f"{100 * x:+.1f}%", lambda x: f"{100 * x:+.1f} points", lambda x: f"{100 * x:+.0f} points",
+            lambda x: f"{abs(100 * x):.1f} percentage points", lambda x: f"{abs(100 * x):.0f} percentage points",
+            lambda x: f"{100 * x:+.1f} pp", lambda x: f"{100 * x:+.0f} to", lambda x: f"{100 * x:+.1f} to",
+            lambda x: f"to {100 * x:+.0f}", lambda x: f"to {100 * x:+.1f}")
+_NOT_A_COUNT = r"(?!\s*(?:-\s*)?(?:days?|weeks?|months?|years?|hours?|h\b|min|s\b|%|SD|times|points|percent))"
+
+
+def withheld_tokens(before: pd.DataFrame, after: pd.DataFrame, *, ratio_metrics: Iterable[str] = ()) -> list[str]:
+    """Regular expressions matching how a sentence would quote a figure that suppression withheld.
+
+    ``before`` and ``after`` are the same rows before and after suppression (:func:`suppress_metrics`,
+    :func:`suppress_kpis`, :func:`suppress_flow`): every statistic that was a number and is now missing
+    yields its percent, signed-percent and percentage-point spellings (and, for ratios, two decimals),
+    every withheld count its whole-number spellings.  :func:`redact_text` withholds each sentence that
+    contains one.
+    """
+    pats: set[str] = set()
+    b, a = before.reset_index(drop=True), after.reset_index(drop=True)
+    ratio = set(ratio_metrics)
+    for col in ("estimate", "ci_low", "ci_high"):
+        if col not in b.columns or col not in a.columns:
+            continue
+        was = pd.to_numeric(b[col], errors="coerce").to_numpy(float)
+        now = pd.to_numeric(a[col], errors="coerce").to_numpy(float)
+        gone = np.isfinite(was) & ~np.isfinite(now)
+        for i in np.flatnonzero(gone):
+            x = was[i]
+            for f in _FORMATS:
+                pats.add(r"(?<![\d.])" + re.escape(f(x)))
+            if "metric" in b.columns and (str(b["metric"].iloc[i]) in ratio or "hazard" in str(b["metric"].iloc[i])):
+                pats.add(r"(?<![\d.])" + re.escape(f"{x:.2f}") + r"(?![\d])")
+    for col in ("n", "contact", "comparison", "count", "at_risk", "events"):
+        if col not in b.columns or col not in a.columns:
+            continue
+        was = pd.to_numeric(b[col], errors="coerce").to_numpy(float)
+        now = pd.to_numeric(a[col], errors="coerce").to_numpy(float)
+        for x in was[np.isfinite(was) & ~np.isfinite(now)]:
+            v = int(round(x))
+            for s in {f"{v:,}", str(v)}:
+                pats.add(r"(?<![\d.,])" + re.escape(s) + r"(?![\d]|[.,]\d)" + _NOT_A_COUNT)
+    return sorted(pats)
+
+
+_SENTENCE = re.compile(r"(?<=[.;!?])\s+(?=[A-Z(*])")
+
+
+def redact_text(text, tokens: Iterable[str], threshold: int, *, what: str = "customers"):
+    """A sentence for people with nothing a suppression rule withheld.
+
+    Each sentence containing a withheld figure (``tokens`` from :func:`withheld_tokens`) is replaced by one
+    saying so; then small counts quoted in the rest (``"7 contacts"``) become ``"fewer than 10 contacts"``
+    (:func:`sanitize_text`).  Non-strings are returned unchanged.
+
+    Examples
+    --------
+    >>> redact_text("Of 84 customers 99% stayed. The effect is 2%.", [r"99%"], 10)
+    '[One figure withheld here: it describes fewer than 10 customers.] The effect is 2%.'
+    """
+    if not isinstance(text, str):
+        return text
+    pats = [re.compile(t) for t in tokens]
+    out: list[str] = []
+    note = f"[One figure withheld here: it describes fewer than {threshold} {what}.]"
+    for paragraph in text.split("\n"):
+        parts = []
+        for sentence in _SENTENCE.split(paragraph):
+            if any(p.search(sentence) for p in pats):
+                if not parts or parts[-1] != note:
+                    parts.append(note)
+            else:
+                parts.append(sentence)
+        out.append(" ".join(parts))
+    return sanitize_text("\n".join(out), threshold)

@@ -2,28 +2,20 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from ..contract import ContractError
-    from .render import ReportError, render_report
+    """Errors go through the one error path of :func:`carecall_eval.cli.main` (exit 2 for bad input)."""
+    from ..contract.cli import data_from_args
+    from .render import render_report
 
-    try:
-        r = render_report(args.data, args.quarter, args.out, design=args.design, kernel_name=args.kernel,
-                          timeout=args.timeout, progress=not args.quiet, placebo=not args.fast,
-                          pool_quarters=args.pool_quarters, keep_notebook=args.keep_notebook)
-    except ContractError as exc:
-        print(f"carecall-eval report: the data do not meet the data contract:\n{exc}", file=sys.stderr)
-        return 1
-    except ReportError as exc:
-        print(f"carecall-eval report: error: {exc}", file=sys.stderr)
-        return 1
+    r = render_report(data_from_args(args, flag="--data DIR"), args.quarter, args.out, design=args.design,
+                      kernel_name=args.kernel, timeout=args.timeout, progress=not args.quiet, placebo=not args.fast,
+                      pool_quarters=args.pool_quarters, keep_notebook=args.keep_notebook)
     for n in r.notes:
         print(f"note: {n}")
     print(f"Report: {r.html}")
-    if r.metrics_json:
-        print(f"Metrics: {r.metrics_json}, {r.metrics_csv}")
+    print(f"Metrics: {r.metrics_json}, {r.metrics_csv}")
     return 0
 
 
@@ -37,7 +29,10 @@ def register(subparsers) -> None:
                     f"for one quarter with papermill (in the Jupyter kernel {KERNEL_NAME!r} that `make setup` "
                     "registers, else in this interpreter) and export it as one self-contained HTML page without "
                     "code, with metrics.json and metrics.csv beside it, under OUT/<operator>/<quarter>/.")
-    p.add_argument("--data", required=True, help="operator data directory")
+    from ..contract.cli import add_connection_argument
+
+    p.add_argument("--data", help="operator data directory (or --connection FILE)")
+    add_connection_argument(p)
     p.add_argument("--quarter", required=True, help="report quarter, e.g. 2025Q3, or 'latest' (the last complete quarter in the data)")
     p.add_argument("--out", default="reports", help="reports root directory (default reports/)")
     p.add_argument("--design", help="study design file (TOML or JSON); default design if absent")

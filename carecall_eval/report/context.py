@@ -129,32 +129,83 @@ class QuarterlyReport:
                                  settings={"quarters": sorted(self.kpis["quarter"].unique().tolist())})
         return dataclasses.replace(ev, results=results, settings={**ev.settings, "report": self.params})
 
+    def _unavailable_metrics(self) -> tuple[pd.DataFrame, dict]:
+        """When the evaluation could not run: one not-available row per estimator (with the reason), then
+        the rows the report could compute (the year-earlier retention, the headline figures)."""
+        from ..evaluate import _stack
+        from ..outcomes.registry import ESTIMATORS
+        from ..results import not_available, tidy
+
+        reason = self.missing.get("evaluation", "the evaluation could not run")
+        reason = reason.removeprefix("not available: ")
+        rows = [not_available({"metric": name, "group": "all", "method": "not computed"}, reason)
+                for name, spec in ESTIMATORS.items() if getattr(spec, "in_evaluate", True)]
+        results = {"evaluation": Result("evaluation", tidy(rows), f"Not available: {reason}.")}
+        if self.retention is not None:
+            results["retention_year_earlier"] = self.retention
+        if getattr(self, "selfcheck", None) is not None:
+            results["selfcheck"] = self.selfcheck
+        kpi_rows = self.kpis.drop(columns=["quarter", "count"], errors="ignore")
+        results["kpis"] = Result("kpis", kpi_rows, "Headline figures by quarter.")
+        ds, cfg = self.dataset, self.config
+        settings = {"design": self.design.to_dict(), "data_fingerprint": ds.fingerprint(), "operator": cfg.operator,
+                    "currency": cfg.currency, "small_cell_threshold": cfg.small_cell_threshold,
+                    "sms_policy_start": str(cfg.sms_policy_start) if cfg.sms_policy_start else None,
+                    "data_start": str(pd.Timestamp(ds.data_start).date()),
+                    "data_end": str(pd.Timestamp(ds.data_end).date()),
+                    "not_available": {"evaluation": reason}, "report": self.params}
+        return _stack(results), settings
+
     def metrics_json(self) -> str:
+        """Every exported row as JSON: the evaluation's (or, when it could not run, one not-available row
+        per estimator with the reason), the year-earlier retention and the headline figures."""
+        import json
+
+        from .._version import __version__
+        from ..results import jsonable
+
         m = self.metrics()
-        if m is None:
-            raise ValueError(f"no metrics: the evaluation could not run ({self.missing.get('evaluation')})")
-        return m.to_json()
+        if m is not None:
+            return m.to_json()
+        rows, settings = self._unavailable_metrics()
+        doc = {"carecall_eval_version": __version__, "settings": jsonable(settings),
+               "metrics": [jsonable(r) for r in rows.to_dict(orient="records")]}
+        return json.dumps(doc, indent=2, sort_keys=True, allow_nan=False) + "\n"
 
     def metrics_csv(self) -> str:
+        """The rows of :meth:`metrics_json` as CSV."""
         m = self.metrics()
-        if m is None:
-            raise ValueError(f"no metrics: the evaluation could not run ({self.missing.get('evaluation')})")
-        # the JSON's rows (rounded to 10 decimals, as evaluate does), so both files carry the same numbers
-        # and the last bits of floating-point sums cannot make two renders differ
-        columns = list(m.summary.columns)
-        return pd.DataFrame.from_records(m.to_records(), columns=columns).to_csv(index=False, lineterminator="\n")
+        if m is not None:
+            # the JSON's rows (rounded to 10 decimals, as evaluate does), so both files carry the same numbers
+            # and the last bits of floating-point sums cannot make two renders differ
+            columns = list(m.summary.columns)
+            records = m.to_records()
+        else:
+            from ..results import jsonable
+
+            rows, _ = self._unavailable_metrics()
+            columns = list(rows.columns)
+            records = [jsonable(r) for r in rows.to_dict(orient="records")]
+        return pd.DataFrame.from_records(records, columns=columns).to_csv(index=False, lineterminator="\n")
 
     def write_metrics(self, out_dir: str | os.PathLike) -> list[Path]:
-        """Write ``metrics.json`` and ``metrics.csv`` into ``out_dir`` (atomically each)."""
-        from ..evaluate import write_atomic
+        """Write ``metrics.json`` and ``metrics.csv`` into ``out_dir`` (atomically each, with the one writer).
+
+        Both are always written: when the evaluation could not run they say so, figure by figure."""
+        from ..writer import write_text
 
         out = Path(out_dir)
         paths = [out / "metrics.json", out / "metrics.csv"]
-        if self.evaluation is None:
-            return []
-        write_atomic(paths[0], self.metrics_json())
-        write_atomic(paths[1], self.metrics_csv())
+        write_text(paths[0], self.metrics_json(), what="metrics file")
+        write_text(paths[1], self.metrics_csv(), what="metrics file")
         return paths
+
+    def for_people(self) -> "QuarterlyReport":
+        """This report with every table and sentence a person reads passed through the small-cell rules
+        (:func:`carecall_eval.report.people.for_people`; the bundle's rules, one implementation)."""
+        from .people import for_people
+
+        return for_people(self)
 
 
 def load_report(path: str | os.PathLike) -> QuarterlyReport:
@@ -272,7 +323,8 @@ def build_quarterly(data, quarter: str | Quarter, design: StudyDesign | str | os
         When it sets ``study_start`` or ``study_end`` these are used for the
         effect cohort as given; otherwise see :func:`effect_cohort_period`.
     pool_quarters : int or None
-        Quarters of cases pooled in the effect cohort (None or 0: all earlier).
+        Quarters of cases pooled in the effect cohort (a whole number >= 1;
+        None: every earlier case).
     window : int
         Headline spending window in days (follow-up that must be complete).
     level : float
@@ -300,16 +352,25 @@ def build_quarterly(data, quarter: str | Quarter, design: StudyDesign | str | os
 
     Raises
     ------
-    ValueError
-        If the quarter is malformed, outside the data or has no cases.
+    carecall_eval.errors.InputError
+        If the quarter is malformed, outside the data or has no cases, or
+        ``pool_quarters`` is not a whole number >= 1 (or None).
     """
+    from .._validation import check_int
     from ..contract import Dataset, ValidationReport, load, validate
+    from ..errors import InputError
     from ..evaluate import evaluate
     from ..stages import Stages
 
     st = stages if stages is not None else Stages(quiet=True)
 
     q = parse_quarter(quarter)
+    if pool_quarters is not None:
+        try:
+            pool_quarters = check_int("pool_quarters", pool_quarters, 1)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"{exc}: the number of quarters of cases pooled for the effect estimates (None: "
+                             "every earlier case)") from None
     if isinstance(validation, (str, os.PathLike)):
         validation = ValidationReport.from_json(Path(validation).read_text(encoding="utf-8"))
     notes: list[str] = []
@@ -323,7 +384,7 @@ def build_quarterly(data, quarter: str | Quarter, design: StudyDesign | str | os
         ds = data
     problems = check_quarter(ds, q)
     if problems:
-        raise ValueError("; ".join(problems))
+        raise InputError("; ".join(problems))
     if design is None:
         design = StudyDesign()
     elif not isinstance(design, StudyDesign):

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["setup", "figure", "show_figure", "show_table", "show_markdown", "pct", "pts", "num", "ci_pct",
-           "duration", "suppress", "pts_ci"]
+           "duration", "suppress", "pts_ci", "flow_table", "censoring_table"]
 
 #: dpi of every report figure.
 DPI = 100
@@ -137,8 +137,23 @@ def duration(seconds) -> str:
 
 
 def suppress(n, threshold: int) -> str:
-    """A count for a shared table: 1 to threshold-1 become '<threshold'."""
+    """A count for a shared table: 1 to threshold-1 become '<threshold'; a count the report's suppression
+    withheld (missing after :meth:`QuarterlyReport.for_people`) reads 'withheld'."""
     if not _ok(n):
-        return "-"
+        return "withheld"
     n = int(n)
     return f"<{threshold}" if 0 < n < threshold else f"{n:,}"
+
+
+def flow_table(flow: pd.DataFrame, threshold: int) -> pd.DataFrame:
+    """The cohort flow for people (:func:`carecall_eval.report.people.flow_table`: the bundle's rules)."""
+    from .people import flow_table as _flow_table
+
+    return _flow_table(flow, threshold)
+
+
+def censoring_table(cohort_table: pd.DataFrame, windows, threshold: int) -> pd.DataFrame:
+    """Complete and censored follow-up for people (:func:`carecall_eval.report.people.censoring_table`)."""
+    from .people import censoring_table as _censoring_table
+
+    return _censoring_table(cohort_table, windows, threshold)

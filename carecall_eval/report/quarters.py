@@ -151,11 +151,16 @@ def kpi_table(kpis: pd.DataFrame, *, threshold: int = 10, metrics: Iterable[str]
     Parameters
     ----------
     kpis : pandas.DataFrame
-        From :func:`quarter_kpis`.
+        From :func:`quarter_kpis`, or the same rows already passed through
+        :func:`carecall_eval.compare.suppress.suppress_kpis` (a ``suppressed``
+        column; :meth:`QuarterlyReport.for_people` does that).  Raw rows are
+        suppressed here first: the bundle's rules (one implementation).
     threshold : int
-        Counts from 1 to ``threshold - 1`` (and shares whose numerator or
-        denominator is such a count) are shown as ``"<threshold"``
-        (the operator's ``small_cell_threshold``).
+        The operator's ``small_cell_threshold``: counts from 1 to
+        ``threshold - 1``, and shares whose numerator, complement or
+        denominator is such a count, are shown as ``"<threshold"``; cells
+        withheld so that no small count can be recovered by subtraction as
+        ``"withheld"``.
     metrics : iterable of str, optional
         Metric ids to show, in order (default: :data:`KPI_LABELS` then the
         outcome and reception shares).
@@ -165,13 +170,18 @@ def kpi_table(kpis: pd.DataFrame, *, threshold: int = 10, metrics: Iterable[str]
     pandas.DataFrame of str
         Index: readable KPI labels; columns: quarter labels, oldest first.
     """
+    from ..compare.suppress import suppress_kpis
+
+    if "suppressed" not in kpis.columns:
+        kpis = suppress_kpis(kpis, threshold)
     if metrics is None:
         metrics = list(KPI_LABELS) + [m for m in dict.fromkeys(kpis["metric"])
                                       if m.startswith(("kpi.outcome.", "kpi.reception."))]
     small = f"<{threshold}"
 
-    def is_small(v) -> bool:
-        return v is not None and not pd.isna(v) and 0 < int(v) < threshold
+    def withheld(r) -> str:
+        why = str(getattr(r, "suppressed", "") or "")
+        return small if why.startswith(("n<", "implied count<")) else "withheld"
 
     table = {}
     for m in metrics:
@@ -191,18 +201,17 @@ def kpi_table(kpis: pd.DataFrame, *, threshold: int = 10, metrics: Iterable[str]
             label, kind = f"Reception: {m.split('.', 2)[2]} (share of recorded)", "share"
         cells = {}
         for r in d.itertuples(index=False):
+            gone = bool(str(getattr(r, "suppressed", "") or ""))
             if kind == "count":
-                cells[r.quarter] = small if is_small(r.n) else f"{int(r.n):,}"
+                cells[r.quarter] = withheld(r) if gone or pd.isna(r.n) else f"{int(r.n):,}"
+            elif gone:
+                cells[r.quarter] = withheld(r)
+            elif r.n == 0 or pd.isna(r.estimate):
+                cells[r.quarter] = "-"
             elif kind == "duration":
-                cells[r.quarter] = "-" if r.n == 0 else (small if is_small(r.n) else _fmt_duration(r.estimate))
+                cells[r.quarter] = _fmt_duration(r.estimate)
             else:
-                k = getattr(r, "count", None)
-                if r.n == 0 or pd.isna(r.estimate):
-                    cells[r.quarter] = "-"
-                elif is_small(r.n) or is_small(k):
-                    cells[r.quarter] = small
-                else:
-                    cells[r.quarter] = f"{100 * r.estimate:.1f}%"
+                cells[r.quarter] = f"{100 * r.estimate:.1f}%"
         table[label] = cells
     out = pd.DataFrame(table).T
     out.columns.name = None

@@ -19,12 +19,13 @@ import contextlib
 import datetime as _dt
 import os
 import re
-import shutil
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from ..errors import CarecallError
 
 __all__ = ["render_report", "RenderedReport", "ReportError", "KERNEL_NAME", "notebook_path", "notebook_source",
            "kernel", "export_html", "external_urls", "strip_timestamp", "report_dir"]
@@ -40,7 +41,7 @@ _TIMESTAMP_RE = re.compile(r'(<time id="render-timestamp"[^>]*>)(.*?)(</time>)',
 _EXTERNAL_RE = re.compile(r"""(?:src|href|action|poster|data)\s*=\s*["']?\s*(?:https?:)?//""", re.I)
 _URL_RE = re.compile(r"""(?:https?:)?//[A-Za-z0-9.-]+\.[A-Za-z]{2,}""")
 
-class ReportError(RuntimeError):
+class ReportError(CarecallError, RuntimeError):
     """A report could not be rendered; the message says why and what to do."""
 
 
@@ -240,8 +241,12 @@ def render_report(data, quarter, out="reports", design=None, *, notebook=None, k
 
     Parameters
     ----------
-    data : path
-        Operator data directory (validated before anything runs).
+    data : path, Dataset or IbisDataset
+        Operator data directory (validated before anything runs), or data
+        already opened: a :class:`~carecall_eval.contract.Dataset` (validated
+        here) or the tables on Spark or a warehouse from
+        :func:`~carecall_eval.contract.connect` (checked when connecting),
+        left open for the caller.
     quarter : str
         Report quarter, e.g. ``"2025Q3"``, or ``"latest"`` for the last
         complete quarter in the data.
@@ -283,10 +288,12 @@ def render_report(data, quarter, out="reports", design=None, *, notebook=None, k
 
     Raises
     ------
-    ValueError
-        Malformed quarter, quarter outside the data or without cases.
+    carecall_eval.errors.InputError
+        Missing data directory or design file, malformed design, quarter or
+        ``pool_quarters``, a quarter outside the data or without cases, or an
+        output path that cannot be written (checked before anything is computed).
     carecall_eval.ContractError
-        The data do not meet the data contract.
+        The data do not meet the data contract (an InputError).
     ReportError
         Missing kernel or notebook, a failing cell, or a timeout.
 
@@ -295,39 +302,59 @@ def render_report(data, quarter, out="reports", design=None, *, notebook=None, k
     Every figure is computed in this process (with a progress line per step),
     then the notebook lays the saved figures out in its kernel.  The notebook
     and the kernel are found before anything is computed.
+
+    Nothing is left behind when it fails: the report folder is written by
+    :func:`carecall_eval.writer.output_dir` (staged beside the target, swapped in
+    at the end, removed on an exception or SIGTERM), and the saved figures the
+    notebook reads (they hold customer and case ids) live in a private folder
+    inside the staging folder that is removed before the swap.
     """
     import jupytext
     import papermill as pm
 
+    from .._validation import check_int
     from ..calendar import parse_quarter
-    from ..contract import open_dataset
+    from ..cohorts import StudyDesign
+    from ..contract import Dataset, open_dataset
     from ..contract.validation import validate_dataset
+    from ..errors import InputError
     from ..stages import Stages
-    from .context import build_quarterly, check_quarter, provenance
+    from ..writer import check_output_path, output_dir, private_dir, write_bytes
+    from .context import build_quarterly, check_quarter
 
     st = stages if stages is not None else Stages(quiet=not progress)
     say = st.say
     t0 = time.perf_counter()
-    data = Path(data)
-    if not data.is_dir():
-        raise FileNotFoundError(f"data directory {data} does not exist")
-    if design is not None and not Path(design).is_file():
-        raise FileNotFoundError(f"design file {design} does not exist")
+    from ..contract.tables import TablesBase
+
+    given = data if isinstance(data, TablesBase) else None     # a Dataset or IbisDataset: the caller's, kept open
+    data = given.path if given is not None else Path(data)
+    if given is None and not data.is_dir():
+        raise InputError(f"data directory {data} does not exist" if not data.exists() else
+                         f"data directory {data} is a file, not a folder; give the folder that holds the tables")
+    design_path = design if isinstance(design, (str, os.PathLike)) else None
+    if design_path is not None:
+        design = StudyDesign.read(design_path)   # a missing or malformed design file fails before any work
+    pool_quarters = _check_positive("pool_quarters", pool_quarters, check_int)
+    timeout = _check_positive("timeout", timeout, check_int)
     if str(quarter).strip().lower() != "latest":
         parse_quarter(quarter)  # a malformed quarter fails before the data are read
+    check_output_path(Path(out) / ".carecall-check", directory=True, what="reports folder")
     # the notebook and the kernel are found before any figure is computed
     src = notebook_source(notebook, "quarterly_report")
     if kernel_name is not None:
         _check_kernel(kernel_name)
-    ds, _ = open_dataset(data)
+    ds = given if given is not None else open_dataset(data)[0]
     try:
-        with st("validate"):
-            validation = validate_dataset(ds).raise_if_failed()   # once: the report shows this one
+        with st("validate"):   # once: the report shows this one (on Spark or a warehouse: what connect() checked)
+            validation = validate_dataset(ds).raise_if_failed() if isinstance(ds, Dataset) else None
         q = latest_complete_quarter(ds) if str(quarter).strip().lower() == "latest" else parse_quarter(quarter)
         problems = check_quarter(ds, q)
         if problems:
-            raise ValueError("; ".join(problems))
+            raise InputError("; ".join(problems))
         cfg = ds.config
+        final = report_dir(out, cfg.operator, q.label)
+        check_output_path(final, directory=True, what="report", kind=REPORT_KIND, adopt=_OLD_REPORT)
         notes = []
         if cfg.sms_policy_start is None:
             notes.append("operator.toml has no sms_policy_start: the report shows reach over time but cannot "
@@ -337,27 +364,68 @@ def render_report(data, quarter, out="reports", design=None, *, notebook=None, k
                          "part of the quarter")
         for n in notes:
             say(f"note: {n}")
-        say(f"computing the {cfg.operator} {q} report figures")
-        # every number is computed here, in this process, with progress; the notebook only lays them out
-        from threadpoolctl import threadpool_limits
+        with output_dir(final, kind=REPORT_KIND, what="report", adopt=_OLD_REPORT) as staging, \
+                private_dir(staging, prefix=".context-") as private:
+            say(f"computing the {cfg.operator} {q} report figures")
+            # every number is computed here, in this process, with progress; the notebook only lays them out
+            from threadpoolctl import threadpool_limits
 
-        with threadpool_limits(limits=1, user_api="blas"):   # as in the kernel: reproducible to the last digit
-            rep = build_quarterly(ds, q, design, pool_quarters=pool_quarters, placebo=placebo,
-                                  validation=validation, stages=st, selfcheck_replicates=selfcheck_replicates)
-        cfile = Path(tempfile.mkdtemp(prefix="carecall_report_")) / "context.pickle"
-        rep.save(cfile)
+            with threadpool_limits(limits=1, user_api="blas"):   # as in the kernel: reproducible to the last digit
+                rep = build_quarterly(ds, q, design, pool_quarters=pool_quarters, placebo=placebo,
+                                      validation=validation, stages=st, selfcheck_replicates=selfcheck_replicates)
+            cfile = rep.save(private / "context.pickle")
+            if given is None:
+                ds.close()
+            _execute(src, staging, cfile, data=data, q=q, cfg=cfg, design=design_path, placebo=placebo,
+                     pool_quarters=pool_quarters, rendered_at=rendered_at, kernel_name=kernel_name,
+                     timeout=timeout, progress=progress, keep_notebook=keep_notebook, final=final, st=st,
+                     say=say, pm=pm, jupytext=jupytext, write_bytes=write_bytes)
     finally:
-        ds.close()
+        if given is None:
+            ds.close()
+    mj, mc = final / "metrics.json", final / "metrics.csv"
+    seconds = time.perf_counter() - t0
+    say(f"wrote {final}/report.html" + (", metrics.json, metrics.csv" if mj.exists() else "")
+        + f" in {seconds:.0f} s")
+    return RenderedReport(final, final / "report.html", mj if mj.exists() else None,
+                          mc if mc.exists() else None, seconds, tuple(notes), tuple(st.records))
+
+
+#: Kind of output recorded in a report folder's marker file.
+REPORT_KIND = "quarterly report"
+
+
+def _old_report(folder: Path) -> bool:
+    """A report folder written before output markers existed: only the report's own files."""
+    from ..writer import only_files
+
+    return only_files("report.html", "metrics.json", "metrics.csv", "report.ipynb")(folder)
+
+
+_OLD_REPORT = _old_report
+
+
+def _check_positive(name: str, value, check_int) -> int:
+    from ..errors import InputError
+
+    try:
+        return check_int(name, value, 1)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{exc}" + ("; --pool-quarters is the number of quarters of cases pooled for the "
+                                     "effect estimates (default 4)" if name == "pool_quarters" else "")) from None
+
+
+def _execute(src, staging: Path, cfile: Path, *, data, q, cfg, design, placebo, pool_quarters, rendered_at,
+             kernel_name, timeout, progress, keep_notebook, final, st, say, pm, jupytext, write_bytes) -> None:
+    """Run the notebook in ``staging`` on the saved figures and export report.html there."""
+    from .context import provenance
+
     nb = jupytext.read(src)
     nb.metadata.pop("jupytext", None)
-
-    final = report_dir(out, cfg.operator, q.label)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{q.label}.staging-", dir=final.parent))
     executed = staging / "report.ipynb"
     prov = provenance()
     params = {
-        "data": str(data.resolve()),
+        "data": str(Path(data).resolve()),
         "quarter": q.label,
         "design": str(Path(design).resolve()) if design else "",
         "out_dir": str(staging.resolve()),
@@ -368,76 +436,52 @@ def render_report(data, quarter, out="reports", design=None, *, notebook=None, k
         "git_uncommitted_changes": bool(prov["git_uncommitted_changes"]),
         "context_file": str(cfile),
     }
-    try:
-        with st("report notebook"), kernel(kernel_name, say) as kname:
-            say(f"executing {src.name} for {cfg.operator} {q} in kernel {kname!r} (timeout {timeout} s per cell)")
-            nb.metadata["kernelspec"] = {"name": kname, "display_name": f"Python ({kname})", "language": "python"}
-            try:
-                # one BLAS/OpenMP thread: multithreaded reductions can change the last digits between runs
-                with _env(PYTHONHASHSEED="0", MPLBACKEND="Agg", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
-                          MKL_NUM_THREADS="1"):
-                    pm.execute_notebook(nb, str(executed), parameters=params, kernel_name=kname,
-                                        cwd=str(staging), execution_timeout=timeout, progress_bar=progress,
-                                        log_output=False, start_timeout=120,
-                                        # the kernel's own log (e.g. its transport notice) is not the reader's concern
-                                        extra_arguments=["--IPKernelApp.log_level=ERROR"])
-            except pm.PapermillExecutionError as exc:
-                failed = final.parent / f"{q.label}.failed.ipynb"
-                if executed.exists():
-                    shutil.copyfile(executed, failed)
-                raise ReportError(f"the report notebook failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue} "
-                                  f"(executed notebook kept at {failed})") from None
-            except TimeoutError as exc:
-                raise ReportError(f"a notebook cell ran longer than {timeout} s ({exc}); raise --timeout") from None
-        say("exporting HTML (no code, figures embedded)")
-        import nbformat
+    with st("report notebook"), kernel(kernel_name, say) as kname:
+        say(f"executing {src.name} for {cfg.operator} {q} in kernel {kname!r} (timeout {timeout} s per cell)")
+        nb.metadata["kernelspec"] = {"name": kname, "display_name": f"Python ({kname})", "language": "python"}
+        try:
+            # one BLAS/OpenMP thread: multithreaded reductions can change the last digits between runs
+            with _env(PYTHONHASHSEED="0", MPLBACKEND="Agg", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
+                      MKL_NUM_THREADS="1"):
+                pm.execute_notebook(nb, str(executed), parameters=params, kernel_name=kname,
+                                    cwd=str(staging), execution_timeout=timeout, progress_bar=progress,
+                                    log_output=False, start_timeout=120,
+                                    # the kernel's own log (e.g. its transport notice) is not the reader's concern
+                                    extra_arguments=["--IPKernelApp.log_level=ERROR"])
+        except pm.PapermillExecutionError as exc:
+            failed = final.parent / f"{q.label}.failed.ipynb"
+            kept = ""
+            if executed.exists():
+                write_bytes(failed, executed.read_bytes(), what="failed notebook")
+                kept = f" (executed notebook kept at {failed})"
+            raise ReportError(f"the report notebook failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue}"
+                              f"{kept}") from None
+        except TimeoutError as exc:
+            raise ReportError(f"a notebook cell ran longer than {timeout} s ({exc}); raise --timeout") from None
+    say("exporting HTML (no code, figures embedded)")
+    import nbformat
 
-        nb_done = nbformat.read(executed, as_version=4)
-        html_text = export_html(nb_done, f"{cfg.operator} care calls {q}")
-        (staging / "report.html").write_text(html_text, encoding="utf-8")
-        if not keep_notebook:
-            executed.unlink()
-        for p in staging.iterdir():
-            p.chmod(0o644)
-        staging.chmod(0o755)
-        _swap_in(staging, final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    finally:
-        shutil.rmtree(cfile.parent, ignore_errors=True)
-    mj, mc = final / "metrics.json", final / "metrics.csv"
-    seconds = time.perf_counter() - t0
-    say(f"wrote {final}/report.html" + (", metrics.json, metrics.csv" if mj.exists() else "")
-        + f" in {seconds:.0f} s")
-    return RenderedReport(final, final / "report.html", mj if mj.exists() else None,
-                          mc if mc.exists() else None, seconds, tuple(notes), tuple(st.records))
+    nb_done = nbformat.read(executed, as_version=4)
+    html_text = export_html(nb_done, f"{cfg.operator} care calls {q}")
+    (staging / "report.html").write_text(html_text, encoding="utf-8")
+    if not keep_notebook:
+        executed.unlink()
 
 
 def latest_complete_quarter(ds):
     """The last quarter whose every day is in the data (``quarter="latest"``)."""
-    from ..calendar import last_complete_quarter
+    import pandas as pd
 
-    return last_complete_quarter(ds.data_end, what=f"the data end of {ds.path} (no activity rows?)")
+    from ..calendar import last_complete_quarter
+    from ..errors import InputError
+
+    if pd.isna(pd.Timestamp(ds.data_end)) if ds.data_end is not None else True:
+        raise InputError(f"--quarter latest: {ds.path} has no activity rows, so the data cover no period and have "
+                         "no complete quarter; check activity.* (it is empty) or export the data again")
+    return last_complete_quarter(ds.data_end, what=f"the data end of {ds.path}")
 
 
 def pd_date(ts) -> _dt.date:
     import pandas as pd
 
     return pd.Timestamp(ts).date()
-
-
-def _swap_in(staging: Path, final: Path) -> None:
-    """Replace ``final`` with ``staging`` by renames (the old report is kept until the new one is in place)."""
-    old = None
-    if final.exists():
-        old = final.parent / f".{final.name}.old-{os.getpid()}-{time.time_ns()}"
-        os.replace(final, old)
-    try:
-        os.replace(staging, final)
-    except BaseException:
-        if old is not None:
-            os.replace(old, final)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

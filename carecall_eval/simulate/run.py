@@ -1,9 +1,8 @@
 """The driver: :func:`simulate` runs the chunks, numbers cases across them, writes the files into a
-temporary directory and renames it into place."""
+staging folder of the one atomic writer (:func:`carecall_eval.writer.output_dir`), swapped in when complete."""
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from .calls import number_cases
 from .chunk import simulate_chunk
 from .params import SimulationParams
 from .truth import accumulate, finish_truth
-from .writer import TableWriter, temporary_dir, write_operator_toml, write_products, write_truth
+from .writer import TableWriter, write_operator_toml, write_products, write_truth
 
 
 def simulate(out: str | os.PathLike, *, customers: int = 4000, seed: int = 1, progress: bool = False,
@@ -23,7 +22,9 @@ def simulate(out: str | os.PathLike, *, customers: int = 4000, seed: int = 1, pr
     Parameters
     ----------
     out : path
-        Directory to write (created; replaced atomically if it exists).
+        Directory to write: created, or replaced atomically when it holds an earlier simulation (written by
+        :func:`carecall_eval.writer.output_dir`); a folder holding anything else is refused with an
+        :class:`~carecall_eval.errors.InputError`, never deleted.
     customers : int
         Number of customers.
     seed : int
@@ -39,21 +40,39 @@ def simulate(out: str | os.PathLike, *, customers: int = 4000, seed: int = 1, pr
     dict
         The content of ``truth.json``.
     """
+    from ..errors import InputError
+    from ..writer import check_output_path, output_dir
+
     p = SimulationParams(customers=customers, seed=seed, **params)
-    if p.customers < 1:
-        raise ValueError(f"customers must be >= 1, got {p.customers}")
-    out = Path(out)
-    tmp = temporary_dir(out)
+    if isinstance(p.customers, bool) or not isinstance(p.customers, (int, np.integer)) or p.customers < 1:
+        raise InputError(f"customers must be a whole number >= 1, got {p.customers!r}")
+    check_output_path(out, directory=True, what="simulated data", kind=SIMULATED_KIND, adopt=_old_simulation)
     t0 = time.perf_counter()
-    try:
+    with output_dir(out, kind=SIMULATED_KIND, what="simulated data", adopt=_old_simulation) as tmp:
         truth = _run(p, tmp, progress, t0)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return truth
+
+
+#: Kind of output recorded in a simulated data set's marker file.
+SIMULATED_KIND = "simulated data"
+
+
+def _old_simulation(folder: Path) -> bool:
+    """A data set simulated before output markers existed (``make sample``'s data/sample): only the files a
+    simulation writes (the contract tables, operator.toml, truth.json, a trial/ folder of study files)."""
+    from ..contract.spec import TABLES
+
+    names = {f"{t}.parquet" for t in TABLES} | {"operator.toml", "truth.json"}
+    for p in folder.iterdir():
+        if p.is_symlink():
+            return False
+        if p.is_dir() and p.name == "trial":
+            if not all(q.is_file() and not q.is_symlink() and q.suffix in (".parquet", ".json", ".txt", ".log")
+                       for q in p.iterdir()):
+                return False
+        elif not (p.is_file() and p.name in names):
+            return False
+    return True
 
 
 # contract table -> attribute of Chunk

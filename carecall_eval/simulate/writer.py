@@ -1,9 +1,9 @@
 """Files: the Parquet schemas of the contract tables, chunked Parquet writing, ``products.parquet``,
-``operator.toml`` and ``truth.json``, and the temporary directory a simulation is written into."""
+``operator.toml`` and ``truth.json`` (written into the staging folder :func:`carecall_eval.writer.output_dir`
+gives :func:`~carecall_eval.simulate.simulate`)."""
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -30,13 +30,6 @@ SCHEMAS = {
     "rg_events": pa.schema([("customer_id", pa.string()), ("occurred_on", pa.date32()), ("event", pa.string()),
                             ("via_call", pa.bool_())]),
 }
-
-
-def temporary_dir(out: Path) -> Path:
-    """A fresh directory beside ``out`` to write into (renamed to ``out`` when complete)."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
 
 
 class TableWriter:
