@@ -19,6 +19,8 @@ STEPS = [
     ("matching (20k x 400k and 200k x 4M)", ["bench_matching.py"]),
     ("spending estimators: bias and coverage over 40 seeds", ["coverage_spending.py", "--seeds", "40"]),
     ("reach after the SMS: bias and coverage", ["reach_bias.py"]),
+    # issue 14: 100 plasmode replicates on the e2e benchmark's 100k-customer operator, projected to 1M
+    ("plasmode self-check: 100 replicates at 100k customers", ["bench_selfcheck.py", "--customers", "100000"]),
     # simulated cohorts cached in benchmarks/out/precision/ (about 30 s per seed the first time)
     ("spending precision (issue 17): primary vs candidates, 40 seeds x 40k customers",
      ["precision_study.py", "--seeds", "40", "--variants", "default"]),

@@ -267,8 +267,8 @@ def test_selfcheck_is_deterministic_for_a_seed(sample_env):
         warnings.simplefilter("ignore", ce.DataWarning)
         check = ce.selfcheck(ds, s, replicates=6, sms_replicates=2, seed=11)
         again = ce.selfcheck(ds, s, replicates=6, sms_replicates=2, seed=11)
-        other = ce.selfcheck(ds, s, replicates=6, sms=False, seed=12)
-        par = ce.selfcheck(ds, s, replicates=6, sms=False, seed=12, n_jobs=2)
+        other = ce.selfcheck(ds, s, replicates=6, sms_replicates=2, seed=12)
+        par = ce.selfcheck(ds, s, replicates=6, sms_replicates=2, seed=12, n_jobs=2)
     pd.testing.assert_frame_equal(check.summary, again.summary)
     pd.testing.assert_frame_equal(check.get_plot_data("replicates"), again.get_plot_data("replicates"))
     assert check.text == again.text
@@ -292,7 +292,8 @@ def test_selfcheck_rows_follow_the_protocol(check):
     assert set(fpr["group"]) >= {"spending.matched_change", "spending.naive_change", "spending.did_change"}
     assert check.settings["effects"] == [-0.15, 0.0]
     tp = check.get_plot_data("truth_plot")
-    assert set(tp["injected"]) == {-0.15, 0.0}
+    assert set(tp.loc[tp["estimator"].str.startswith("spending."), "injected"]) == {-0.15, 0.0}
+    assert set(tp.loc[tp["estimator"] == "reach.sms_effect", "injected"]) == {0.1, 0.0}
 
 
 def test_plant_answers_hand_made():

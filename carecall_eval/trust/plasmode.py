@@ -205,38 +205,44 @@ _CTX: dict = {}
 def _worker(args):
     lo, hi, seeds = args
     out, msgs = [], []
+    fn = _CTX["fn"]
     for r, child in zip(range(lo, hi), seeds):
-        a, b = _one_replicate(r, child, _CTX)
+        a, b = fn(r, child, _CTX)
         out += a
         msgs += b
     return out, msgs
 
 
-def _run_replicates(ctx: dict, seeds: list, n_jobs: int, say) -> tuple[list[dict], list[str]]:
-    """Every spending replicate, in replicate order whatever ``n_jobs`` (each has its own seed)."""
+def run_replicates(fn, ctx: dict, seeds: list, n_jobs: int, say, what: str = "replicate"):
+    """``fn(r, seed, ctx) -> (rows, messages)`` for every replicate, in replicate order whatever ``n_jobs``.
+
+    Each replicate has its own seed, so the rows do not depend on ``n_jobs``.  With ``n_jobs > 1`` the
+    replicates run in forked worker processes that inherit ``ctx`` (nothing is pickled but the seeds and
+    the rows coming back).
+    """
     rows: list[dict] = []
     msgs: list[str] = []
     R = len(seeds)
     step = max(1, R // 10)
     if n_jobs <= 1 or R < 2:
         for r, child in enumerate(seeds):
-            a, b = _one_replicate(r, child, ctx)
+            a, b = fn(r, child, ctx)
             rows += a
             msgs += b
             if (r + 1) % step == 0 or r + 1 == R:
-                say(f"spending replicate {r + 1}/{R}")
+                say(f"{what} {r + 1}/{R}")
         return rows, msgs
     import multiprocessing as mp
 
     _CTX.clear()
-    _CTX.update(ctx)                     # inherited by the forked workers: nothing is pickled but the seeds
+    _CTX.update(ctx, fn=fn)
     chunks = [(lo, min(lo + step, R), seeds[lo:min(lo + step, R)]) for lo in range(0, R, step)]
     try:
-        with mp.get_context("fork").Pool(n_jobs) as workers:
+        with mp.get_context("fork").Pool(min(n_jobs, len(chunks))) as workers:
             for i, (a, b) in enumerate(workers.imap(_worker, chunks)):
                 rows += a
                 msgs += b
-                say(f"spending replicate {chunks[i][1]}/{R}")
+                say(f"{what} {chunks[i][1]}/{R}")
     finally:
         _CTX.clear()
     return rows, msgs
@@ -437,8 +443,8 @@ def selfcheck(data, sample=None, /, *, level: float = 0.95, effect: float = -0.1
         Wilson interval lies wholly more than :data:`COVERAGE_TOLERANCE` below
         ``level``.
     n_jobs : int
-        Worker processes for the spending replicates (each replicate has its own seed, so the figures
-        do not depend on ``n_jobs``).
+        Worker processes for the replicates (each replicate has its own seed, so the figures do not
+        depend on ``n_jobs``).
     progress : bool
         Print a progress line every few replicates (stderr).
 
@@ -543,13 +549,14 @@ def _selfcheck(ds, sample: MatchedSample, *, level, effect, replicates, seed, wi
                            f"pseudo-contact share {share:.2f}, effects {', '.join(f'{e:+.2f}' for e in effects)}")
         ctx = {"p": p, "pool": pool, "sample": sample, "outcome": outcome, "window": window, "effects": effects,
                "level": level}
-        new, msgs = _run_replicates(ctx, spend_seeds.spawn(replicates), n_jobs, lambda m: _say(progress, t0, m))
+        new, msgs = run_replicates(_one_replicate, ctx, spend_seeds.spawn(replicates), n_jobs,
+                                   lambda m: _say(progress, t0, m), "spending replicate")
         rows += new
         caught_all += msgs
     if sms:
         try:
             sms_rows = sms_replicate_rows(ds, level=level, q=sms_effect, replicates=sms_replicates, seed=sms_seeds,
-                                          messages=caught_all, say=lambda m: _say(progress, t0, m))
+                                          messages=caught_all, say=lambda m: _say(progress, t0, m), n_jobs=n_jobs)
             rows += sms_rows
         except NotAvailableError as exc:
             notes["reach.sms_effect"] = str(exc)

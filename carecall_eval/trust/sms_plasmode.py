@@ -54,15 +54,52 @@ def plant_answers(cases: pd.DataFrame, attempts: pd.DataFrame, post: np.ndarray,
     return c, a
 
 
+def _sms_one(r: int, child, ctx: dict) -> tuple[list[dict], list[str]]:
+    """One pseudo-policy date: plant answers at each share, refit the answer model; rows and messages."""
+    from ..outcomes.reach.answer_model import fit_sms_model, protocol
+
+    cr0, att0, att_case, late_unans = ctx["cases"], ctx["attempts"], ctx["att_case"], ctx["late_unans"]
+    rng = np.random.default_rng(child)
+    date = ctx["lo"] + pd.Timedelta(days=int(rng.integers(0, ctx["n_days"])))
+    u = rng.random(len(att0))
+    post = (cr0["opened_on"] >= date).to_numpy()
+    rows: list[dict] = []
+    msgs: list[str] = []
+    if post.sum() < 10 or (~post).sum() < 10:
+        return rows, [f"SMS replicate {r}: fewer than 10 cases on one side of {date.date()}"]
+    for qq in ctx["shares"]:
+        flip = late_unans & post[att_case] & (u < qq)
+        truth = float(np.mean((~ctx["reached0"][post]) * (1.0 - (1.0 - qq) ** ctx["m_late"][post])))
+        c_r, a_r = plant_answers(cr0, att0, post, flip)
+        K = int(a_r["attempt_no"].max())
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                offset, cont = protocol(a_r, c_r, ctx["data_end"], K)
+                m = fit_sms_model(ctx["ds"], c_r, a_r, c_r[post], s=ctx["s"], period=ctx["period"], policy=date,
+                                  offset=offset, cont=cont, data_end=ctx["data_end"], level=ctx["level"],
+                                  interval="delta", n_boot=0, seed=0, cov=ctx["cov"])
+            except (ValueError, NotAvailableError, np.linalg.LinAlgError) as exc:
+                msgs.append(f"SMS replicate {r}: {type(exc).__name__}: {exc}")
+                continue
+        msgs.extend(str(w.message) for w in caught)
+        ok = bool(m.fit.mle_retvals.get("converged", True)) and np.isfinite(m.effect) and np.isfinite(m.se)
+        rows.append({"replicate": r, "estimator": "reach.sms_effect", "injected": qq, "truth": truth,
+                     "estimate": m.effect, "se": m.se, "ci_low": m.ci[0], "ci_high": m.ci[1], "converged": ok,
+                     "n_contacts": int(post.sum()), "n_comparisons": int((~post).sum()), "scale": "difference"})
+    return rows, msgs
+
+
 def sms_replicate_rows(ds, *, level: float, q: float, replicates: int, seed, messages: list,
-                       say: Callable[[str], None], period: str = "quarter") -> list[dict]:
+                       say: Callable[[str], None], period: str = "quarter", n_jobs: int = 1) -> list[dict]:
     """One row per (replicate, planted share) of the SMS estimator on pseudo-policy dates.
 
-    Raises NotAvailableError when the data have too few phone cases before the policy, or no attempt
-    after the SMS rule's attempt.
+    ``seed`` is a :class:`numpy.random.SeedSequence` (one child per replicate).  Raises NotAvailableError
+    when the data have too few phone cases before the policy, or no attempt after the SMS rule's attempt.
     """
-    from ..outcomes.reach.answer_model import case_covariates, fit_sms_model, protocol
+    from ..outcomes.reach.answer_model import case_covariates
     from ..outcomes.reach.cases import PHONE_ARMS, case_reach, phone_tables, resolve_policy, sms_rule
+    from .plasmode import run_replicates
 
     policy = resolve_policy(ds, None)
     s, _ = sms_rule(ds, None, None)
@@ -84,46 +121,19 @@ def sms_replicate_rows(ds, *, level: float, q: float, replicates: int, seed, mes
     if not (att0["attempt_no"] > s).any():
         raise NotAvailableError(f"no case before {cutoff.date()} has more than {s} attempts: nothing the SMS "
                                 "could change")
-    cov = case_covariates(ds, cr0)
+    cov = case_covariates(ds, cr0)                 # once: the only query of the SMS check
     pos = pd.Series(np.arange(len(cr0)), index=cr0["case_id"])
     att_case = att0["case_id"].map(pos).to_numpy()
     late_unans = (att0["attempt_no"].to_numpy() > s) & ~att0["answered"].to_numpy(bool)
-    m_late = np.bincount(att_case, weights=late_unans.astype(float), minlength=len(cr0))
-    reached0 = cr0["reached"].to_numpy(bool)
     day = cr0["opened_on"].dt.normalize()
     lo, hi = day.quantile(0.3), day.quantile(0.7)
-    n_days = max(1, int((hi - lo).days) + 1)
+    ctx = {"ds": ds, "cases": cr0, "attempts": att0, "att_case": att_case, "late_unans": late_unans,
+           "m_late": np.bincount(att_case, weights=late_unans.astype(float), minlength=len(cr0)),
+           "reached0": cr0["reached"].to_numpy(bool), "lo": lo, "n_days": max(1, int((hi - lo).days) + 1),
+           "shares": tuple(dict.fromkeys([float(q), 0.0])), "s": s, "period": period, "data_end": data_end,
+           "level": level, "cov": cov}
     say(f"SMS: {replicates} pseudo-policy dates between {lo.date()} and {hi.date()} on {len(cr0):,} phone cases "
         f"opened before {cutoff.date()}; planted share {q:.2f}")
-    shares = tuple(dict.fromkeys([float(q), 0.0]))
-    rows: list[dict] = []
-    for r, child in enumerate(seed.spawn(replicates)):
-        rng = np.random.default_rng(child)
-        date = lo + pd.Timedelta(days=int(rng.integers(0, n_days)))
-        u = rng.random(len(att0))
-        post = (cr0["opened_on"] >= date).to_numpy()
-        if post.sum() < 10 or (~post).sum() < 10:
-            continue
-        for qq in shares:
-            flip = late_unans & post[att_case] & (u < qq)
-            truth = float(np.mean((~reached0[post]) * (1.0 - (1.0 - qq) ** m_late[post])))
-            c_r, a_r = plant_answers(cr0, att0, post, flip)
-            K = int(a_r["attempt_no"].max())
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                try:
-                    offset, cont = protocol(a_r, c_r, data_end, K)
-                    m = fit_sms_model(ds, c_r, a_r, c_r[post], s=s, period=period, policy=date, offset=offset,
-                                      cont=cont, data_end=data_end, level=level, interval="delta", n_boot=0,
-                                      seed=0, cov=cov)
-                except (ValueError, NotAvailableError, np.linalg.LinAlgError) as exc:
-                    messages.append(f"SMS replicate {r}: {type(exc).__name__}: {exc}")
-                    continue
-            messages.extend(str(w.message) for w in caught)
-            ok = bool(m.fit.mle_retvals.get("converged", True)) and np.isfinite(m.effect) and np.isfinite(m.se)
-            rows.append({"replicate": r, "estimator": "reach.sms_effect", "injected": qq, "truth": truth,
-                         "estimate": m.effect, "se": m.se, "ci_low": m.ci[0], "ci_high": m.ci[1], "converged": ok,
-                         "n_contacts": int(post.sum()), "n_comparisons": int((~post).sum()), "scale": "difference"})
-        if (r + 1) % max(1, replicates // 5) == 0 or r + 1 == replicates:
-            say(f"SMS replicate {r + 1}/{replicates}")
+    rows, msgs = run_replicates(_sms_one, ctx, seed.spawn(replicates), n_jobs, say, "SMS replicate")
+    messages.extend(msgs)
     return rows
