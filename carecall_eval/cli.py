@@ -119,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     # later pipeline steps register their own subcommands
-    for module in ("carecall_eval.report.cli", "carecall_eval.compare.cli", "carecall_eval.trust.cli"):
+    for module in ("carecall_eval.report.cli", "carecall_eval.compare.cli",
+                   "carecall_eval.trials.cli", "carecall_eval.trust.cli"):
         try:
             mod = __import__(module, fromlist=["register"])
         except ModuleNotFoundError as exc:

@@ -463,3 +463,78 @@ def selfcheck_plot(result, ax=None, *, estimators=("spending.matched_change", "s
     ax.yaxis.set_major_formatter(_pct_formatter())
     ax.legend(fontsize="small", loc="upper left")
     return ax
+
+
+def consort_plot(result, ax=None):
+    """CONSORT flow of a randomized study: allocated, received the allocated contact, excluded, analysed.
+
+    Parameters
+    ----------
+    result : Result or pandas.DataFrame
+        From :func:`carecall_eval.randomized_effects` (plot data ``"consort"``: ``arm``, ``stage``,
+        ``window``, ``n``, ``detail``), or that table.
+    ax : matplotlib.axes.Axes, optional
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> import pandas as pd
+    >>> t = pd.DataFrame({"arm": ["call"] * 4 + ["control"] * 3,
+    ...                   "stage": ["allocated", "reached", "not reached", "analysed", "allocated", "no contact",
+    ...                             "analysed"],
+    ...                   "window": [None, None, None, 84, None, None, 84], "n": [100, 45, 55, 98, 100, 100, 99],
+    ...                   "detail": None})
+    >>> ax = consort_plot(t)
+    >>> "Randomized: 200" in [x.get_text() for x in ax.texts]
+    True
+    """
+    import matplotlib.pyplot as plt
+
+    from ._validation import horizon_phrase
+
+    t = _result_data(result, "consort")
+    arms = list(dict.fromkeys(t["arm"]))
+    if ax is None:
+        _, ax = plt.subplots(figsize=(3.2 * len(arms) + 1, 5.5))
+    ax.set_xlim(0, len(arms))
+    ax.set_ylim(0, 4.2)
+    ax.axis("off")
+    box = {"boxstyle": "round,pad=0.4", "facecolor": "white", "edgecolor": "0.3"}
+    total = int(t.loc[t["stage"] == "allocated", "n"].sum())
+    top = (len(arms) / 2, 3.85)
+    ax.text(*top, f"Randomized: {total:,}", ha="center", va="center", bbox=box, fontsize=10, fontweight="bold")
+
+    def arrow(x0, y0, x1, y1):
+        ax.annotate("", xy=(x1, y1), xytext=(x0, y0), arrowprops={"arrowstyle": "->", "color": "0.3", "lw": 1})
+
+    for k, arm in enumerate(arms):
+        d = t[t["arm"] == arm]
+        x = k + 0.5
+
+        def n_of(stage, d=d):
+            s = d.loc[d["stage"] == stage, "n"]
+            return int(s.iloc[0]) if len(s) else None
+
+        arrow(top[0], top[1] - 0.15, x, 3.35)
+        ax.text(x, 3.15, f"Allocated to {arm}: {n_of('allocated') or 0:,}", ha="center", va="center", bbox=box,
+                fontsize=9)
+        received = [f"{s}: {n:,}" for s in ("reached", "not reached", "letter sent", "no contact")
+                    if (n := n_of(s)) is not None]
+        arrow(x, 2.95, x, 2.55)
+        ax.text(x, 2.3, "\n".join(received), ha="center", va="center", bbox=box, fontsize=9)
+        exc = n_of("excluded")
+        arrow(x, 2.0, x, 1.6)
+        ax.text(x, 1.4, f"Excluded by cohort rules: {exc or 0:,}", ha="center", va="center", bbox=box,
+                fontsize=8, color="0.35")
+        an = d[d["stage"] == "analysed"].sort_values("window")
+        lines = [f"{horizon_phrase(int(w))}: {int(n):,}" for w, n in zip(an["window"], an["n"])]
+        arrow(x, 1.2, x, 0.85)
+        ax.text(x, 0.45, "Analysed (as randomized)\n" + "\n".join(lines), ha="center", va="center", bbox=box,
+                fontsize=9)
+    ax.set_title("Flow of the randomized study (CONSORT)")
+    return ax

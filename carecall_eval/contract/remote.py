@@ -113,6 +113,8 @@ def _conform(name: str, expr) -> tuple[Any, list[Problem]]:
     casts = {}
     for col in spec.columns:
         dtype = stored.get(col.name)
+        if dtype is None and col.optional:
+            continue                       # an optional column may be absent
         if dtype is None:
             near = lower.get(col.name.lower())
             found = f"a column {near!r} (names are case-sensitive)" if near else \

@@ -120,7 +120,7 @@ def _pandera_schema(table: str, columns: frozenset[str] | None, dtypes: bool,
             checks=pandera_checks(col),
             nullable=col.nullable,
             unique=col.unique,
-            required=True,
+            required=not col.optional,
         )
     return pa.DataFrameSchema(cols, strict=False, name=table, coerce=False)
 

@@ -86,6 +86,9 @@ class Column:
         Foreign key: every non-null value must exist in that column.
     description : str
         What the column means, for the operator's data team.
+    optional : bool
+        Whether the column may be absent from the table (data without it stay
+        valid); when present, every rule applies.
     """
 
     name: str
@@ -97,6 +100,7 @@ class Column:
     unique: bool = False
     references: tuple[str, str] | None = None
     description: str = ""
+    optional: bool = False
 
     @property
     def duckdb_type(self) -> str:
@@ -289,6 +293,14 @@ _TABLE_LIST = (
             Column("channel", "string", vocabulary=CHANNELS, description="Planned channel."),
             Column("arm", "string", nullable=True, vocabulary=ARMS,
                    description="Randomised arm in a study; null outside a study."),
+            Column("block", "string", nullable=True, optional=True,
+                   description="Optional: the randomization block or matched set of a study case "
+                               "(standard errors are clustered by it); null outside a study."),
+        ),
+        row_rules=(
+            RowRule("block_needs_arm", "block", ("block", "arm"),
+                    "block IS NOT NULL AND arm IS NULL",
+                    "a block only on cases with an arm"),
         ),
     ),
     Table(

@@ -152,6 +152,8 @@ class _Validator:
         self.unreadable[t.name] = {c for c, p in plans.items() if p.status in ("missing", "bad")}
         stored = list(self.ds.stored_columns(t.name))
         for c, p in plans.items():
+            if p.status == "missing" and p.column.optional:
+                continue                   # an optional column may be absent
             if p.status == "missing":
                 n = self.ds.n_rows(t.name)
                 found = (f"found {p.found_as!r}: names are case-sensitive" if p.found_as

@@ -122,22 +122,36 @@ def answer_logit(p: SimulationParams, t: int, attempt_no: int, age: float, log_s
 
 
 def open_case(p: SimulationParams, rng: np.random.Generator, i: int, t: int, trigger: str, age0: float,
-              log_spend: float, pref: np.ndarray) -> dict:
-    """Open one case: channel, arm, attempts, SMS, outcome (both policy worlds)."""
+              log_spend: float, pref: np.ndarray, *, trial_arm: str | None = None, block: str | None = None,
+              first_attempt: int | None = None) -> dict:
+    """Open one case: channel, arm, attempts, SMS, outcome (both policy worlds).
+
+    ``trial_arm`` opens a case of the randomized study (see :mod:`.trial`): the arm and ``block`` are
+    given, the case opens on day ``t`` and its attempts start on ``first_attempt``; without it the
+    draws are those of the programme (and of the simple randomized sub-study when no study is set).
+    """
     policy_day = p.policy_day
     age = age0 + t / 365.25
-    in_rct = (p.rct_start_day <= t < p.rct_end_day) and trigger == "high_loss"
-    arm = None
-    if in_rct:
-        arm = ["call", "letter", "control"][rng.integers(0, 3)]
+    if trial_arm is not None:
+        arm = trial_arm
         channel = "letter" if arm == "letter" else "phone"
+        opened = t
     else:
-        channel = rng.choice(["phone", "letter", "email"], p=[0.92, 0.05, 0.03])
-    opened = t + int(rng.integers(0, 4))
+        in_rct = p.trial is None and (p.rct_start_day <= t < p.rct_end_day) and trigger == "high_loss"
+        arm = None
+        if in_rct:
+            arm = ["call", "letter", "control"][rng.integers(0, 3)]
+            channel = "letter" if arm == "letter" else "phone"
+        else:
+            channel = rng.choice(["phone", "letter", "email"], p=[0.92, 0.05, 0.03])
+        opened = t + int(rng.integers(0, 4))
     case: dict[str, Any] = {
         "_i": i, "_trigger_day": t, "opened_day": opened, "trigger": trigger, "channel": channel, "arm": arm,
         "attempts": [], "sms": [], "_answer_day": None, "_letter_day": None, "_reached_with": False,
         "_reached_without": False, "_post_policy": False, "_rg_via_call": []}
+    if trial_arm is not None:
+        case["block"] = block
+    start = opened if first_attempt is None else first_attempt
     if channel == "letter":
         case["_letter_day"] = opened + 3
         return case
@@ -151,17 +165,17 @@ def open_case(p: SimulationParams, rng: np.random.Generator, i: int, t: int, tri
     hours = rng.integers(9, 20, n_att)
     minutes = rng.integers(0, 60, n_att)
     # two worlds share the uniforms: with the policy (if in force) and without
-    logits = np.array([answer_logit(p, opened + offsets[k], k, age, log_spend, pref, int(hours[k]))
+    logits = np.array([answer_logit(p, start + offsets[k], k, age, log_spend, pref, int(hours[k]))
                        for k in range(n_att)])
     boost = np.array([p.sms_log_odds if k >= p.sms_after_attempts else 0.0 for k in range(n_att)])
     ans_without = us < 1 / (1 + np.exp(-logits))
     ans_with = us < 1 / (1 + np.exp(-(logits + boost))) if policy_on else ans_without
-    observed = (opened + np.array(offsets)) < p.days          # attempts after the data end are not seen
+    observed = (start + np.array(offsets)) < p.days          # attempts after the data end are not seen
     case["_reached_without"] = bool((ans_without & observed).any())
     case["_reached_with"] = bool((ans_with & observed).any())
     realised = ans_with
     for k in range(n_att):
-        day = opened + offsets[k]
+        day = start + offsets[k]
         if day >= p.days:
             break
         ts = (day, int(hours[k]), int(minutes[k]))
@@ -182,11 +196,15 @@ def open_case(p: SimulationParams, rng: np.random.Generator, i: int, t: int, tri
     return case
 
 
-def case_tables(case_rows: list[dict], cid: np.ndarray, start: np.datetime64, T: int
+def case_tables(case_rows: list[dict], cid: np.ndarray, start: np.datetime64, T: int, *, with_block: bool = False
                 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """The ``call_cases``, ``call_attempts`` and ``sms`` tables of a chunk (temporary case ids)."""
+    """The ``call_cases``, ``call_attempts`` and ``sms`` tables of a chunk (temporary case ids).
+
+    ``with_block`` adds the optional ``block`` column (the randomized study's matched set or block).
+    """
+    case_cols = ["case_id", "customer_id", "opened_on", "trigger", "channel", "arm"] + (["block"] if with_block else [])
     if not case_rows:
-        return (pd.DataFrame(columns=["case_id", "customer_id", "opened_on", "trigger", "channel", "arm"]),
+        return (pd.DataFrame(columns=case_cols),
                 pd.DataFrame(columns=["case_id", "attempted_at", "answered", "duration_s", "agent_id", "outcome",
                                       "reception"]),
                 pd.DataFrame(columns=["case_id", "sent_at", "kind"]))
@@ -197,7 +215,8 @@ def case_tables(case_rows: list[dict], cid: np.ndarray, start: np.datetime64, T:
         if c["opened_day"] >= T:
             continue
         c["case_id"] = f"tmp{k}"
-        cases.append((c["case_id"], cid[c["_i"]], start + c["opened_day"], c["trigger"], c["channel"], c["arm"]))
+        cases.append((c["case_id"], cid[c["_i"]], start + c["opened_day"], c["trigger"], c["channel"], c["arm"])
+                     + ((c.get("block"),) if with_block else ()))
         for (day, h, m), ans, dur, oc, rc in c["attempts"]:
             att.append((c["case_id"], pd.Timestamp(start + day) + pd.Timedelta(hours=h, minutes=m), ans, dur,
                         None,
@@ -206,7 +225,7 @@ def case_tables(case_rows: list[dict], cid: np.ndarray, start: np.datetime64, T:
         for day, h, m, kind in c["sms"]:
             if day < T:
                 sms.append((c["case_id"], pd.Timestamp(start + day) + pd.Timedelta(hours=h, minutes=m), kind))
-    cases_df = pd.DataFrame(cases, columns=["case_id", "customer_id", "opened_on", "trigger", "channel", "arm"])
+    cases_df = pd.DataFrame(cases, columns=case_cols)
     attempts = pd.DataFrame(att, columns=["case_id", "attempted_at", "answered", "duration_s", "agent_id",
                                           "outcome", "reception"])
     sms_df = pd.DataFrame(sms, columns=["case_id", "sent_at", "kind"])

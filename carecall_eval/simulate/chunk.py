@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from . import trial
 from .calls import CaseDesk, case_tables
 from .params import SimulationParams
 from .play import Play, deposits_table
@@ -27,6 +28,7 @@ class Chunk:
     sms: pd.DataFrame
     rg_events: pd.DataFrame
     truth: dict = field(default_factory=dict)
+    trial: dict | None = None          # the randomized study's eligible list and Allocation (if any)
 
 
 def simulate_chunk(p: SimulationParams, offset: int, n: int, rng: np.random.Generator) -> Chunk:
@@ -38,20 +40,33 @@ def simulate_chunk(p: SimulationParams, offset: int, n: int, rng: np.random.Gene
     pop = draw_population(p, n, rng)
     play = Play(p, pop, rng)
     desk = CaseDesk(p, pop)
+    cid = customer_ids(offset, n)
+    study = None
+    net_at: dict[int, np.ndarray] = {}      # net loss since the data start, before the trial's look-back and day
     for t in range(p.days):
+        if p.trial is not None and t in (p.trial_day - p.trial_lookback, p.trial_day):
+            net_at[t] = play.net_cum.copy()
         play.play(t, rng)
         play.close_accounts(t, rng)
         play.self_service(t, rng)
         fired_any, fired_kind = desk.fire_triggers(t, rng, play)
+        if p.trial is not None and t == p.trial_day:
+            net = net_at[t] - net_at.get(t - p.trial_lookback, np.zeros(n))
+            eligible = trial.eligible_list(p, pop, play, desk.last_case_day, t, net, cid)
+            chunk_no = offset // p.chunk_size
+            study = {"chunk": chunk_no, "eligible": eligible.drop(columns="_i"),
+                     "allocation": trial.run_trial_day(p, rng, desk, play, t, eligible, chunk_no)}
         if t >= p.programme_start_day:
             desk.open_cases(t, rng, fired_any, fired_kind, play)
 
-    cid = customer_ids(offset, n)
     activity = play.activity_table(cid)
     deposits = deposits_table(activity, rng)
     customers = customers_table(p, pop, cid, play.closed_day)
     triggers = desk.triggers_table(cid, play.dates)
     rg_events = play.rg_events_table(cid)
-    cases, attempts, sms = case_tables(desk.case_rows, cid, np.datetime64(p.start_date, "D"), p.days)
+    cases, attempts, sms = case_tables(desk.case_rows, cid, np.datetime64(p.start_date, "D"), p.days,
+                                       with_block=p.trial is not None)
     truth = chunk_truth(p, desk.case_rows, play.tl_actual, play.tl_base, play.closed_day, pop.registered_day)
-    return Chunk(customers, activity, deposits, triggers, cases, attempts, sms, rg_events, truth)
+    if p.trial is not None:
+        truth["trial"] = trial.trial_truth(p, desk.case_rows, play.tl_actual, play.tl_base)
+    return Chunk(customers, activity, deposits, triggers, cases, attempts, sms, rg_events, truth, study)

@@ -41,6 +41,15 @@ class SimulationParams:
     rct_end_day: int = 190
     risk_model_start_day: int = 365 + 182  # case-mix drift: a risk model begins
     chunk_size: int = 20000
+    # a randomized study of the top spenders on one day (off by default; see simulate/trial.py)
+    trial: str | None = None               # None (off), or the allocation design: "matched-sets", "blocked", "simple"
+    trial_day: int = 300                   # the day the eligible list is drawn and allocated (the index date)
+    trial_ratio: str = "1:1:1"             # call : letter : control (two parts: call : control)
+    trial_share: float = 0.10              # top share of eligible customers by net loss over the look-back
+    trial_lookback: int = 180              # days of net loss the eligible list ranks and matches on
+    trial_call_spread: int = 14            # first attempts spread over this many days after the index
+    trial_seed: int | None = None          # allocation seed (default: seed); chunk k uses it + k - 1
+    trial_block_size: int | None = None    # permuted block size of the "blocked" design (default: twice the ratio)
 
     @property
     def start_date(self) -> dt.date:

@@ -54,6 +54,7 @@ class Play:
         self.call_day = np.full(n, 10**9)          # answered-call day (for closure HR)
         self.loss_ring = np.zeros((28, n), dtype=np.float64)
         self.loss28 = np.zeros(n)                   # net loss over the last 28 days
+        self.net_cum = np.zeros(n)                  # net loss since the data start (the trial's eligible list)
         self.tl_actual = np.zeros((n, T), dtype=np.float32)
         self.tl_base = np.zeros((n, T), dtype=np.float32)   # potential outcome without any contact
         self.act_rows: list[tuple] = []
@@ -109,6 +110,7 @@ class Play:
             if sel.size:
                 self.act_rows.append((idx[sel], t, p2[sel], w2[sel], won2[sel]))
             day_loss[idx] = net
+        self.net_cum += day_loss
         self.loss28 += day_loss - self.loss_ring[t % 28]
         self.loss_ring[t % 28] = day_loss
 

@@ -11,6 +11,7 @@ import numpy as np
 from .calls import number_cases
 from .chunk import simulate_chunk
 from .params import SimulationParams
+from .trial import write_trial_files
 from .truth import accumulate, finish_truth
 from .writer import TableWriter, write_operator_toml, write_products, write_truth
 
@@ -99,6 +100,8 @@ def _run(p: SimulationParams, out: Path, progress: bool, t0: float) -> dict:
             for name, attr in _TABLES.items():
                 writer.write(name, getattr(ch, attr))
             accumulate(acc, ch.truth, ch.attempts)
+            if ch.trial is not None:
+                write_trial_files(p, out, ch.trial)
             if progress:
                 print(f"  chunk {c + 1}/{n_chunks}: {off + n:,} customers, "
                       f"{time.perf_counter() - t0:,.1f} s", flush=True)

@@ -70,6 +70,10 @@ def accumulate(acc: dict, t: dict, attempts: pd.DataFrame) -> None:
         d = acc.setdefault(k, {})
         for w, v in t[k].items():
             d[w] = d.get(w, 0.0) + v
+    if "trial" in t:
+        from .trial import add_truth
+
+        add_truth(acc.setdefault("trial", {}), t["trial"])
     for arm, d in t["rct"].items():
         a = acc.setdefault("rct", {}).setdefault(arm, {"actual": 0.0, "base": 0.0, "n": 0, "reached": 0})
         for k in a:
@@ -102,9 +106,10 @@ def finish_truth(p: SimulationParams, acc: dict) -> dict:
         rct[arm] = {"n": d["n"], "reached": d["reached"],
                     "realised_effect_post_84d": (ratio(d["actual"], d["base"]) - 1) if d["base"] else None}
     rec_valid = rec.dropna()
-    truth = {
+    truth: dict = {
         "package_version": __version__,
-        "params": {k: v for k, v in asdict(p).items()},
+        # the randomized study's knobs only when it is on, so data without one keep their truth.json
+        "params": {k: v for k, v in asdict(p).items() if p.trial is not None or not k.startswith("trial")},
         "true_effects": {
             "call_stake_multiplier": p.call_effect,
             "call_effect_on_stakes": p.call_effect - 1,
@@ -137,4 +142,8 @@ def finish_truth(p: SimulationParams, acc: dict) -> dict:
             "rct": rct,
         },
     }
+    if p.trial is not None:
+        from .trial import finish
+
+        truth["realised"]["trial"] = finish(p, acc.get("trial", {}))
     return truth

@@ -41,6 +41,8 @@ class TableWriter:
 
     def write(self, name: str, df: pd.DataFrame) -> None:
         schema = SCHEMAS[name]
+        if name == "call_cases" and "block" in df.columns:      # the optional column of a randomized study
+            schema = schema.append(pa.field("block", pa.string()))
         table = pa.Table.from_pandas(df, schema=schema, preserve_index=False)
         if name not in self.writers:
             self.writers[name] = pq.ParquetWriter(self.out / f"{name}.parquet", schema, compression="zstd")
