@@ -58,6 +58,12 @@ _EXPORTS: dict[str, str] = {
     "reception": "carecall_eval.outcomes.actions:reception",
     "sensitivity_analysis": "carecall_eval.trust.sensitivity:sensitivity_analysis",
     "selfcheck": "carecall_eval.trust.plasmode:selfcheck",
+    "answer_timing": "carecall_eval.outcomes.programme:answer_timing",
+    "case_speed": "carecall_eval.outcomes.programme:case_speed",
+    "effect_heterogeneity": "carecall_eval.outcomes.programme:effect_heterogeneity",
+    "effect_durability": "carecall_eval.outcomes.programme:effect_durability",
+    "caller_profiles": "carecall_eval.outcomes.programme:caller_profiles",
+    "repeat_contact": "carecall_eval.outcomes.programme:repeat_contact",
     "ESTIMATORS": "carecall_eval.outcomes.registry:ESTIMATORS",
     # everything, reports, comparison, trials
     "evaluate": "carecall_eval.evaluate:evaluate",

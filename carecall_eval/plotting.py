@@ -538,3 +538,255 @@ def consort_plot(result, ax=None):
                 fontsize=9)
     ax.set_title("Flow of the randomized study (CONSORT)")
     return ax
+
+
+# ---- running the programme: when to call, how fast, who benefits, how long, callers ----------------
+
+def answer_heatmap(result, ax=None, *, show_values: bool = True):
+    """Answer rate by weekday and hour of day (standardised for the same attempts), as a heatmap.
+
+    Parameters
+    ----------
+    result : Result or pandas.DataFrame
+        From :func:`carecall_eval.answer_timing` (plot data ``"heatmap"``: ``weekday``, ``hour``,
+        ``rate``, ``attempts``), or that table.
+    ax : matplotlib.axes.Axes, optional
+    show_values : bool
+        Write each cell's rate in it.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> t = pd.DataFrame({"weekday": ["Mon", "Mon", "Tue", "Tue"], "hour": [9, 10, 9, 10],
+    ...                   "rate": [0.2, 0.3, 0.25, 0.35], "attempts": [10, 12, 9, 11]})
+    >>> ax = answer_heatmap(t)
+    >>> [x.get_text() for x in ax.get_yticklabels()]
+    ['Mon', 'Tue']
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    t = _result_data(result, "heatmap")
+    days = [d for d in ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun") if d in set(t["weekday"])]
+    hours = sorted(t["hour"].unique())
+    grid = t.pivot(index="weekday", columns="hour", values="rate").reindex(index=days, columns=hours)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(0.6 * len(hours) + 2, 0.45 * len(days) + 1.5))
+    im = ax.imshow(grid.to_numpy(float), cmap="RdYlGn", aspect="auto")
+    ax.set_xticks(range(len(hours)))
+    ax.set_xticklabels([f"{int(h):02d}h" for h in hours])
+    ax.set_yticks(range(len(days)))
+    ax.set_yticklabels(days)
+    if show_values:
+        vals = grid.to_numpy(float)
+        for i in range(len(days)):
+            for j in range(len(hours)):
+                if np.isfinite(vals[i, j]):
+                    ax.text(j, i, f"{100 * vals[i, j]:.0f}", ha="center", va="center", fontsize=8)
+    ax.figure.colorbar(im, ax=ax, format=_pct_formatter(), fraction=0.04, pad=0.02, label="answered")
+    ax.set_xlabel("hour of the attempt")
+    ax.set_title("Share of attempts answered, for the same attempts in every slot")
+    return ax
+
+
+def sms_timing_plot(result, ax=None, *, which: str = "sms_to_answer", window_hours: float | None = None):
+    """Distribution of the SMS's timing: hours from the SMS to the answered call, or minutes from the missed attempt.
+
+    Parameters
+    ----------
+    result : Result or pandas.DataFrame
+        From :func:`carecall_eval.answer_timing` (plot data ``"sms_to_answer"`` or ``"sms_delay"``:
+        ``bin``, ``count``, ``share``), or that table.
+    which : {"sms_to_answer", "sms_delay"}
+    window_hours : float, optional
+        Marks the operator's SMS window (default: the result's ``sms_window_hours``).
+    """
+    import numpy as np
+
+    t = _result_data(result, which)
+    ax = _axes(ax)
+    ax.bar(range(len(t)), t["share"], color="tab:blue", alpha=0.85)
+    ax.set_xticks(range(len(t)))
+    ax.set_xticklabels(t["bin"], rotation=0)
+    ax.yaxis.set_major_formatter(_pct_formatter())
+    ax.set_ylabel("share of cases")
+    if which == "sms_to_answer":
+        if window_hours is None and hasattr(result, "settings"):
+            window_hours = result.settings.get("sms_window_hours")
+        col = "hours_from"
+        if window_hours is not None and col in t.columns:
+            pos = float(np.interp(window_hours, t[col].to_numpy(float), range(len(t)))) - 0.5 \
+                if window_hours <= t[col].max() else len(t) - 0.5
+            ax.axvline(pos, color="C3", ls=":", lw=1.5, label=f"{window_hours:g}-hour SMS window")
+            ax.legend(fontsize="small", frameon=False)
+        ax.set_xlabel("hours from the SMS to the answered call")
+    else:
+        ax.set_xlabel("minutes from the missed attempt to the SMS")
+    return ax
+
+
+def speed_plot(result, ax=None, *, step: str = "trigger_to_reach"):
+    """How fast cases are worked: share of cases by days for one step, one bar per quarter of opening.
+
+    Parameters
+    ----------
+    result : Result or pandas.DataFrame
+        From :func:`carecall_eval.case_speed` (plot data ``"distribution"``: ``step``, ``quarter``,
+        ``days``, ``share``), or that table.
+    step : {"trigger_to_opening", "opening_to_first_attempt", "first_attempt_to_reach", "trigger_to_reach"}
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    t = _result_data(result, "distribution")
+    t = t[t["step"] == step]
+    wide = t.pivot(index="quarter", columns="days", values="share").fillna(0.0)
+    wide = wide[[c for c in t["days"].drop_duplicates()]]
+    if ax is None:
+        _, ax = plt.subplots(figsize=(8, 0.35 * len(wide) + 1.8))
+    left = np.zeros(len(wide))
+    cmap = plt.get_cmap("viridis_r")
+    for k, col in enumerate(wide.columns):
+        ax.barh(range(len(wide)), wide[col], left=left, color=cmap(k / max(1, len(wide.columns) - 1)),
+                label=f"{col} days")
+        left += wide[col].to_numpy()
+    ax.set_yticks(range(len(wide)))
+    ax.set_yticklabels(wide.index)
+    ax.invert_yaxis()
+    ax.xaxis.set_major_formatter(_pct_formatter())
+    ax.set_xlim(0, 1)
+    words = t["step_label"].iloc[0] if len(t) else step.replace("_", " ")
+    ax.set_xlabel(f"share of cases, by days from {words}")
+    ax.legend(ncol=min(7, len(wide.columns)), fontsize="small", frameon=False, loc="upper center",
+              bbox_to_anchor=(0.5, -0.18))
+    return ax
+
+
+def heterogeneity_plot(result, ax=None, *, xlabel: str = "change in theoretical loss, %"):
+    """Forest plot of the matched effect by subgroup, grouped by dimension, with the overall effect marked.
+
+    Parameters
+    ----------
+    result : Result
+        From :func:`carecall_eval.effect_heterogeneity` (plot data ``"forest"``: ``by``, ``level``,
+        ``estimate``, ``ci_low``, ``ci_high``, and ``"overall"``).
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    t = _result_data(result, "forest").reset_index(drop=True)
+    overall = _result_data(result, "overall") if hasattr(result, "get_plot_data") else None
+    labels, rows, y = [], [], 0
+    for by, g in t.groupby("by", sort=False):
+        labels.append((y, by.replace("_", " "), True))
+        y += 1
+        for _, r in g.iterrows():
+            labels.append((y, f"  {r['level']}", False))
+            rows.append((y, r))
+            y += 1
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7.5, 0.3 * y + 1.2))
+    for yy, r in rows:
+        if np.isfinite(r["estimate"]):
+            ax.errorbar(100 * r["estimate"], yy, xerr=[[100 * (r["estimate"] - r["ci_low"])],
+                                                        [100 * (r["ci_high"] - r["estimate"])]],
+                        fmt="s", color="tab:blue", capsize=3, ms=4)
+        else:
+            ax.text(0, yy, "too few to estimate", va="center", fontsize=8, color="0.4")
+    if overall is not None and len(overall) and np.isfinite(overall["estimate"].iloc[0]):
+        o = overall.iloc[0]
+        ax.axvline(100 * o["estimate"], color="tab:blue", ls="--", lw=1, label="all reached customers")
+        ax.axvspan(100 * o["ci_low"], 100 * o["ci_high"], color="tab:blue", alpha=0.08)
+        ax.legend(fontsize="small", frameon=False, loc="lower right")
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_yticks([p for p, _, _ in labels])
+    ax.set_yticklabels([lab for _, lab, _ in labels])
+    for tick, (_, _, head) in zip(ax.get_yticklabels(), labels):
+        if head:
+            tick.set_fontweight("bold")
+    ax.set_ylim(y - 0.5, -0.5)
+    ax.set_xlabel(xlabel)
+    return ax
+
+
+def durability_plot(result, ax=None):
+    """The matched effect at each window (own complete-follow-up comparison, and the same customers throughout).
+
+    Parameters
+    ----------
+    result : Result or pandas.DataFrame
+        From :func:`carecall_eval.effect_durability` (plot data ``"durability"``: ``metric``,
+        ``window``, ``estimate``, ``ci_low``, ``ci_high``).
+    """
+    import numpy as np
+
+    from ._validation import horizon_phrase
+
+    t = _result_data(result, "durability")
+    ax = _axes(ax)
+    windows = sorted(t["window"].unique())
+    kinds = (("durability.matched_change", "each window's own customers", "tab:blue", -0.08),
+             ("durability.matched_change_common", "customers followed for the longest window", "tab:orange", 0.08))
+    for metric, label, colour, dx in kinds:
+        d = t[t["metric"] == metric].set_index("window").reindex(windows)
+        ok = d["estimate"].notna().to_numpy()
+        x = np.arange(len(windows))[ok] + dx
+        d = d[ok]
+        ax.errorbar(x, 100 * d["estimate"], yerr=[100 * (d["estimate"] - d["ci_low"]),
+                                                  100 * (d["ci_high"] - d["estimate"])],
+                    fmt="o-", color=colour, capsize=3, label=label)
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_xticks(range(len(windows)))
+    ax.set_xticklabels([horizon_phrase(int(w)) for w in windows])
+    ax.set_xlabel("after the case was opened")
+    ax.set_ylabel("change in theoretical loss, %")
+    ax.legend(fontsize="small", frameon=False)
+    return ax
+
+
+def caterpillar_plot(result, ax=None, *, measure: str = "answer", show_raw: bool = True, labels: bool = False):
+    """Callers sorted by their partially pooled figure, with intervals (and the raw figure as open circles).
+
+    Parameters
+    ----------
+    result : Result or pandas.DataFrame
+        From :func:`carecall_eval.caller_profiles` (plot data ``"caterpillar"``: ``measure``,
+        ``caller``, ``estimate``, ``ci_low``, ``ci_high``, ``raw``), or that table.
+    measure : {"answer", "action", "reception", "call_length", "spending"}
+    show_raw : bool
+        Also mark each caller's unadjusted, unpooled figure.
+    labels : bool
+        Name the callers by pseudonym (off: ranks only, as in the report).
+    """
+    import numpy as np
+
+    t = _result_data(result, "caterpillar")
+    t = t[(t["measure"] == measure) & t["estimate"].notna()].sort_values("estimate").reset_index(drop=True)
+    ax = _axes(ax)
+    pct = measure in ("answer", "action", "reception", "spending")
+    k = 100.0 if pct else 1.0
+    x = np.arange(len(t))
+    ax.errorbar(x, k * t["estimate"], yerr=[k * (t["estimate"] - t["ci_low"]), k * (t["ci_high"] - t["estimate"])],
+                fmt="o", color="tab:blue", capsize=2, label="partially pooled")
+    if show_raw and "raw" in t.columns:
+        ax.scatter(x, k * t["raw"], facecolors="none", edgecolors="0.4", label="raw, unadjusted", zorder=3)
+    if measure in ("call_length", "spending"):      # the average caller, and no effect
+        ax.axhline(1.0 if measure == "call_length" else 0.0, color="black", lw=0.8)
+    ax.set_xticks(x)
+    ax.set_xticklabels(t["caller"] if labels else [str(i + 1) for i in x], rotation=90 if labels else 0)
+    ax.set_xlabel("callers, ordered" + ("" if labels else " (rank)"))
+    ylabels = {"answer": "attempts answered, %", "action": "calls ending in an action, %",
+               "reception": "calls received positively, %", "call_length": "call length vs the average caller",
+               "spending": "change in theoretical loss, %"}
+    ax.set_ylabel(ylabels.get(measure, measure))
+    ax.legend(fontsize="small", frameon=False)
+    return ax
+
+
+__all__ += ["answer_heatmap", "sms_timing_plot", "speed_plot", "heterogeneity_plot", "durability_plot",
+            "caterpillar_plot"]

@@ -84,6 +84,18 @@ ESTIMATORS: dict[str, EstimatorSpec] = {s.name: s for s in (
                   needs=("arms",)),
     EstimatorSpec("sensitivity", "trust.sensitivity:sensitivity_analysis", "observational", "window", 84, 28),
     EstimatorSpec("selfcheck", "trust.plasmode:selfcheck", "observational", "window", 84, 28, in_evaluate=False),
+    # running the programme (issue 16): computed by the quarterly report, not by evaluate (callers never leave
+    # the operator)
+    EstimatorSpec("timing", "outcomes.programme.timing:answer_timing", in_evaluate=False),
+    EstimatorSpec("speed", "outcomes.programme.speed:case_speed", "observational", "window", 84, 28, in_evaluate=False),
+    EstimatorSpec("heterogeneity", "outcomes.programme.heterogeneity:effect_heterogeneity", "observational", "window",
+                  84, 28, in_evaluate=False),
+    EstimatorSpec("durability", "outcomes.programme.durability:effect_durability", "observational",
+                  in_evaluate=False),
+    EstimatorSpec("callers", "outcomes.programme.callers:caller_profiles", "observational", "window", 84, 28,
+                  in_evaluate=False),
+    EstimatorSpec("repeat", "outcomes.programme.repeat:repeat_contact", "observational", "horizon", 365, 180,
+                  in_evaluate=False),
 )}
 
 

@@ -616,8 +616,24 @@ def _placebo(dataset, sample: MatchedSample, outcome, window, covariates, level)
     return est, len(m), "matched set" if pseudo.cluster == "subclass" else "customer"
 
 
+#: The subgroups of ``spending.subgroup_change``.
+SUBGROUP_BY = ("trigger", "age_band", "gender", "main_product")
+
+
+def subgroup_columns(table: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``table`` with the derived subgroup columns ``age_band`` and ``main_product`` (largest share)."""
+    d = table.copy()
+    d["age_band"] = pd.cut(d["age"], [0, 25, 35, 50, 65, 200], right=False,
+                           labels=["18-24", "25-34", "35-49", "50-64", "65+"]).astype(str)
+    share_cols = [c for c in d.columns if c.startswith("share_")]
+    if share_cols:
+        d["main_product"] = np.where(d[share_cols].max(axis=1) > 0,
+                                     d[share_cols].idxmax(axis=1).str.replace("share_", "", regex=False), "none")
+    return d
+
+
 def _subgroups(m: pd.DataFrame, outcome, window, covariates, level, cluster_ids,
-               sets: pd.DataFrame | None = None) -> pd.DataFrame:
+               sets: pd.DataFrame | None = None, by: tuple = SUBGROUP_BY) -> pd.DataFrame:
     """Matched PPML within subgroups.
 
     With nearest-neighbour matching (``sets`` = one row per unit and matched
@@ -625,16 +641,11 @@ def _subgroups(m: pd.DataFrame, outcome, window, covariates, level, cluster_ids,
     follow it, so a control matched to a 30-year-old counts among the 25-34s.
     Otherwise each unit's own value is used.  Errors are clustered by
     ``cluster_ids`` (the sample's one rule).  Subgroups with fewer than 20
-    contacts or comparisons, or without a finite estimate, are skipped.
+    contacts or comparisons, or without a finite estimate, are skipped.  ``by`` names the columns
+    (``age_band`` and ``main_product`` are derived here; others must be columns of the table).
     """
-    d = (sets if sets is not None else m).copy()
-    d["age_band"] = pd.cut(d["age"], [0, 25, 35, 50, 65, 200], right=False,
-                           labels=["18-24", "25-34", "35-49", "50-64", "65+"]).astype(str)
-    share_cols = [c for c in d.columns if c.startswith("share_")]
-    if share_cols:
-        d["main_product"] = np.where(d[share_cols].max(axis=1) > 0,
-                                     d[share_cols].idxmax(axis=1).str.replace("share_", "", regex=False), "none")
-    by_cols = [b for b in ("trigger", "age_band", "gender", "main_product") if b in d.columns]
+    d = subgroup_columns(sets if sets is not None else m)
+    by_cols = [b for b in by if b in d.columns]
     if sets is not None:
         treated = d[d["contact"] == 1].drop_duplicates("subclass").set_index("subclass")[by_cols]
         for b in by_cols:

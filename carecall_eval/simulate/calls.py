@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from . import programme
 from .params import SimulationParams
 from .play import PAUSE, SELF_EXCLUSION, Play
 from .population import Population
@@ -84,8 +85,10 @@ class CaseDesk:
             c = open_case(p, rng, int(i), t, fired_kind[i], pop.age0[i], log_spend, pop.pref[i])
             self.case_rows.append(c)
             self.last_case_day[i] = t
+            if play.call_day[i] < 10**9 and programme.active(p):   # reached before: the truth of a second call
+                c["_prev_mult"] = play.multiplier_on(i, c["opened_day"])
             if c["_answer_day"] is not None:
-                play.after_call(i, c["_answer_day"], c["_rg_via_call"])
+                play.after_call(i, c["_answer_day"], c["_rg_via_call"], c.get("_mult"))
             elif c["_letter_day"] is not None:
                 play.after_letter(i, c["_letter_day"])
 
@@ -117,8 +120,8 @@ def answer_logit(p: SimulationParams, t: int, attempt_no: int, age: float, log_s
             - 0.8 * pref[2]                      # casino players answer less
             - 0.30 * attempt_no                  # later attempts answered less
             + 0.15 * t / 365.0                   # secular trend
-            - 0.25 * (weekday >= 5)              # weekends worse
-            + 0.20 * (17 <= hour <= 19))         # evenings better
+            + programme.weekday_log_odds(p, weekday)   # weekends worse (by default -0.25)
+            + programme.hour_log_odds(p, hour))        # evenings better (by default +0.20 at 17-19 h)
 
 
 def open_case(p: SimulationParams, rng: np.random.Generator, i: int, t: int, trigger: str, age0: float,
@@ -167,6 +170,10 @@ def open_case(p: SimulationParams, rng: np.random.Generator, i: int, t: int, tri
     # two worlds share the uniforms: with the policy (if in force) and without
     logits = np.array([answer_logit(p, start + offsets[k], k, age, log_spend, pref, int(hours[k]))
                        for k in range(n_att)])
+    callers = programme.draw_callers(p, rng, n_att)     # None unless callers differ (then drawn here)
+    if callers is not None:
+        logits = logits + programme.caller_effects(p)["answer"][callers]
+        case["_callers"] = callers
     boost = np.array([p.sms_log_odds if k >= p.sms_after_attempts else 0.0 for k in range(n_att)])
     ans_without = us < 1 / (1 + np.exp(-logits))
     ans_with = us < 1 / (1 + np.exp(-(logits + boost))) if policy_on else ans_without
@@ -181,11 +188,14 @@ def open_case(p: SimulationParams, rng: np.random.Generator, i: int, t: int, tri
         ts = (day, int(hours[k]), int(minutes[k]))
         if realised[k]:
             dur = float(np.round(np.clip(rng.lognormal(np.log(300), 0.55), 40, 3600), 0))
-            oc = int(rng.choice(len(OUTCOMES), p=OUTCOME_P))
+            who = None if callers is None else int(callers[k])
+            oc = int(rng.choice(len(OUTCOMES), p=programme.outcome_p(p, OUTCOME_P, who)))
             rc = int(rng.choice(3, p=RECEPTION_P)) if rng.random() < 0.95 else None
             case["attempts"].append((ts, True, dur, oc, rc))
             case["_answer_day"] = day
             case["_rg_via_call"] = _EVENTS_OF_OUTCOME.get(oc, [])
+            case["_answer_caller"] = who
+            case["_mult"] = programme.call_multiplier(p, log_spend, day - t, who)
             break
         case["attempts"].append((ts, False, None, None, None))
         if policy_on and k + 1 == p.sms_after_attempts:
@@ -217,9 +227,10 @@ def case_tables(case_rows: list[dict], cid: np.ndarray, start: np.datetime64, T:
         c["case_id"] = f"tmp{k}"
         cases.append((c["case_id"], cid[c["_i"]], start + c["opened_day"], c["trigger"], c["channel"], c["arm"])
                      + ((c.get("block"),) if with_block else ()))
-        for (day, h, m), ans, dur, oc, rc in c["attempts"]:
+        callers = c.get("_callers")
+        for k, ((day, h, m), ans, dur, oc, rc) in enumerate(c["attempts"]):
             att.append((c["case_id"], pd.Timestamp(start + day) + pd.Timedelta(hours=h, minutes=m), ans, dur,
-                        None,
+                        None if callers is None else AGENTS[callers[k]],
                         OUTCOMES[oc] if oc is not None else None,
                         RECEPTIONS[rc] if rc is not None else None))
         for day, h, m, kind in c["sms"]:
@@ -242,6 +253,8 @@ def number_cases(cases: pd.DataFrame, attempts: pd.DataFrame, sms: pd.DataFrame,
     cases["case_id"] = new_ids
     attempts["case_id"] = attempts["case_id"].map(id_map)
     sms["case_id"] = sms["case_id"].map(id_map)
+    if attempts["agent_id"].notna().any():     # callers drawn when the attempts were made (they differ)
+        return cases, attempts, sms
     ans = attempts["answered"].to_numpy(bool)
     ag = np.array(AGENTS, dtype=object)[agent_rng.integers(0, len(AGENTS), len(attempts))]
     ag[~(ans | (agent_rng.random(len(attempts)) < 0.9))] = None

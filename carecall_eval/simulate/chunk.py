@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from . import trial
+from . import programme, trial
 from .calls import CaseDesk, case_tables
 from .params import SimulationParams
 from .play import Play, deposits_table
@@ -69,4 +69,7 @@ def simulate_chunk(p: SimulationParams, offset: int, n: int, rng: np.random.Gene
     truth = chunk_truth(p, desk.case_rows, play.tl_actual, play.tl_base, play.closed_day, pop.registered_day)
     if p.trial is not None:
         truth["trial"] = trial.trial_truth(p, desk.case_rows, play.tl_actual, play.tl_base)
+    if programme.active(p):
+        truth["programme"] = programme.chunk_truth(p, desk.case_rows, play.tl_actual, play.tl_base,
+                                                   pop.registered_day)
     return Chunk(customers, activity, deposits, triggers, cases, attempts, sms, rg_events, truth, study)

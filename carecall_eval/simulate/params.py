@@ -50,6 +50,19 @@ class SimulationParams:
     trial_call_spread: int = 14            # first attempts spread over this many days after the index
     trial_seed: int | None = None          # allocation seed (default: seed); chunk k uses it + k - 1
     trial_block_size: int | None = None    # permuted block size of the "blocked" design (default: twice the ratio)
+    # programme truths (see simulate/programme.py): the defaults reproduce earlier data byte for byte
+    answer_evening_log_odds: float = 0.20  # answering at 17-19 h (log-odds)
+    answer_weekend_log_odds: float = -0.25  # answering on Saturday and Sunday (log-odds)
+    answer_hour_log_odds: tuple | None = None     # 24 offsets by hour of day (replace the evening term)
+    answer_weekday_log_odds: tuple | None = None  # 7 offsets, Monday first (replace the weekend term)
+    call_effect_spend_slope: float = 0.0   # log stake multiplier per unit of log long-run spending (centre 9)
+    call_effect_delay_slope: float = 0.0   # log stake multiplier per day from trigger to answered call
+    call_effect_half_life: float | None = None  # days; the call's effect on stakes fades (None: it lasts)
+    second_call_effect: float | None = None     # stake multiplier a call adds for a customer reached before
+    caller_answer_sd: float = 0.0          # sd of the callers' effects on the log-odds of answering
+    caller_effect_sd: float = 0.0          # sd of the callers' effects on the log stake multiplier
+    caller_action_sd: float = 0.0          # sd of the callers' effects on the log-odds of a call ending in an action
+    programme_truth: bool = False          # record the programme truths even with every knob above at its default
 
     @property
     def start_date(self) -> dt.date:

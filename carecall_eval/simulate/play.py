@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from . import programme
 from .params import SimulationParams
 from .population import PRODUCTS, WIN_SHAPE, Population
 
@@ -84,7 +85,9 @@ class Play:
             binge = np.where(rng.random(k) < p.binge_prob, rng.lognormal(np.log(p.binge_size), 0.6, k), 1.0)
             stake = np.exp(pop.mu[idx] + level[idx] + rng.normal(0, p.day_sd, k)) * binge * self.stake_season[t]
             stake = np.round(stake, 2)
-            mult = np.where(self.effect_day[idx] <= t, self.effect_mult[idx], 1.0) * plays[idx]
+            m_now = self.effect_mult[idx] if p.call_effect_half_life is None else \
+                programme.current_multiplier(p, self.effect_mult[idx], self.effect_day[idx], t)
+            mult = np.where(self.effect_day[idx] <= t, m_now, 1.0) * plays[idx]
             u = rng.random(k)
             p1 = (u[:, None] > pop.pref_cdf[idx]).sum(axis=1).clip(0, n_prod - 1)
             two = rng.random(k) < 0.3
@@ -133,11 +136,15 @@ class Play:
             self.excluded_until[paused] = np.maximum(self.excluded_until[paused], t + 30)
 
     # ------------------------------------------------------------------ contact
-    def after_call(self, i: int, day: int, events: list[int]) -> None:
-        """Customer ``i`` answered on ``day``: stakes scaled by ``call_effect`` from then on, the
-        responsible-gambling ``events`` agreed on the call recorded, pauses and self-exclusions enforced."""
+    def after_call(self, i: int, day: int, events: list[int], mult: float | None = None) -> None:
+        """Customer ``i`` answered on ``day``: stakes scaled by ``call_effect`` (or the case's ``mult``, see
+        :mod:`.programme`) from then on, the responsible-gambling ``events`` agreed on the call recorded,
+        pauses and self-exclusions enforced."""
+        m = self.p.call_effect if mult is None else mult
+        if self.p.second_call_effect is not None and self.call_day[i] < 10**9:    # reached before
+            m = self.multiplier_on(i, day) * self.p.second_call_effect
         self.effect_day[i] = day
-        self.effect_mult[i] = self.p.call_effect
+        self.effect_mult[i] = m
         self.call_day[i] = day
         for ev in events:
             self.rg_rows.append((np.array([i]), day, np.array([ev]), np.array([True])))
@@ -145,6 +152,12 @@ class Play:
                 self.call_excluded_until[i] = max(self.call_excluded_until[i], day + 180)
             if ev == PAUSE:
                 self.call_excluded_until[i] = max(self.call_excluded_until[i], day + 30)
+
+    def multiplier_on(self, i: int, t: int) -> float:
+        """Customer ``i``'s stake multiplier on day ``t`` from their last call or letter (1 before any)."""
+        if self.effect_day[i] > t:
+            return 1.0
+        return float(programme.current_multiplier(self.p, self.effect_mult[i:i + 1], self.effect_day[i:i + 1], t)[0])
 
     def after_letter(self, i: int, day: int) -> None:
         """Customer ``i`` read a letter on ``day``: stakes scaled by ``letter_effect`` from then on."""

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from .._version import __version__
+from . import programme
 from .params import SimulationParams
 
 _WINDOWS = (28, 84, 365)        # post windows (days from the case's opening) of the realised effect
@@ -74,6 +75,8 @@ def accumulate(acc: dict, t: dict, attempts: pd.DataFrame) -> None:
         from .trial import add_truth
 
         add_truth(acc.setdefault("trial", {}), t["trial"])
+    if "programme" in t:
+        programme.add_truth(acc.setdefault("programme", {}), t["programme"])
     for arm, d in t["rct"].items():
         a = acc.setdefault("rct", {}).setdefault(arm, {"actual": 0.0, "base": 0.0, "n": 0, "reached": 0})
         for k in a:
@@ -109,7 +112,8 @@ def finish_truth(p: SimulationParams, acc: dict) -> dict:
     truth: dict = {
         "package_version": __version__,
         # the randomized study's knobs only when it is on, so data without one keep their truth.json
-        "params": {k: v for k, v in asdict(p).items() if p.trial is not None or not k.startswith("trial")},
+        "params": programme.truth_params({k: v for k, v in asdict(p).items()
+                                          if p.trial is not None or not k.startswith("trial")}),
         "true_effects": {
             "call_stake_multiplier": p.call_effect,
             "call_effect_on_stakes": p.call_effect - 1,
@@ -146,4 +150,7 @@ def finish_truth(p: SimulationParams, acc: dict) -> dict:
         from .trial import finish
 
         truth["realised"]["trial"] = finish(p, acc.get("trial", {}))
+    if programme.active(p):
+        truth["true_effects"]["programme"] = programme.true_effects(p)
+        truth["realised"]["programme"] = programme.finish(p, acc.get("programme", {}))
     return truth
