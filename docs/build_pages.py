@@ -148,7 +148,8 @@ def walkthrough_page(run: bool) -> None:
         nb.metadata["kernelspec"] = {"name": kname, "display_name": "Python", "language": "python"}
         t0 = time.perf_counter()
         pm.execute_notebook(nb, str(executed), parameters={"data": str(sample_path())}, kernel_name=kname,
-                            cwd=td, progress_bar=False, log_output=False, execution_timeout=1200)
+                            cwd=td, progress_bar=False, log_output=False, execution_timeout=1200,
+                            extra_arguments=["--IPKernelApp.log_level=ERROR"])
         print(f"  walkthrough executed in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
         done = nbformat.read(executed, as_version=4)
     for cell in done.cells:          # the parameters papermill injected are noise for a reader

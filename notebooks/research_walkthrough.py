@@ -34,20 +34,19 @@ alternatives = True       # also run the alternative designs
 # %%
 import warnings
 
-import matplotlib
+import matplotlib.pyplot as plt
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+import carecall_eval as ce
+from carecall_eval import datasets, plotting
+from carecall_eval.narrative import ci, spct1
+from carecall_eval.outcomes import actions as act
+from carecall_eval.outcomes import reach
+from carecall_eval.report import display as rd
 
-import carecall_eval as ce  # noqa: E402
-from carecall_eval import datasets, plotting  # noqa: E402
-from carecall_eval.outcomes import actions as act  # noqa: E402
-from carecall_eval.outcomes import reach  # noqa: E402
-from carecall_eval.report import display as rd  # noqa: E402
-
-rd.setup()
-pd.set_option("display.width", 160)
+rd.setup()                # fixed fonts and seeds (and the Agg backend, for a plain `python` run) ...
+# %matplotlib inline
+pd.set_option("display.width", 160)   # ... while in Jupyter, plt.show() draws the figure in the notebook
 if not data:
     data = str(datasets.sample_path())
 
@@ -104,6 +103,9 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     sp = ce.spending_effect(ds, ce.cohorts.MatchedSample(cohort, m), window=window, level=level, placebo=placebo)
 print(sp.text)
+mt, nv = sp.metric("spending.matched_change", "difference"), sp.metric("spending.naive_change", "contact")
+print(f"\nHeadline ({sp.settings['window']} days): naive {spct1(nv['estimate'])}, matched {spct1(mt['estimate'])} "
+      f"({ci(mt['ci_low'], mt['ci_high'], sp.settings['level'], fmt=spct1)})")
 sp.summary[sp.summary["metric"].isin(["spending.naive_change", "spending.matched_change",
                                       "spending.post_only_change", "spending.did_change",
                                       "spending.comparison_change", "spending.placebo_change",

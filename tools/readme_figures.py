@@ -19,7 +19,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FILES = [ROOT / "README.md", ROOT / "docs" / "index.md"]
+#: file -> where its links to the example report point (None: the repository's reports/example/...)
+FILES = {ROOT / "README.md": None, ROOT / "docs" / "index.md": "generated/example"}
 BLOCK = re.compile(r"(<!-- figures:(?P<name>[a-z-]+) -->\n)(?P<body>.*?)(<!-- /figures:(?P=name) -->)", re.S)
 
 
@@ -31,7 +32,7 @@ def _metric(rows, metric, group, **where):
     return hits[0]
 
 
-def sample_text() -> str:
+def sample_text(link: str | None = None) -> str:
     from carecall_eval.narrative import spct1
 
     truth = json.loads((ROOT / "data" / "sample" / "truth.json").read_text(encoding="utf-8"))
@@ -74,12 +75,12 @@ def example_text(link: str | None = None) -> str:
 BUILDERS = {"sample": sample_text, "example": example_text}
 
 
-def render(text: str) -> str:
+def render(text: str, link: str | None = None) -> str:
     def sub(m):
         name = m.group("name")
         if name not in BUILDERS:
             raise KeyError(f"unknown figures block {name!r}; known: {sorted(BUILDERS)}")
-        return m.group(1) + BUILDERS[name]() + m.group(4)
+        return m.group(1) + BUILDERS[name](link) + m.group(4)
 
     return BLOCK.sub(sub, text)
 
@@ -89,11 +90,11 @@ def main(argv=None) -> int:
     p.add_argument("--check", action="store_true", help="exit 1 if a file is out of date (write nothing)")
     a = p.parse_args(argv)
     stale = []
-    for f in FILES:
+    for f, link in FILES.items():
         if not f.is_file():
             continue
         old = f.read_text(encoding="utf-8")
-        new = render(old)
+        new = render(old, link)
         if new != old:
             stale.append(f.relative_to(ROOT).as_posix())
             if not a.check:
