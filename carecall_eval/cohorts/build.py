@@ -12,6 +12,7 @@ import pandas as pd
 
 from ..calendar import quarter_of
 from ..results import Reporting, tidy
+from .cache import caching
 from .design import StudyDesign
 from .windows import prior_rg_flags, window_aggregates
 
@@ -220,7 +221,7 @@ def _candidates(ds, design: StudyDesign) -> pd.DataFrame:
     return pd.concat([con[cols], comp[cols]], ignore_index=True)
 
 
-def build_cohort(dataset, design: StudyDesign | None = None) -> Cohort:
+def build_cohort(dataset, design: StudyDesign | None = None, *, cache: bool | None = None) -> Cohort:
     """Build the cohort of a study design.
 
     Parameters
@@ -230,6 +231,13 @@ def build_cohort(dataset, design: StudyDesign | None = None) -> Cohort:
     design : StudyDesign, optional
         Default: :class:`StudyDesign` () - reached vs unreached phone cases,
         both indexed at the case's opening.
+    cache : bool, optional
+        Reuse (and store) the aggregates of the pass over activity in the
+        on-disk cache of :mod:`carecall_eval.cohorts.cache`, keyed by the data's
+        fingerprint, the query and its keys: a second build on unchanged data
+        runs no query over activity.  ``False`` neither reads nor writes it;
+        default: on unless ``CARECALL_CACHE=0``.  The cache holds customer ids
+        (as sensitive as the data; see that module).
 
     Returns
     -------
@@ -310,7 +318,8 @@ def build_cohort(dataset, design: StudyDesign | None = None) -> Cohort:
         dup = order.duplicated("customer_id", keep="first")
         drop(dup.reindex(cand.index), "later index of the same customer")
 
-    table = _covariates(ds, cand.reset_index(drop=True), design, data_end)
+    with caching(cache):
+        table = _covariates(ds, cand.reset_index(drop=True), design, data_end)
     flow.add("eligible", None, table["group"].value_counts())
     params = {"design": design.to_dict(), "index_rule": design.index_rule,
               "data_start": str(data_start.date()), "data_end": str(data_end.date())}

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import itertools
 import os
 import time
@@ -27,6 +28,8 @@ import ibis
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+
+from . import cache as _cache
 
 #: Spending measures available for every window.
 MEASURES = ("tl", "net_loss", "wagered", "active_days", "deposits")
@@ -82,17 +85,45 @@ _CALLS: list = []          # (function, number of keys) of the aggregations runn
 
 
 def _logged(fn):
-    """Entry point of the layer: names its queries in the log and drops its temporary tables."""
+    """Entry point of the layer: names its queries in the log, drops its temporary tables, caches its result.
+
+    The result is looked up first in the on-disk cache of
+    :mod:`carecall_eval.cohorts.cache` (keyed by the data's fingerprint, the
+    function, its parameters and the content of the keys' columns it reads);
+    on a hit no query runs (and none is logged).
+    """
+    sig = inspect.signature(fn)
+
     @functools.wraps(fn)
     def wrapper(dataset, keys, *args, **kwargs):
+        entry = None
+        if _cache.enabled():
+            bound = sig.bind(dataset, keys, *args, **kwargs)
+            bound.apply_defaults()
+            params = {k: v for k, v in bound.arguments.items() if k not in ("dataset", "keys", "customers")}
+            entry = _cache.key(dataset, fn.__name__, params, _key_columns(keys, params))
+            hit = _cache.load(entry, fn.__name__)
+            if hit is not None:
+                return hit
         n_temp = len(_TEMP)
         _CALLS.append((fn.__name__, len(keys)))
         try:
-            return fn(dataset, keys, *args, **kwargs)
+            out = fn(dataset, keys, *args, **kwargs)
         finally:
             _CALLS.pop()
             _drop_temp(n_temp)
+        _cache.store(entry, out)
+        return out
     return wrapper
+
+
+def _key_columns(keys, params: dict):
+    """What of the keys a query reads (its cache key): the key columns and the extra columns it names."""
+    if isinstance(keys, pd.Series):
+        return keys.reset_index(drop=True)
+    extra = [params[p] for p in ("by", "weight") if p in params]
+    cols = [c for c in ("row_id", "customer_id", "index_date", *extra) if c in keys.columns]
+    return keys[cols]
 
 
 # ----------------------------------------------------------------------------- building blocks
