@@ -19,6 +19,9 @@ STEPS = [
     ("matching (20k x 400k and 200k x 4M)", ["bench_matching.py"]),
     ("spending estimators: bias and coverage over 40 seeds", ["coverage_spending.py", "--seeds", "40"]),
     ("reach after the SMS: bias and coverage", ["reach_bias.py"]),
+    # issue 15: matched-set randomized studies of about 2,150 customers (20k simulated, the top 15% randomized)
+    ("randomized studies: ITT and effect of being reached, bias and coverage over 40 seeds",
+     ["coverage_trial.py", "--seeds", "40", "--customers", "20000", "--share", "0.15"]),
     # issue 14: 100 plasmode replicates on the e2e benchmark's 100k-customer operator, projected to 1M
     ("plasmode self-check: 100 replicates at 100k customers", ["bench_selfcheck.py", "--customers", "100000"]),
     # simulated cohorts cached in benchmarks/out/precision/ (about 30 s per seed the first time)

@@ -472,7 +472,8 @@ def consort_plot(result, ax=None):
     ----------
     result : Result or pandas.DataFrame
         From :func:`carecall_eval.randomized_effects` (plot data ``"consort"``: ``arm``, ``stage``,
-        ``window``, ``n``, ``detail``), or that table.
+        ``window``, ``n``, ``detail``), or that table; a count given as text (a withheld small
+        count such as ``"<10"``) is shown as it is.
     ax : matplotlib.axes.Axes, optional
 
     Returns
@@ -505,9 +506,15 @@ def consort_plot(result, ax=None):
     ax.set_ylim(0, 4.2)
     ax.axis("off")
     box = {"boxstyle": "round,pad=0.4", "facecolor": "white", "edgecolor": "0.3"}
-    total = int(t.loc[t["stage"] == "allocated", "n"].sum())
+
+    def fmt(n) -> str:            # a count, or text standing for one (a withheld small count: "<10")
+        return n if isinstance(n, str) else f"{int(n):,}"
+
+    alloc = t.loc[t["stage"] == "allocated", "n"]
+    numeric = all(not isinstance(v, str) for v in alloc)
+    total = f"{int(sum(alloc)):,}" if numeric else "see the arms"
     top = (len(arms) / 2, 3.85)
-    ax.text(*top, f"Randomized: {total:,}", ha="center", va="center", bbox=box, fontsize=10, fontweight="bold")
+    ax.text(*top, f"Randomized: {total}", ha="center", va="center", bbox=box, fontsize=10, fontweight="bold")
 
     def arrow(x0, y0, x1, y1):
         ax.annotate("", xy=(x1, y1), xytext=(x0, y0), arrowprops={"arrowstyle": "->", "color": "0.3", "lw": 1})
@@ -518,21 +525,21 @@ def consort_plot(result, ax=None):
 
         def n_of(stage, d=d):
             s = d.loc[d["stage"] == stage, "n"]
-            return int(s.iloc[0]) if len(s) else None
+            return s.iloc[0] if len(s) else None
 
         arrow(top[0], top[1] - 0.15, x, 3.35)
-        ax.text(x, 3.15, f"Allocated to {arm}: {n_of('allocated') or 0:,}", ha="center", va="center", bbox=box,
+        ax.text(x, 3.15, f"Allocated to {arm}: {fmt(n_of('allocated') or 0)}", ha="center", va="center", bbox=box,
                 fontsize=9)
-        received = [f"{s}: {n:,}" for s in ("reached", "not reached", "letter sent", "no contact")
+        received = [f"{s}: {fmt(n)}" for s in ("reached", "not reached", "letter sent", "no contact")
                     if (n := n_of(s)) is not None]
         arrow(x, 2.95, x, 2.55)
         ax.text(x, 2.3, "\n".join(received), ha="center", va="center", bbox=box, fontsize=9)
         exc = n_of("excluded")
         arrow(x, 2.0, x, 1.6)
-        ax.text(x, 1.4, f"Excluded by cohort rules: {exc or 0:,}", ha="center", va="center", bbox=box,
+        ax.text(x, 1.4, f"Excluded by cohort rules: {fmt(exc or 0)}", ha="center", va="center", bbox=box,
                 fontsize=8, color="0.35")
         an = d[d["stage"] == "analysed"].sort_values("window")
-        lines = [f"{horizon_phrase(int(w))}: {int(n):,}" for w, n in zip(an["window"], an["n"])]
+        lines = [f"{horizon_phrase(int(w))}: {fmt(n)}" for w, n in zip(an["window"], an["n"])]
         arrow(x, 1.2, x, 0.85)
         ax.text(x, 0.45, "Analysed (as randomized)\n" + "\n".join(lines), ha="center", va="center", bbox=box,
                 fontsize=9)

@@ -337,6 +337,47 @@ else:
     rd.show_figure(fig, "Love plot of standardised mean differences before and after matching",
                    "Open circles: before matching; filled: after. Dashed line: |SMD| = 0.1.")
 
+# %%
+# The randomized study: a section only when the data carry randomized arms (call_cases.arm)
+if "randomized" in res:
+    from carecall_eval.compare.export import consort_counts, suppress_trial
+    from carecall_eval.narrative import randomized as rz_text
+
+    rz = res["randomized"]
+    rz_lv = level_label(rz.settings["level"])
+    shown_rz = suppress_trial(rz.summary, T)          # the bundle's small-cell rules, arm by arm
+    rd.show_markdown("## Randomized study: " + ", ".join(rz.settings["arms"]))
+    rd.show_markdown(
+        "**Who:** every case the operator randomized to an arm, analysed as randomized (whether reached or "
+        "not), over the whole data period; customers are compared arm against control, so regression to the "
+        "mean and who answers cannot bias the comparison. The effect of being reached uses the assignment as "
+        "the instrument for reach; per protocol (reached members of the call arm against all of control) is "
+        "shown because it is often quoted, but it is not randomized.")
+    rd.show_markdown(html.escape(rz_text.text(shown_rz, rz.settings)))
+    labels = [("spending.rct_itt_change", "call", "Call arm vs control (ITT, as randomized)"),
+              ("spending.rct_itt_change", "letter", "Letter arm vs control (ITT, as randomized)"),
+              ("spending.rct_cace_change", "call", "Effect of being reached (assignment as the instrument)"),
+              ("spending.rct_pp_change", "call", "Per protocol: reached vs control (not randomized)")]
+    rows = []
+    for w_ in rz.settings["windows"]:
+        for m, g, label in labels:
+            hit = shown_rz[(shown_rz["metric"] == m) & (shown_rz["group"] == g) & (shown_rz["window"] == w_)]
+            if len(hit) != 1:
+                continue
+            r = hit.iloc[0]
+            rows.append({"after": horizon_phrase(w_), "": label, "change": rd.pct(r["estimate"], 1, True),
+                         f"{rz_lv} CI": rd.ci_pct(r["ci_low"], r["ci_high"]), "customers": rd.suppress(r["n"], T)})
+    if rows:
+        measure = "theoretical loss" if rz.settings["outcome"] == "tl" else rz.settings["outcome"]
+        rd.show_table(pd.DataFrame(rows), index=False, caption=f"Change in {measure} by arm, after the index")
+    rd.show_markdown(html.escape(rz_text.outcomes_text(shown_rz, rz.settings)))
+    fig, ax = rd.figure(3.2 * len(rz.settings["arms"]) + 1, 5.5)
+    plotting.consort_plot(consort_counts(rz.get_plot_data("consort"), T), ax=ax)
+    rd.show_figure(fig, "CONSORT flow of the randomized study",
+                   f"Cases allocated to each arm, who received the allocated contact, who the cohort rules left out, "
+                   f"and who was analysed at each window (follow-up complete by the data end). Counts below {T} "
+                   "are withheld.")
+
 # %% [markdown]
 # ## 7. Data quality
 

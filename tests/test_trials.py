@@ -251,3 +251,89 @@ def test_blocked_study_with_block_fixed_effects(simulated):
                                                                                window=84)
     assert a["estimate"] != pytest.approx(b["estimate"], rel=1e-9)   # the working model differs, not only the se
     ds.close()
+
+
+# ----------------------------------------------------------------------------- the report and the bundle
+def _trial_cell() -> str:
+    from pathlib import Path
+
+    src = (Path(__file__).resolve().parents[1] / "notebooks" / "quarterly_report.py").read_text()
+    cells = src.split("\n# %%")
+    hits = [c for c in cells if "The randomized study: a section only when" in c]
+    assert len(hits) == 1
+    return hits[0].split("\n", 1)[1]
+
+
+def _run_cell(res: dict, T: int = 10) -> list:
+    import html
+    import types
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from carecall_eval import plotting
+    from carecall_eval.narrative import horizon_phrase, level_label
+    from carecall_eval.report import display as real
+
+    shown: list = []
+    rd = types.SimpleNamespace(
+        pct=real.pct, ci_pct=real.ci_pct, suppress=real.suppress, figure=real.figure,
+        show_markdown=lambda t: shown.append(("markdown", t)),
+        show_table=lambda df, **k: shown.append(("table", df)),
+        show_figure=lambda fig, alt, caption=None: shown.append(("figure", alt)))
+    exec(_trial_cell(), {"res": res, "T": T, "rd": rd, "pd": pd, "html": html, "plotting": plotting,
+                         "level_label": level_label, "horizon_phrase": horizon_phrase})
+    return shown
+
+
+def test_report_trial_section_only_with_arms(simulated):
+    assert _run_cell({"spending": object()}) == []                     # no arms: no section at all
+    path, _ = simulated(customers=4000, seed=11, trial="matched-sets", trial_share=0.3)
+    ds = ce.load(path)
+    res = ce.randomized_effects(ds)
+    shown = _run_cell({"randomized": res})
+    kinds = [k for k, _ in shown]
+    assert kinds[0] == "markdown" and shown[0][1].startswith("## Randomized study")
+    assert "table" in kinds and ("figure", "CONSORT flow of the randomized study") in shown
+    table = next(v for k, v in shown if k == "table")
+    assert set(table["after"]) == {"28 days", "12 weeks", "12 months"}
+    assert table[""].str.contains("not randomized").any()
+    # small cells: with a threshold above the arm sizes every count is withheld in the table
+    big = _run_cell({"randomized": res}, T=10_000)
+    t2 = next(v for k, v in big if k == "table")
+    from carecall_eval.report import display as real
+
+    assert set(t2["customers"]) == {"withheld"} and (t2["change"] == real.pct(float("nan"), 1, True)).all()
+    ds.close()
+
+
+def test_bundle_carries_the_trial_suppressed_like_the_rest(simulated):
+    import types
+
+    from carecall_eval.compare import export as ex
+
+    path, _ = simulated(customers=4000, seed=11, trial="matched-sets", trial_share=0.3)
+    ds = ce.load(path)
+    res = ce.randomized_effects(ds)
+    ev = types.SimpleNamespace(summary=res.summary.assign(estimator="randomized"))
+    m, log = ex._metrics_table(ev, 10, 0.95)
+    rows = m.set_index(["metric", "group", "window"], drop=False)
+    itt = m[(m["metric"] == "spending.rct_itt_change") & (m["group"] == "call") & (m["window"] == 84)].iloc[0]
+    assert itt["se_scale"] == "log1p" and itt["suppressed"] == "" and itt["estimate"] == pytest.approx(
+        res.metric("spending.rct_itt_change", "call", window=84)["estimate"])
+    cace = m[m["metric"] == "spending.rct_cace_change"]
+    assert (cace["se_scale"] == "log1p").all()
+    # an arm share with fewer than 10 customers with (or without) the outcome is withheld, and its differences
+    s = res.summary
+    a = s[(s["metric"] == "actions.rct_self_exclusion_28d") & s["group"].isin(["call", "letter", "control"])]
+    k = (a["estimate"] * a["n"]).round()
+    small = a.loc[(k > 0) & (k < 10) | ((a["n"] - k) > 0) & ((a["n"] - k) < 10), "group"]
+    got = m[(m["metric"] == "actions.rct_self_exclusion_28d")].set_index("group")
+    for g in small:
+        assert pd.isna(got.loc[g, "estimate"]) and "implied count<10" in got.loc[g, "suppressed"]
+        for d in ([f"{g}-control"] if g != "control" else ["call-control", "letter-control"]):
+            assert pd.isna(got.loc[d, "estimate"])
+    assert len(rows) == len(res.summary) and log["rows"] == len(res.summary)
+    c = ex.consort_counts(res.get_plot_data("consort"), 10_000)
+    assert set(c["n"]) <= {"<10000", "withheld", 0}
+    ds.close()

@@ -26,6 +26,9 @@ def _row(summary: pd.DataFrame, metric: str, group: str, **where):
 
 
 def _reason(row) -> str:
+    sup = row.get("suppressed") if row is not None else None
+    if isinstance(sup, str) and sup:
+        return "withheld: small numbers"
     note = row.get("note") if row is not None else None
     if isinstance(note, str) and note.startswith("not available: "):
         return note.removeprefix("not available: ")
@@ -72,8 +75,10 @@ def text(summary: pd.DataFrame, settings: dict) -> str:
     reach = _row(summary, "trial.reach", "call")
     cace = _row(summary, "spending.rct_cace_change", "call", window=w)
     if reach is not None and cace is not None:
-        out += (f" {pct(reach['estimate'])} of the call arm were reached; the effect of being reached (complier "
-                f"average causal effect, with assignment as the instrument) is {_effect(cace, level)}")
+        share = (f"{pct(reach['estimate'])} of the call arm were reached" if not is_missing(reach["estimate"])
+                 else f"The share of the call arm reached is not shown ({_reason(reach)})")
+        out += (f" {share}; the effect of being reached (complier average causal effect, with assignment as the "
+                f"instrument) is {_effect(cace, level)}")
         if not is_missing(cace["estimate"]) and not is_missing(cace["ci_low"]) \
                 and cace["ci_low"] <= 0 <= cace["ci_high"]:
             out += ", which cannot be told apart from no effect"
