@@ -28,6 +28,10 @@ class InputError(CarecallError, ValueError):
     """The user's input (data, argument, file or output path) cannot be used; the message says why."""
 
 
+class PathNotFoundError(InputError, FileNotFoundError):
+    """A file or folder the user named does not exist (an :class:`InputError` and a ``FileNotFoundError``)."""
+
+
 class NotAvailableError(CarecallError, ValueError):
     """A figure cannot be computed on these data (for example no one observed long enough)."""
 
@@ -52,5 +56,5 @@ class SmallSampleWarning(CarecallWarning):
     """Too few units for a stable estimate; the figure is shown with a caveat or left out."""
 
 
-__all__ = ["CarecallError", "InputError", "NotAvailableError", "CarecallWarning", "DataWarning",
+__all__ = ["CarecallError", "InputError", "PathNotFoundError", "NotAvailableError", "CarecallWarning", "DataWarning",
            "FollowupWarning", "ConvergenceWarning", "SmallSampleWarning"]

@@ -236,14 +236,42 @@ class StudyDesign:
 
     @classmethod
     def read(cls, path: str | Path) -> "StudyDesign":
-        """Read a design from a ``.toml`` or ``.json`` file."""
+        """Read a design from a ``.toml`` or ``.json`` file.
+
+        Raises
+        ------
+        carecall_eval.errors.InputError
+            Naming the file: it does not exist or cannot be read, is not UTF-8, is not valid TOML or JSON
+            (with the line and column), or holds a field or value the design does not take.
+        """
+        from ..errors import InputError, PathNotFoundError
+
         path = Path(path)
-        text = path.read_text()
-        if path.suffix.lower() == ".toml":
-            return cls.from_toml(text)
-        if path.suffix.lower() == ".json":
-            return cls.from_json(text)
-        raise ValueError(f"design file {path}: expected a .toml or .json file")
+        suffix = path.suffix.lower()
+        if suffix not in (".toml", ".json"):
+            raise InputError(f"design file {path}: expected a .toml or .json file")
+        if not path.exists():
+            raise PathNotFoundError(f"design file {path} does not exist")
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InputError(f"design file {path}: byte {exc.start} is not UTF-8; save it as UTF-8") from None
+        except OSError as exc:
+            raise InputError(f"cannot read design file {path}: {(exc.strerror or str(exc)).lower()}") from None
+        try:
+            values = tomllib.loads(text) if suffix == ".toml" else json.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise InputError(f"design file {path} is not valid TOML: {exc}") from None
+        except json.JSONDecodeError as exc:
+            raise InputError(f"design file {path} is not valid JSON: {exc.msg} at line {exc.lineno}, column "
+                             f"{exc.colno}") from None
+        if not isinstance(values, dict):
+            raise InputError(f"design file {path}: expected a table of design fields, found "
+                             f"{type(values).__name__}")
+        try:
+            return cls.from_dict(values)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"design file {path}: {exc}") from None
 
 
 def _toml_value(v: Any) -> str:

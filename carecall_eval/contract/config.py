@@ -145,10 +145,24 @@ def _read_toml(path: Path) -> tuple[Mapping[str, Any] | None, list[Problem]]:
                               "an operator.toml beside the tables (operator, currency, ...)")]
     try:
         with path.open("rb") as fh:
-            return tomllib.load(fh), []
+            raw = fh.read()
+    except OSError as exc:
+        return None, [Problem(CONFIG_FILE, None, "unreadable_file", 1, f"{path}: {(exc.strerror or str(exc)).lower()}",
+                              "an operator.toml the user running carecall_eval can read; fix its permissions")]
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        return None, [Problem(CONFIG_FILE, None, "unreadable_file", 1,
+                              f"{path}: byte {raw[exc.start:exc.start + 1]!r} on line {line} is not UTF-8 "
+                              f"(the file looks like Latin-1 or Windows-1252)",
+                              "a TOML file saved as UTF-8 (TOML is always UTF-8): re-save operator.toml as UTF-8 "
+                              "in your editor, e.g. `iconv -f latin1 -t utf-8`")]
+    try:
+        return tomllib.loads(text.removeprefix("\ufeff")), []
     except tomllib.TOMLDecodeError as exc:
-        return None, [Problem(CONFIG_FILE, None, "unreadable_file", 1, str(exc),
-                              "valid TOML")]
+        return None, [Problem(CONFIG_FILE, None, "unreadable_file", 1, f"{path}: {exc}",
+                              "valid TOML (see the operator.toml section of docs/data-contract.md)")]
 
 
 def read_operator_config(path: str | Path) -> OperatorConfig:

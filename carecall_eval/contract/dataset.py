@@ -28,6 +28,7 @@ import duckdb
 import pandas as pd
 
 from .config import CONFIG_FILE, OperatorConfig, load_operator_config
+from .files import check_source
 from .problems import Problem
 from .schemas import quote_ident, sql_literal
 from .spec import TABLES, Column
@@ -78,7 +79,8 @@ _COMPAT: dict[str, dict[str, str | None]] = {
                      "TRY_CAST({r} AS TIMESTAMP) <> TRY_CAST({r} AS DATE))"},
     "timestamp": {"timestamp": _NEVER_LOSSY, "date": _NEVER_LOSSY,
                   "text": "TRY_CAST({r} AS TIMESTAMP) IS NULL"},
-    "bool": {"bool": _NEVER_LOSSY, "text": "TRY_CAST({r} AS BOOLEAN) IS NULL"},
+    # text booleans: true/false, t/f, 1/0 (any case); DuckDB would also take yes/no/y/n, which the contract refuses
+    "bool": {"bool": _NEVER_LOSSY, "text": "lower(trim({r})) NOT IN ('true', 'false', 't', 'f', '1', '0')"},
 }
 
 
@@ -373,6 +375,21 @@ def _stored_columns(con: duckdb.DuckDBPyConnection, src: Source) -> dict[str, st
     return {c: str(t) for c, t in zip(rel.columns, rel.types)}
 
 
+def _check_directory(path: Path) -> None:
+    """A data directory that does not exist, is a file, or cannot be listed: an InputError naming it."""
+    from ..errors import InputError, PathNotFoundError
+
+    if not path.exists():
+        raise PathNotFoundError(f"data directory {path} does not exist; give the folder that holds the tables")
+    if not path.is_dir():
+        raise InputError(f"data directory {path} is a file, not a folder; give the folder that holds the tables")
+    try:
+        next(iter(os.scandir(path)), None)
+    except PermissionError:
+        raise InputError(f"cannot read data directory {path}: permission denied; fix its permissions (the user "
+                         "running carecall_eval must be able to list it and read its files)") from None
+
+
 def open_dataset(path: str | Path, *, memory_limit: str | None = None
                  ) -> tuple[Dataset, list[Problem]]:
     """Open a data directory without validating its contents.
@@ -383,8 +400,7 @@ def open_dataset(path: str | Path, *, memory_limit: str | None = None
     :func:`~carecall_eval.contract.validate` reports them with the rest.
     """
     path = Path(path)
-    if not path.is_dir():
-        raise FileNotFoundError(f"data directory {path} does not exist")
+    _check_directory(path)
     con, tmp = _connect(memory_limit)
     sources, problems = discover(path)
     config_path = path / CONFIG_FILE
@@ -393,6 +409,11 @@ def open_dataset(path: str | Path, *, memory_limit: str | None = None
     plans: dict[str, dict[str, ColumnPlan]] = {}
     stored_types: dict[str, dict[str, str]] = {}
     for name, src in list(sources.items()):
+        bad = check_source(con, src)      # an empty, duplicated, ragged or unreadable file: named, table not read
+        if bad:
+            problems += bad
+            del sources[name]
+            continue
         try:
             stored = _stored_columns(con, src)
         except duckdb.Error as exc:

@@ -336,7 +336,7 @@ def read_mapping(directory: str | Path) -> tuple[Mapping | None, list[Problem]]:
         try:
             with config.open("rb") as fh:
                 section = tomllib.load(fh).get("mapping")
-        except (tomllib.TOMLDecodeError, OSError):
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError):
             section = None          # operator.toml's own problems are reported by config.py
     if file.is_file() and section is not None:
         return None, [Problem(MAPPING_FILE, None, "ambiguous_file", 1, f"{MAPPING_FILE} and a [mapping] section "
@@ -351,7 +351,14 @@ def read_mapping(directory: str | Path) -> tuple[Mapping | None, list[Problem]]:
         with file.open("rb") as fh:
             values = tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
-        return None, [Problem(MAPPING_FILE, None, "unreadable_file", 1, str(exc), "valid TOML")]
+        return None, [Problem(MAPPING_FILE, None, "unreadable_file", 1, f"{file}: {exc}", "valid TOML")]
+    except UnicodeDecodeError as exc:
+        return None, [Problem(MAPPING_FILE, None, "unreadable_file", 1,
+                              f"{file}: byte at position {exc.start} is not UTF-8",
+                              "a TOML file saved as UTF-8 (TOML is always UTF-8); re-save it as UTF-8")]
+    except OSError as exc:
+        return None, [Problem(MAPPING_FILE, None, "unreadable_file", 1, f"{file}: {exc.strerror}",
+                              "a mapping.toml the user running carecall_eval can read")]
     return parse_mapping(values, file)
 
 

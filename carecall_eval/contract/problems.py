@@ -29,7 +29,8 @@ __all__ = ["PROBLEM_COLUMNS", "Problem", "ValidationReport", "ContractError", "f
 PROBLEM_COLUMNS = ["table", "column", "rule", "n_failing", "examples", "expected"]
 
 #: Rules about files and keys rather than rows (no count of failing rows is shown for them).
-FILE_RULES = frozenset({"missing_file", "unreadable_file", "ambiguous_file", "missing_table", "required_key"})
+FILE_RULES = frozenset({"missing_file", "unreadable_file", "ambiguous_file", "missing_table", "required_key",
+                        "empty_file", "duplicate_column"})
 
 _RULE_ORDER = ["missing_file", "unreadable_file", "ambiguous_file", "missing_table",
                "required_key", "required_column", "type", "not_null", "finite",

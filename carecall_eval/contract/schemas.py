@@ -262,7 +262,9 @@ def _column_row_checks(t: Table, col: Column) -> list[SqlCheck]:
     if col.max is not None:
         bounds.append(f"{c} > {sql_literal(col.max, col.kind)}")
     if bounds:
-        add("range", "(" + " OR ".join(bounds) + ")")
+        # NaN and infinity are the finite rule's (DuckDB orders NaN above every number)
+        guard = f"isfinite({c}) AND " if col.kind == "float" else ""
+        add("range", f"({guard}(" + " OR ".join(bounds) + "))")
     return out
 
 

@@ -34,6 +34,10 @@ DUCKDB_TYPES: dict[str, str] = {
 #: Plausible range for every date and timestamp in the contract (inclusive).
 DATE_MIN = _dt.date(1990, 1, 1)
 DATE_MAX = _dt.date(2100, 1, 1)
+#: Largest amount accepted (inclusive): sums are taken in exact decimals (``DECIMAL(18,4)`` per row, theoretical
+#: loss ``DECIMAL(18,6)``, see :mod:`carecall_eval.cohorts.windows`), which hold 12 digits before the point for
+#: theoretical loss; a larger amount would overflow inside a query instead of being named here.
+AMOUNT_MAX = 999_999_999_999.0
 #: Plausible range for ``customers.birth_year`` (inclusive).
 BIRTH_YEAR_MIN, BIRTH_YEAR_MAX = 1900, 2015
 
@@ -199,7 +203,7 @@ def _customer_fk(description: str = "Customer (in customers).") -> Column:
 
 
 def _amount(name: str, description: str) -> Column:
-    return Column(name, "float", min=0.0, description=description)
+    return Column(name, "float", min=0.0, max=AMOUNT_MAX, description=description)
 
 
 _TABLE_LIST = (
@@ -363,6 +367,85 @@ _TABLE_LIST = (
     ),
 )
 
+@dataclass(frozen=True)
+class CrossRule:
+    """A rule relating a row of one table to rows of another, checked as SQL.
+
+    Attributes
+    ----------
+    name : str
+        Rule name shown in validation reports.
+    table, column : str
+        Where the problem is reported (the offending rows are rows of ``table``).
+    columns : tuple of str
+        Columns of ``table`` the rule reads.
+    other : str
+        The other table.
+    other_columns : tuple of str
+        Columns of ``other`` the rule reads (the rule is skipped if one is missing or unreadable).
+    violation : str
+        DuckDB SQL predicate, TRUE for an offending row of ``table``; ``{t}`` is the relation of ``table``
+        and ``{o}`` the relation of ``other``.
+    show : str
+        SQL expression (over ``{t}`` and ``{o}``) giving the other table's value shown beside each offending row.
+    show_as : str
+        Its label in the examples.
+    expected : str
+        What consistent data look like, in words.
+    why : str
+        Why it matters for the evaluation (docs/data-contract.md says the same).
+    """
+
+    name: str
+    table: str
+    column: str
+    columns: tuple[str, ...]
+    other: str
+    other_columns: tuple[str, ...]
+    violation: str
+    show: str
+    show_as: str
+    expected: str
+    why: str = ""
+
+
+#: Rules across tables (after foreign keys): each names the table, column and offending rows.
+CROSS_RULES: tuple[CrossRule, ...] = (
+    CrossRule("attempt_before_case", "call_attempts", "attempted_at", ("case_id", "attempted_at"),
+              "call_cases", ("case_id", "opened_on"),
+              "EXISTS (SELECT 1 FROM {o} AS __o WHERE __o.case_id = {t}.case_id "
+              "AND CAST({t}.attempted_at AS DATE) < __o.opened_on)",
+              "(SELECT min(__o.opened_on) FROM {o} AS __o WHERE __o.case_id = {t}.case_id)",
+              "call_cases.opened_on",
+              "attempted_at on or after the opened_on of its case (call_cases)",
+              "every group is indexed at the case's opening: a call before it would fall in the pre-window"),
+    CrossRule("sms_before_attempt", "sms", "sent_at", ("case_id", "sent_at", "kind"),
+              "call_attempts", ("case_id", "attempted_at"),
+              "{t}.kind = 'missed_call_followup' AND NOT EXISTS (SELECT 1 FROM {o} AS __o "
+              "WHERE __o.case_id = {t}.case_id AND __o.attempted_at <= {t}.sent_at)",
+              "(SELECT min(__o.attempted_at) FROM {o} AS __o WHERE __o.case_id = {t}.case_id)",
+              "first attempt",
+              "a missed_call_followup SMS sent at or after an attempt of its case (call_attempts)",
+              "the SMS effect compares the attempts after the SMS with those before it"),
+    CrossRule("play_after_closure", "activity", "date", ("customer_id", "date", "wagered"),
+              "customers", ("customer_id", "closed_on"),
+              "{t}.wagered > 0 AND EXISTS (SELECT 1 FROM {o} AS __o WHERE __o.customer_id = {t}.customer_id "
+              "AND {t}.date > __o.closed_on)",
+              "(SELECT min(__o.closed_on) FROM {o} AS __o WHERE __o.customer_id = {t}.customer_id)",
+              "customers.closed_on",
+              "no stakes (wagered > 0) after the customer's closed_on (customers); winnings paid out later on a "
+              "day with no stake are fine",
+              "retention counts a closed account as a customer lost; play after it means closed_on is wrong"),
+    CrossRule("case_before_registration", "call_cases", "opened_on", ("customer_id", "opened_on"),
+              "customers", ("customer_id", "registered_on"),
+              "EXISTS (SELECT 1 FROM {o} AS __o WHERE __o.customer_id = {t}.customer_id "
+              "AND {t}.opened_on < __o.registered_on)",
+              "(SELECT min(__o.registered_on) FROM {o} AS __o WHERE __o.customer_id = {t}.customer_id)",
+              "customers.registered_on",
+              "opened_on on or after the customer's registered_on (customers)",
+              "tenure and the pre-window history are measured from registration"),
+)
+
 #: The contract: table name -> :class:`Table`, in dependency order.
 TABLES: dict[str, Table] = {t.name: t for t in _TABLE_LIST}
 #: Tables validated and aggregated with set-based SQL only.
@@ -413,6 +496,8 @@ def expected_text(col: Column, rule: str) -> str:
 
 
 def _show(bound) -> str:
+    if isinstance(bound, float) and abs(bound) >= 1e6:
+        return f"{bound:,.0f} (the exact-decimal range of sums)"
     return f"{bound:g}" if isinstance(bound, float) else str(bound)
 
 
@@ -422,5 +507,5 @@ _TYPE_TEXT = {
     "float": "a number (float, decimal or integer, or numeric text)",
     "date": "a date (DATE, a timestamp at midnight, or ISO text YYYY-MM-DD)",
     "timestamp": "a timestamp without time zone (TIMESTAMP, DATE, or ISO text)",
-    "bool": "a boolean (BOOLEAN, or text true/false)",
+    "bool": "a boolean (BOOLEAN, or text true/false, t/f or 1/0; not yes/no)",
 }

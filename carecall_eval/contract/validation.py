@@ -31,6 +31,7 @@ import pandas as pd
 import pandera.pandas as pa
 
 from .dataset import Dataset, open_dataset
+from .files import probe_readable
 from .problems import Problem, ValidationReport
 from .schemas import (
     SqlCheck,
@@ -40,7 +41,7 @@ from .schemas import (
     rule_from_pandera,
     sql_checks,
 )
-from .spec import TABLES, Table, expected_text
+from .spec import CROSS_RULES, TABLES, Table, expected_text
 
 #: Offending rows shown per problem.
 N_EXAMPLES = 5
@@ -105,12 +106,14 @@ class _Validator:
         self.engine = engine
         self.problems: list[Problem] = ds.open_problems
         self.unreadable: dict[str, set[str]] = {}  # table -> missing or bad columns
+        self.damaged: set[str] = set()              # tables whose files cannot be read through
         self.n_rows: dict[str, int] = {}
         self.engines: dict[str, str] = {}
 
     # --------------------------------------------------------------- plumbing
     def readable(self, table: str, columns: Iterable[str]) -> bool:
-        return table in self.ds.tables and not (set(columns) & self.unreadable[table])
+        return table in self.ds.tables and table not in self.damaged \
+            and not (set(columns) & self.unreadable.get(table, set()))
 
     def kinds(self, table: str) -> dict[str, str]:
         return {c.name: c.kind for c in TABLES[table].columns}
@@ -232,8 +235,51 @@ class _Validator:
                                              _fmt_rows(show, rows, kinds, nan_is_null=True),
                                              expected_text(t.column(column), rule)))
 
+    def probe(self) -> None:
+        """Read every value of every Parquet table once: damaged data pages are one named problem per table,
+        and the table is left out of the other checks (issue 13)."""
+        for name in self.ds.tables:
+            src = self.ds.source(name)
+            if src.format != "parquet":
+                continue
+            p = probe_readable(self.con, name, src, list(self.ds.stored_columns(name)))
+            if p is not None:
+                self.problems.append(p)
+                self.damaged.add(name)
+
+    def cross(self, present: list[Table]) -> None:
+        """The rules across tables (:data:`~.spec.CROSS_RULES`), with the other table's value in each example."""
+        names = {t.name for t in present}
+        suspect: set[tuple[str, str]] = set()   # columns another rule already found wrong: not compared again
+        for p in self.problems:
+            cols = {c.strip() for c in (p.column or "").split(",") if c.strip()}
+            if p.table in TABLES:
+                for rr in TABLES[p.table].row_rules:
+                    if rr.name == p.rule:
+                        cols |= set(rr.columns)
+            suspect |= {(p.table, c) for c in cols}
+        for rule in CROSS_RULES:
+            if rule.table not in names or rule.other not in names or not (
+                    self.readable(rule.table, rule.columns) and self.readable(rule.other, rule.other_columns)):
+                continue
+            if any((rule.table, c) in suspect for c in rule.columns) or \
+                    any((rule.other, c) in suspect for c in rule.other_columns):
+                continue
+            t, o = _check_view(rule.table), _check_view(rule.other)
+            where = rule.violation.format(t=t, o=o)
+            n = self.con.sql(f"SELECT count(*) FROM {t} WHERE {where}").fetchall()[0][0]
+            if not n:
+                continue
+            cols = self.display_columns(TABLES[rule.table], rule.columns)
+            sel = ", ".join(quote_ident(c) for c in cols) + \
+                f", {rule.show.format(t=t, o=o)} AS {quote_ident(rule.show_as)}"
+            rel = self.con.sql(f"SELECT {sel} FROM {t} WHERE {where} LIMIT {N_EXAMPLES}")
+            ex = _fmt_rows(rel.columns, rel.fetchall(), self.kinds(rule.table))
+            self.problems.append(Problem(rule.table, rule.column, rule.name, int(n), ex, rule.expected))
+
     def run(self) -> None:
-        present = [TABLES[n] for n in self.ds.tables]
+        self.probe()
+        present = [TABLES[n] for n in self.ds.tables if n not in self.damaged]
         for t in present:
             self.create_check_view(t.name)
         for t in present:
@@ -260,6 +306,7 @@ class _Validator:
                 for chk, n in zip(fks, counts):
                     if n:
                         self.report_sql(chk, int(n))
+        self.cross(present)
 
     def drop_views(self) -> None:
         for name in self.ds.tables:
