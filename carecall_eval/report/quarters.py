@@ -206,7 +206,7 @@ def kpi_table(kpis: pd.DataFrame, *, threshold: int = 10, metrics: Iterable[str]
                 cells[r.quarter] = withheld(r) if gone or pd.isna(r.n) else f"{int(r.n):,}"
             elif gone:
                 cells[r.quarter] = withheld(r)
-            elif r.n == 0 or pd.isna(r.estimate):
+            elif pd.isna(r.n) or r.n == 0 or pd.isna(r.estimate):   # n is missing where nobody was counted
                 cells[r.quarter] = "-"
             elif kind == "duration":
                 cells[r.quarter] = _fmt_duration(r.estimate)
