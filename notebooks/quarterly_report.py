@@ -449,7 +449,9 @@ else:
         rd.show_table(pd.DataFrame(rows), index=False,
                       caption=f"Self-check: {sc.settings['replicates']} replicates on "
                               f"{rd.suppress(sc.settings['n_pool'], T)} never-reached customers")
-    rd.show_markdown(sc.text)
+    from carecall_eval.narrative.trust import verdicts_text
+
+    rd.show_markdown(verdicts_text(sc.settings))
     fig, ax = rd.figure(7.5, 4.2)
     plotting.selfcheck_plot(sc, ax=ax)
     ax.set_title("Estimated against planted change in spending")

@@ -325,9 +325,14 @@ def test_selfcheck_operating_characteristics_on_simulated_truth(simulated):
         r = ce.selfcheck(ds, s, replicates=150, sms_replicates=6, seed=3)
     g = r.summary.set_index(["metric", "group"])
     fpr = g.loc[("selfcheck.false_positive_rate", "spending.matched_change"), "estimate"]
-    assert 0.0 <= fpr <= 0.11                                   # 5% expected; 150 replicates: sd 1.8 points
+    assert 0.0 <= fpr <= 0.12           # 5% nominal; 150 replicates: a binomial sd of 1.8 points at 5%, 2.4 at 9%
     cov = g.loc[("selfcheck.coverage", "spending.matched_change"), "estimate"]
-    assert cov >= 0.89
+    # the plasmode's coverage of the primary is a little below nominal on the simulator (89-94% over the runs
+    # in docs/trust.md: its standard errors are 3-8% smaller than the replicates' spread), within the verdict's
+    # tolerance; far below it would be flagged
+    assert cov >= 0.85
+    se_ratio = g.loc[("selfcheck.se_ratio", "spending.matched_change"), "estimate"]
+    assert 0.8 <= se_ratio <= 1.25
     assert r.settings["verdicts"]["spending.matched_change"] == "passes"
     assert r.settings["verdicts"]["spending.naive_change"] == "biased"
     pool = s.cohort.table[(s.cohort.table["contact"] == 0) & s.cohort.table["followup_84"]]

@@ -12,7 +12,7 @@ import pandas as pd
 
 from . import ci, horizon_phrase, is_missing, level_label, num, pct, pct1, pts, spct
 
-__all__ = ["selfcheck_text", "sensitivity_text", "verdict_words", "LABELS"]
+__all__ = ["selfcheck_text", "verdicts_text", "sensitivity_text", "verdict_words", "LABELS"]
 
 #: Plain names of the figures checked.
 LABELS = {"spending.matched_change": "the matched estimate (primary)",
@@ -82,6 +82,19 @@ def selfcheck_text(summary: pd.DataFrame, settings: dict) -> str:
             s += " (The replicates share the same cases, so their rates are a placebo check across dates.)"
         parts.append(s)
     return " ".join(parts)
+
+
+def verdicts_text(settings: dict) -> str:
+    """The self-check's verdicts in one sentence, without figures (the table beside it has them)."""
+    verdicts = settings.get("verdicts", {})
+    bits = [f"{LABELS.get(g, g)} {verdict_words(v)}" for g, v in verdicts.items()]
+    if not bits:
+        return "The self-check could not judge any figure."
+    s = "In short: " + "; ".join(bits) + "."
+    if verdicts.get("spending.naive_change") == "biased":
+        s += (" The naive figure counts the fall in spending that follows every peak, with or without a call "
+              "(regression to the mean), which is why the report leads with the matched estimate.")
+    return s[0].upper() + s[1:]
 
 
 def _gamma_phrase(g: float) -> str:

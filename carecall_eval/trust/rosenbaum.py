@@ -117,8 +117,8 @@ def m_scores(y, *, inner: float = 0.0, trim: float = 2.5, lam: float = 0.5) -> n
             raise ValueError(f"m_scores: the {lam:g} quantile of the absolute pair differences is 0; "
                              "raise lam (more of the differences must be non-zero)")
         d = _psi(d / scale, inner, trim)
-    d = np.where(off[None, :, :], d, np.nan)
-    s = np.nansum(d, axis=2)
+    # the diagonal (a unit against itself) is a difference of 0, and psi(0) = 0: summing it adds nothing
+    s = np.nansum(d, axis=2) if np.isnan(d).any() else d.sum(axis=2)
     s[np.isnan(y)] = np.nan
     return s / n_i[:, None]
 
