@@ -45,12 +45,12 @@ def selfcheck_text(summary: pd.DataFrame, settings: dict) -> str:
     fpr_expected = pct(1 - level)
     parts = []
     if "spending.matched_change" in settings.get("estimators", {}):
-        window = settings.get("window")
+        window = int(settings["window"])
         parts.append(
             f"Self-check on the operator's own customers: a known change of {spct(settings['effect'])} in "
             f"spending over {horizon_phrase(window)} was planted on pseudo-contacts drawn from "
-            f"{num(settings.get('n_pool'))} customers who were never reached, {num(settings['replicates'])} times, "
-            "and the usual analysis was run each time.")
+            f"{num(float(settings.get('n_pool') or 0))} customers who were never reached, "
+            f"{num(settings['replicates'])} times, and the usual analysis was run each time.")
     for group in settings.get("estimators", {}):
         verdict = settings.get("verdicts", {}).get(group)
         eff = _get(summary, "selfcheck.mean_estimate", group)

@@ -100,7 +100,7 @@ def m_scores(y, *, inner: float = 0.0, trim: float = 2.5, lam: float = 0.5) -> n
     Examples
     --------
     >>> m_scores(np.array([[3.0, 1.0], [0.0, 2.0]]), trim=np.inf).round(3).tolist()
-    [[0.5, -0.5], [-0.5, 0.5]]
+    [[1.0, -1.0], [-1.0, 1.0]]
     """
     y = np.atleast_2d(np.asarray(y, dtype=float))
     n_i = np.sum(~np.isnan(y), axis=1)

@@ -179,7 +179,8 @@ def sensitivity_analysis(data, sample=None, /, *, level: float = 0.95, window: i
                   "reached, to carry the matched PPML {what} to no change (Ding-VanderWeele bounding factor)")
     ppml = est["matched"] if est is not None else None
     if ppml is None or not ppml.converged:
-        reason = "the matched PPML estimate is not available" if ppml is None else "the matched PPML fit did not converge"
+        reason = ("the matched PPML estimate is not available" if ppml is None
+                  else "the matched PPML fit did not converge")
         for a in strengths:
             for what, metric in (("interval", "sensitivity.tipping_spending_interval"),
                                  ("estimate", "sensitivity.tipping_spending_point")):

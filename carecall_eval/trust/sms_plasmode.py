@@ -83,7 +83,8 @@ def _sms_one(r: int, child, ctx: dict) -> tuple[list[dict], list[str]]:
                 msgs.append(f"SMS replicate {r}: {type(exc).__name__}: {exc}")
                 continue
         msgs.extend(str(w.message) for w in caught)
-        ok = bool(m.fit.mle_retvals.get("converged", True)) and np.isfinite(m.effect) and np.isfinite(m.se)
+        retvals = getattr(m.fit, "mle_retvals", None) or {}
+        ok = bool(retvals.get("converged", True)) and np.isfinite(m.effect) and np.isfinite(m.se)
         rows.append({"replicate": r, "estimator": "reach.sms_effect", "injected": qq, "truth": truth,
                      "estimate": m.effect, "se": m.se, "ci_low": m.ci[0], "ci_high": m.ci[1], "converged": ok,
                      "n_contacts": int(post.sum()), "n_comparisons": int((~post).sum()), "scale": "difference"})
