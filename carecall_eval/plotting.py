@@ -687,7 +687,8 @@ def heterogeneity_plot(result, ax=None, *, xlabel: str = "change in theoretical 
     import numpy as np
 
     t = _result_data(result, "forest").reset_index(drop=True)
-    overall = _result_data(result, "overall") if hasattr(result, "get_plot_data") else None
+    overall = _result_data(result, "overall") if hasattr(result, "get_plot_data") or isinstance(result, dict) \
+        else None
     labels, rows, y = [], [], 0
     for by, g in t.groupby("by", sort=False):
         labels.append((y, by.replace("_", " "), True))
@@ -704,7 +705,7 @@ def heterogeneity_plot(result, ax=None, *, xlabel: str = "change in theoretical 
                                                         [100 * (r["ci_high"] - r["estimate"])]],
                         fmt="s", color="tab:blue", capsize=3, ms=4)
         else:
-            ax.text(0, yy, "too few to estimate", va="center", fontsize=8, color="0.4")
+            ax.text(0, yy, " too few customers to estimate", va="center", fontsize=8, color="0.4")
     if overall is not None and len(overall) and np.isfinite(overall["estimate"].iloc[0]):
         o = overall.iloc[0]
         ax.axvline(100 * o["estimate"], color="tab:blue", ls="--", lw=1, label="all reached customers")

@@ -314,6 +314,188 @@ else:
                    f"with {level_label(ac.settings['level'])} intervals.")
 
 # %% [markdown]
+# ## When to call
+
+# %%
+# Running the programme (issue 16): figures for the care-call team, computed in-process by build_quarterly
+from carecall_eval.compare import suppress as sup
+from carecall_eval.narrative import programme as pg_text
+
+prog = getattr(rep, "programme", {}) or {}
+
+
+def shown(result):
+    """The result's rows with small cells withheld (the bundle's rules)."""
+    return sup.suppress_metrics(result.summary, T)[0]
+
+
+def prog_missing(name: str) -> None:
+    why = rep.missing.get(f"programme.{name}") or ("the effect estimates could not be computed" if ev is None
+                                                    else "this section was not computed")
+    missing("", why)
+
+
+if "timing" not in prog:
+    prog_missing("timing")
+else:
+    tm = prog["timing"]
+    tm_rows = shown(tm)
+    tm_lv = level_label(tm.settings["level"])
+    rd.show_markdown(f"**Who:** every phone attempt in the data ({tm.settings['n_attempts']:,} attempts of "
+                     f"{tm.settings['n_cases']:,} cases, {data_start} to {data_end}). Each slot's answer rate is "
+                     "what the same attempts (the same customers, attempt numbers, months"
+                     + (" and callers" if tm.settings.get("by_caller") else "") + ") would have achieved had they "
+                     "all been made then, so slots are compared like with like.")
+    rd.show_markdown(html.escape(pg_text.timing_text(tm_rows, tm.settings)))
+    fig, ax = rd.figure(9, 4.2)
+    plotting.answer_heatmap(tm, ax=ax)
+    rd.show_figure(fig, "Heatmap of the share of attempts answered by weekday and hour of day",
+                   "Each cell: the share of attempts that would be answered in that hour and weekday, for the same "
+                   "attempts (greener is better). Read across a row for the best hour, down a column for the "
+                   "best day.")
+    slot_rows = []
+    for m, label in (("timing.best_slot", "Best slot"), ("timing.worst_slot", "Worst slot")):
+        r = row(tm, m)
+        if r is not None and pd.notna(r["estimate"]):
+            slot_rows.append({"": label, "slot": f"{r['weekday']} {int(r['hour']):02d}h",
+                              "answered": rd.pct(r["estimate"], 0),
+                              f"{tm_lv} CI": rd.ci_pct(r["ci_low"], r["ci_high"], 0, signed=False),
+                              "attempts made in the slot": rd.suppress(r["n"], T)})
+    if slot_rows:
+        rd.show_table(pd.DataFrame(slot_rows), index=False)
+    if len(tm.get_plot_data("sms_to_answer")):
+        fig, ax = rd.figure(8, 3.4)
+        plotting.sms_timing_plot(tm, ax=ax)
+        ax.set_title("After the missed-call SMS: when customers answered")
+        rd.show_figure(fig, "Hours from the missed-call SMS to the answered call",
+                       "Share of the customers who answered after the SMS, by hours from the SMS to the answered "
+                       "call; dotted line: the operator's SMS window.")
+
+# %% [markdown]
+# ## How fast cases are worked
+
+# %%
+if "speed" not in prog:
+    prog_missing("speed")
+else:
+    sp_ = prog["speed"]
+    sp_rows = shown(sp_)
+    rd.show_markdown(f"**Who:** every phone case in the data for the times; the effect by time to contact uses the "
+                     f"effect cohort (cases opened {start or data_start} to {end}), reached customers against "
+                     "matched customers who were not reached.")
+    rd.show_markdown(html.escape(pg_text.speed_text(sp_rows, sp_.settings)))
+    quarters = [x.label for x in q.previous(4)] + [q.label]
+    tab = []
+    for stem, words in (("trigger_to_opening", "trigger to opening"),
+                        ("opening_to_first_attempt", "opening to first attempt"),
+                        ("first_attempt_to_reach", "first attempt to reach"), ("trigger_to_reach", "trigger to reach")):
+        line = {"median days from": words}
+        for qq in quarters:
+            r_shown = sp_rows[(sp_rows["metric"] == f"speed.{stem}_median_days") & (sp_rows["group"] == qq)]
+            ok = len(r_shown) and pd.notna(r_shown["estimate"].iloc[0])
+            line[qq] = f"{r_shown['estimate'].iloc[0]:.0f}" if ok else "-"
+        tab.append(line)
+    rd.show_table(pd.DataFrame(tab), index=False, caption="Median days per step, by quarter the case was opened")
+    fig, ax = rd.figure(8, 0.35 * sp_.get_plot_data("distribution")["quarter"].nunique() + 2.2)
+    plotting.speed_plot(sp_, ax=ax, step="trigger_to_reach")
+    ax.set_title("Days from the trigger to reaching the customer, by quarter")
+    rd.show_figure(fig, "Share of reached cases by days from the trigger to the answered call, per quarter",
+                   "Each bar: the reached cases opened in a quarter, split by how many days passed from the "
+                   "trigger to the answered call (lighter: faster).")
+    bands = sp_rows[(sp_rows["metric"] == "speed.effect_by_days_to_contact") & sp_rows["estimate"].notna()]
+    if len(bands):
+        fig, ax = rd.figure(7, 0.5 * len(bands) + 1.4)
+        plotting.forest_plot(bands, ax=ax, xlabel="change in theoretical loss, %")
+        ax.set_title("Effect of the call by days from trigger to contact")
+        rd.show_figure(fig, "Matched effect on spending by band of days from trigger to contact",
+                       f"Each band against its own matched customers, with {level_label(sp_.settings['level'])} "
+                       "intervals; bands are not directly comparable (different customers, fewer days of the "
+                       "window after a late call).")
+
+# %% [markdown]
+# ## Who benefits most
+
+# %%
+if "heterogeneity" not in prog:
+    prog_missing("heterogeneity")
+else:
+    ht = prog["heterogeneity"]
+    ht_rows = shown(ht)
+    rd.show_markdown(f"**Who:** the effect cohort (cases opened {start or data_start} to {end}). Baseline spending: "
+                     "theoretical loss in the 12 weeks before the case, in three equal groups of reached customers.")
+    rd.show_markdown(html.escape(pg_text.heterogeneity_text(ht_rows, ht.settings)))
+    ht_sub = ht_rows[ht_rows["metric"] == "heterogeneity.change"][["group", "estimate", "ci_low", "ci_high"]]
+    forest = ht.get_plot_data("forest")[["by", "level", "group"]].merge(ht_sub, on="group", how="left")
+    fig, ax = rd.figure(8, 0.3 * len(forest) + 2)
+    plotting.heterogeneity_plot({"forest": forest, "overall": ht.get_plot_data("overall")}, ax=ax)
+    ax.set_title("Effect of the call by group of customers")
+    rd.show_figure(fig, "Forest plot of the matched effect on spending by subgroup",
+                   f"Each square: the effect of the call within one group, with its "
+                   f"{level_label(ht.settings['level'])} interval; dashed line and band: all reached customers. "
+                   "Groups with too few customers are not estimated.")
+
+# %% [markdown]
+# ## Does it last
+
+# %%
+if "durability" not in prog:
+    prog_missing("durability")
+else:
+    du = prog["durability"]
+    du_rows = shown(du)
+    rd.show_markdown(f"**Who:** every phone case opened up to {end}, so that some have a full year of follow-up; "
+                     "each window compares the customers whose window is complete with their own matched "
+                     "customers.")
+    rd.show_markdown(html.escape(pg_text.durability_text(du_rows, du.settings)))
+    fig, ax = rd.figure(8, 3.8)
+    plotting.durability_plot({"durability": du_rows[du_rows["metric"].isin(
+        ["durability.matched_change", "durability.matched_change_common"])]}, ax=ax)
+    ax.set_title("The call's effect on spending over time")
+    rd.show_figure(fig, "Matched effect on spending at 28 days, 12 weeks and 12 months",
+                   f"Blue: each window against its own matched comparison; orange: only the customers followed for "
+                   f"the longest window, so that every point describes the same people. "
+                   f"{level_label(du.settings['level'])} intervals.")
+
+# %% [markdown]
+# ## Repeat contact
+
+# %%
+if "repeat" not in prog:
+    prog_missing("repeat")
+else:
+    rp = prog["repeat"]
+    rd.show_markdown(html.escape(pg_text.repeat_text(shown(rp), rp.settings)))
+
+# %% [markdown]
+# ## Callers (this operator's own report only)
+
+# %%
+if "callers" not in prog:
+    prog_missing("callers")
+else:
+    cl_ = prog["callers"]
+    cl_rows = shown(cl_)
+    rd.show_markdown("Callers are shown by rank only, never by name, and only in the operator's own report (never "
+                     f"in a shared bundle); a caller with fewer than {T} calls in a measure is left out of it.")
+    rd.show_markdown(html.escape(pg_text.callers_text(cl_rows, cl_.settings)))
+    cat = sup.suppress_counts(cl_.get_plot_data("caterpillar"), ["n"], T,
+                              stat_cols=["estimate", "ci_low", "ci_high", "raw"])
+    for measure, title in (("answer", "Share of attempts answered, by caller"),
+                           ("action", "Share of calls ending in a limit, pause or self-exclusion, by caller"),
+                           ("spending", "Effect of the call on spending, by caller")):
+        c = cat[(cat["measure"] == measure) & cat["estimate"].notna()]
+        if len(c) < 2:
+            continue
+        fig, ax = rd.figure(8, 3.4)
+        plotting.caterpillar_plot(c, ax=ax, measure=measure)
+        ax.set_title(title)
+        rd.show_figure(fig, f"Caterpillar plot: {title.lower()}",
+                       "Callers ordered from lowest to highest. Dots: the caller's figure for the same kind of "
+                       "cases, pulled towards the average in proportion to how few calls it rests on, with "
+                       f"{level_label(cl_.settings['level'])} intervals; open circles: the raw figure. Overlapping "
+                       "intervals mean the data cannot tell those callers apart.")
+
+# %% [markdown]
 # ## 6. Who was compared: cohort flow and balance
 
 # %%

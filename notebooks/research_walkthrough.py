@@ -211,7 +211,85 @@ plotting.actions_plot(ac)
 plt.show()
 
 # %% [markdown]
-# ## 7. Everything at once, with stable metric ids
+# ## 7. Running the programme: when to call, how fast, who benefits, how long, callers, repeat contact
+#
+# Six estimators for the responsible-gambling team, each with the one signature (`carecall_eval.outcomes.programme`;
+# sentences from `carecall_eval.narrative.programme`). None runs in `evaluate`; the quarterly report computes them.
+#
+# **When to call.** One attempt-level logit (attempt number, hour, weekday, month, the SMS term, case mix and, when
+# every attempt names its caller, the caller); each hour x weekday slot's rate is the mean predicted chance of
+# every modelled attempt moved into that slot, so slots are compared for the same customers.
+
+# %%
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", ce.errors.ConvergenceWarning)
+    tm = ce.answer_timing(ds, level=level)
+print(tm.text)
+fig, axes = plt.subplots(1, 2, figsize=(16, 4))
+plotting.answer_heatmap(tm, ax=axes[0])
+plotting.sms_timing_plot(tm, ax=axes[1])
+plt.show()
+tm.summary[tm.summary["metric"].isin(["timing.hour_log_odds", "timing.weekday_log_odds", "timing.hour_test",
+                                      "timing.weekday_test"])]
+
+# %% [markdown]
+# **How fast cases are worked.** Days from trigger to opening, first attempt and reach, by quarter; the matched
+# effect by band of days from trigger to contact (comparisons follow their matched set; each row's own days from
+# trigger to opening is a covariate, since a later opening starts the window further down the decaying peak).
+
+# %%
+sp_ = ce.case_speed(ds, matched_sample, level=level, window=window)
+print(sp_.text)
+plotting.speed_plot(sp_)
+plt.show()
+
+# %% [markdown]
+# **Who benefits.** The spending module's subgroup estimates plus tertiles of baseline theoretical loss (each
+# customer in their own tertile: a subgroup defined by the reached customer's pre-window level alone selects
+# customers whose spending regresses more than their comparisons'); Cochran's Q per dimension, Holm across them.
+
+# %%
+ht = ce.effect_heterogeneity(ds, matched_sample, level=level, window=window)
+print(ht.text)
+plotting.heterogeneity_plot(ht)
+plt.show()
+ht.summary[ht.summary["metric"] == "heterogeneity.q_test"][["group", "estimate", "q", "df", "i2", "p_holm"]]
+
+# %% [markdown]
+# **Does it last.** Each window against its own complete-follow-up comparison (the numbers of
+# `spending.matched_change` at that window), and the same windows on the customers followed for the longest one.
+
+# %%
+du = ce.effect_durability(ds, matched_sample, level=level)
+print(du.text)
+plotting.durability_plot(du)
+plt.show()
+
+# %% [markdown]
+# **Callers** (the operator's own use only). Random-intercept logits by the Laplace approximation and normal random
+# effects, each averaged over the between-caller sd (uniform prior), so a caller with a dozen calls is pulled
+# towards the average; `details["pseudonyms"]` holds the agent-id key (never export it).
+
+# %%
+cl_ = ce.caller_profiles(ds, matched_sample, level=level, window=window)
+print(cl_.text)
+fig, axes = plt.subplots(1, 2, figsize=(15, 4))
+plotting.caterpillar_plot(cl_, measure="answer", ax=axes[0])
+plotting.caterpillar_plot(cl_, measure="spending", ax=axes[1])
+plt.show()
+
+# %% [markdown]
+# **Repeat contact.** Another case within 12 months (all first cases, and reached vs matched unreached), and
+# reached-again vs not-reached-again among later cases of customers reached before, as far as the data allow.
+
+# %%
+with warnings.catch_warnings():   # matched rows without 12 months of follow-up are left out (said here)
+    warnings.simplefilter("ignore", ce.errors.FollowupWarning)
+    rp = ce.repeat_contact(ds, matched_sample, level=level, window=window)
+print(rp.text)
+
+# %% [markdown]
+# ## 8. Everything at once, with stable metric ids
 #
 # `evaluate` runs the same steps for a design and stacks every estimator's rows; this is what reports and
 # exports read (`carecall-eval evaluate DIR --out metrics.json`).

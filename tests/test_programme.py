@@ -363,7 +363,7 @@ def test_repeat_says_plainly_when_there_is_nothing_to_estimate(on_sample):
     ds, sample = on_sample
     r = _run("repeat", ds, sample)
     row = r.metric("repeat.second_call_change", "difference")
-    assert pd.isna(row["estimate"]) and "at least 20" in row["note"]
+    assert pd.isna(row["estimate"]) and "no customer reached before had a later case" in row["note"]
     assert "cannot be estimated from these data" in r.text
     assert r.metric("repeat.any_new_case_12m", "all_cases")["estimate"] == 0.0   # the sample's one-year rule
 

@@ -42,6 +42,12 @@ def _ok(r) -> bool:
     return r is not None and not is_missing(r["estimate"])
 
 
+def group_label(group: str) -> str:
+    """``"main_product=sports"`` -> ``"main product: sports"`` (for people)."""
+    dim, _, value = str(group).partition("=")
+    return f"{dim.replace('_', ' ')}: {value.replace('_', ' ')}" if value else dim.replace("_", " ")
+
+
 def _hours(x: float) -> str:
     if is_missing(x):
         return "n/a"
@@ -134,12 +140,12 @@ def heterogeneity_text(summary: pd.DataFrame, settings: dict) -> str:
     ok = sub[sub["estimate"].notna()]
     if len(ok):
         lo, hi = ok.loc[ok["estimate"].idxmin()], ok.loc[ok["estimate"].idxmax()]
-        parts.append(f"The largest reduction is among {lo['group']} ({spct1(lo['estimate'])}, "
-                     f"{ci(lo['ci_low'], lo['ci_high'], level, fmt=spct1)}), the smallest among {hi['group']} "
-                     f"({spct1(hi['estimate'])}).")
+        parts.append(f"The largest reduction is among {group_label(lo['group'])} ({spct1(lo['estimate'])}, "
+                     f"{ci(lo['ci_low'], lo['ci_high'], level, fmt=spct1)}), the smallest among "
+                     f"{group_label(hi['group'])} ({spct1(hi['estimate'])}).")
     q = _rows(summary, "heterogeneity.q_test")
-    differ = [str(r["group"]) for _, r in q.iterrows() if _ok(r) and r["estimate"] < 1 - level]
-    same = [str(r["group"]) for _, r in q.iterrows() if _ok(r) and r["estimate"] >= 1 - level]
+    differ = [group_label(r["group"]) for _, r in q.iterrows() if _ok(r) and r["estimate"] < 1 - level]
+    same = [group_label(r["group"]) for _, r in q.iterrows() if _ok(r) and r["estimate"] >= 1 - level]
     if differ:
         parts.append("The effect differs between groups by " + ", ".join(differ) + " (Cochran's Q).")
     if same:
@@ -194,8 +200,8 @@ def callers_text(summary: pd.DataFrame, settings: dict) -> str:
                          ("callers.spending_sd", "the spending effect")):
         r = _one(summary, metric, "between_callers")
         if _ok(r):
-            parts.append(f"Between callers, {what} vary with a standard deviation of {r['estimate']:.2f} on the "
-                         "log scale" + (" (no variation beyond chance)." if r["estimate"] == 0 else "."))
+            parts.append(f"The between-caller standard deviation of {what} is {r['estimate']:.2f} on the log scale "
+                         f"({ci(r['ci_low'], r['ci_high'], level, fmt=lambda v: f'{v:.2f}')}).")
     ans = _rows(summary, "callers.answer_rate")
     ans = ans[ans["estimate"].notna()]
     if len(ans) > 1:
@@ -216,12 +222,15 @@ def repeat_text(summary: pd.DataFrame, settings: dict) -> str:
     parts = []
     hid = settings["horizon_id"]
     allc = _one(summary, f"repeat.any_new_case_{hid}", "all_cases")
-    if _ok(allc):
+    if _ok(allc) and allc["estimate"] == 0:
+        parts.append(f"None of the {int(allc['n']):,} customers with a phone case followed for {within} had another "
+                     f"case within that time: new cases seem not to be opened within {within} of the last one.")
+    elif _ok(allc):
         parts.append(f"{pct1(allc['estimate'])} of customers with a phone case had another case within {within} "
                      f"({ci(allc['ci_low'], allc['ci_high'], level, fmt=pct1)}; {int(allc['n']):,} customers "
                      "followed that long).")
     c, k, d = (_one(summary, f"repeat.new_case_{hid}", g) for g in ("contact", "comparison", "difference"))
-    if _ok(c) and _ok(k):
+    if _ok(c) and _ok(k) and not (_ok(allc) and allc["estimate"] == 0):
         parts.append(f"Among matched customers, {pct1(c['estimate'])} of those reached and {pct1(k['estimate'])} of "
                      f"those not reached had a new case within {within}"
                      + (f" (difference {pts(d['estimate'])}, {ci(d['ci_low'], d['ci_high'], level, fmt=pts)})."

@@ -17,6 +17,10 @@ Which customers each section describes
   matched with the same design, so that their year of follow-up is complete.
 * Reach, answer rates, call length, reception: the whole data period, because
   the before/after comparison of the SMS policy needs both periods.
+* Running the programme (``programme``): when to call and callers over every call
+  in the data; how fast and who benefits on the effect cohort; whether it lasts and
+  repeat contact on every case opened up to the effect cohort's end (12 months of
+  follow-up need cases opened a year before).  Not in ``metrics.json``.
 * "Can these figures be trusted?": the plasmode self-check
   (:func:`carecall_eval.selfcheck`) on the effect cohort's never-reached
   customers, at ``selfcheck_replicates`` replicates (small, so the report stays
@@ -83,6 +87,7 @@ class QuarterlyReport:
     retention_cohort: object | None = None
     retention_quarter: Quarter | None = None
     selfcheck: Result | None = None
+    programme: dict = field(default_factory=dict)      # running the programme: name -> Result (not in metrics)
     cohort_period: tuple[_dt.date, _dt.date] | None = None
     missing: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)
@@ -307,7 +312,7 @@ def _collect(notes: list, step: str):
 def build_quarterly(data, quarter: str | Quarter, design: StudyDesign | str | os.PathLike | None = None, *,
                     pool_quarters: int | None = 4, window: int = 84, level: float = 0.95,
                     placebo: bool = True, kpi_quarters: int = 4, validation=None,
-                    selfcheck_replicates: int = 20, stages=None) -> QuarterlyReport:
+                    selfcheck_replicates: int = 20, programme: bool = True, stages=None) -> QuarterlyReport:
     """Compute everything a quarterly report shows.
 
     Parameters
@@ -341,6 +346,9 @@ def build_quarterly(data, quarter: str | Quarter, design: StudyDesign | str | os
         Replicates of the plasmode self-check on the effect cohort (0: skip it).
         Each one re-matches and re-estimates the cohort, so the report keeps
         this small; ``carecall-eval selfcheck`` runs the full check.
+    programme : bool
+        Compute the sections for the care-call team (``QuarterlyReport.programme``: when to call, how fast
+        cases are worked, who benefits, whether it lasts, repeat contact, callers).
     stages : carecall_eval.stages.Stages, optional
         Records each step's time and peak memory and prints progress.
 
@@ -459,7 +467,43 @@ def build_quarterly(data, quarter: str | Quarter, design: StudyDesign | str | os
         "level": level,
         "selfcheck_replicates": int(selfcheck_replicates),
     }
+    prog = _programme(ds, ev, eff_design, level, window, notes, missing, st) if programme and ev is not None else {}
     return QuarterlyReport(quarter=q, dataset=ds, design=eff_design, evaluation=ev, kpis=kpis,
                            validation=validation, retention=ret, retention_cohort=ret_cohort,
-                           retention_quarter=rq, selfcheck=sc, cohort_period=(eff_design.study_start, eff_design.study_end),
+                           retention_quarter=rq, selfcheck=sc, programme=prog,
+                           cohort_period=(eff_design.study_start, eff_design.study_end),
                            missing=missing, notes=notes, params=params)
+
+
+def _programme(ds, ev, design: StudyDesign, level: float, window: int, notes: list, missing: dict, st) -> dict:
+    """For the care-call team (issue 16): when to call, how fast, who benefits, whether it lasts, repeat
+    contact and callers.  Timing and callers read every call in the data; speed and who benefits use the
+    effect cohort's matched sample; durability and repeat contact every earlier case (12 months of follow-up
+    need cases opened a year before the report).  Missing pieces are said in ``missing["programme.<name>"]``."""
+    from ..cohorts import build_cohort
+    from ..outcomes import programme as pg
+
+    out: dict = {}
+
+    def run(name: str, job) -> None:
+        with _collect(notes, name.replace("_", " ")), st(f"programme: {name}"):
+            try:
+                # details (fitted models, row-level tables, the callers' pseudonym key) stay out of the report
+                out[name] = dataclasses.replace(job(), details={})
+            except Exception as exc:  # the report says what is missing instead of failing
+                missing[f"programme.{name}"] = f"could not be computed ({type(exc).__name__}: {exc})"
+
+    run("timing", lambda: pg.answer_timing(ds, level=level))
+    run("speed", lambda: pg.case_speed(ds, ev.sample, level=level, window=window))
+    run("heterogeneity", lambda: pg.effect_heterogeneity(ds, ev.sample, level=level, window=window))
+    run("callers", lambda: pg.caller_profiles(ds, ev.sample, level=level, window=window))
+    try:
+        with _collect(notes, "every earlier case"), st("programme: every earlier case"):
+            every = build_cohort(ds, design.replace(study_start=None)).sample()
+    except Exception as exc:
+        for name in ("durability", "repeat"):
+            missing[f"programme.{name}"] = f"could not be computed ({type(exc).__name__}: {exc})"
+        return out
+    run("durability", lambda: pg.effect_durability(ds, every, level=level))
+    run("repeat", lambda: pg.repeat_contact(ds, every, level=level, window=window))
+    return out

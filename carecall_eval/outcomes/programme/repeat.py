@@ -183,9 +183,13 @@ def repeat_contact(data, sample=None, /, *, level: float = 0.95, horizon: int = 
     sc["n"] = second["contact"] + second["comparison"]
     if min(second.values()) < MIN_N:
         what = "reached before" if previous == "reached" else "with a case"
-        rows.append(not_available(sc, f"only {second['contact']} customers {what} were reached again on a later case "
-                                      f"within {horizon} days and {second['comparison']} were not (with {window} days "
-                                      f"of follow-up); at least {MIN_N} of each are needed"))
+        if sum(second.values()) == 0:
+            why = f"no customer {what} had a later case within {horizon} days (with {window} days of follow-up)"
+        else:
+            why = (f"only {second['contact']} customers {what} were reached again on a later case within {horizon} "
+                   f"days and {second['comparison']} were not (with {window} days of follow-up); at least {MIN_N} "
+                   "of each are needed")
+        rows.append(not_available(sc, why))
     else:
         try:
             sub_cohort = Cohort(table=sub, flow=later.flow, design=later_design, data_end=later.data_end)

@@ -13,6 +13,7 @@ with the callers' analysis.
 from __future__ import annotations
 
 import warnings
+import weakref
 from typing import Sequence
 
 import numpy as np
@@ -62,6 +63,11 @@ def _merge_small(labels: pd.Series, min_n: int) -> pd.Series:
     return labels.map(mapping)
 
 
+#: attempt tables already built, per open dataset (the activity pass of the case mix is the slow part, and
+#: the timing and callers analyses, and their runs at several levels, share it)
+_TABLES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
 def attempt_table(data, *, arms: Sequence = PHONE_ARMS, sms_after_attempts: int | None = None, policy_start=None,
                   min_attempts: int = 20) -> pd.DataFrame:
     """One row per attempt up to a case's first answered one, with what the answer models need.
@@ -72,11 +78,25 @@ def attempt_table(data, *, arms: Sequence = PHONE_ARMS, sms_after_attempts: int 
     (calendar month of the attempt, small months folded into a neighbour), ``attempt_cat``,
     ``trigger``, ``post_policy``, ``late_after`` (an attempt the missed-call SMS can change: after
     attempt ``sms_after_attempts`` of a case opened after the policy start) and the case mix at
-    opening (:func:`~carecall_eval.outcomes.reach.answer_model.case_covariates`).
+    opening (:func:`~carecall_eval.outcomes.reach.answer_model.case_covariates`).  A copy is returned;
+    the table is built once per open dataset and arguments.
     """
     ds = open_data(data, "attempt_table")
     s, _ = sms_rule(ds, sms_after_attempts, None)
     policy = resolve_policy(ds, policy_start)
+    key = (tuple(arms), int(s), None if policy is None else str(policy), int(min_attempts))
+    try:
+        cache = _TABLES.setdefault(ds, {})
+    except TypeError:                       # an object that cannot be weakly referenced: no cache
+        cache = {}
+    if key not in cache:
+        cache[key] = _attempt_table(ds, arms, int(s), policy, int(min_attempts))
+    out = cache[key].copy()
+    out.attrs = dict(cache[key].attrs)
+    return out
+
+
+def _attempt_table(ds, arms, s: int, policy, min_attempts: int) -> pd.DataFrame:
     cr = case_reach(ds, arms=arms, policy_start=policy)
     if cr.empty:
         raise NotAvailableError(f"no phone cases with attempts (arms={list(arms)!r}); nothing to model")
