@@ -74,7 +74,7 @@ def notebook_path(name: str = "quarterly_report") -> Path:
     try:
         folder = resources.files(NOTEBOOK_PACKAGE)
     except ModuleNotFoundError:   # run from a source tree that was never installed: the folder beside the package
-        folder = Path(__file__).resolve().parents[2] / "notebooks"   # type: ignore[assignment]
+        folder = Path(__file__).resolve().parents[2] / "notebooks"
     src = folder / f"{name}.py"
     if not src.is_file():
         have = sorted(p.name[:-3] for p in folder.iterdir() if p.name.endswith(".py") and p.name != "__init__.py") \
