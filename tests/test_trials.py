@@ -19,8 +19,14 @@ from carecall_eval._validation import z_quantile
 from carecall_eval.cli import main
 from carecall_eval.errors import InputError
 from carecall_eval.trials import estimators as est
-from carecall_eval.trials.allocate import (allocate, allocation_hash, log_path, parse_ratio, read_allocation,
-                                           verify_allocation)
+from carecall_eval.trials.allocate import (
+    allocate,
+    allocation_hash,
+    log_path,
+    parse_ratio,
+    read_allocation,
+    verify_allocation,
+)
 from carecall_eval.trials.plan import plan_trial
 
 

@@ -166,7 +166,8 @@ def plan_text(summary: pd.DataFrame, settings: dict) -> str:
                                              "group"]))
     parts = []
     if settings.get("effect") is None:
-        months = settings.get("months")
+        months = float(settings.get("months") or 12)
+        mtxt = num(months) if months.is_integer() else num(months, 1)
         for d in designs:
             itt, rch = _row(summary, "trial.mde_itt", d), _row(summary, "trial.mde_reached", d)
             change = spct(itt["estimate"]) if itt is not None else "n/a"
@@ -174,7 +175,7 @@ def plan_text(summary: pd.DataFrame, settings: dict) -> str:
             if rch is not None and not is_missing(rch["estimate"]):
                 p += f" or {spct(rch['estimate'])} from being reached"
             parts.append(p)
-        return head + f"recruiting for {num(months)} months, " + "; ".join(parts) + "."
+        return head + f"recruiting for {mtxt} months, " + "; ".join(parts) + "."
     eff = settings["effect"]
     for d in designs:
         itt, rch = _row(summary, "trial.months_itt", d), _row(summary, "trial.months_reached", d)

@@ -194,9 +194,10 @@ def plan_trial(data=None, /, *, level: float = 0.95, power: float = 0.8, window:
         q1, q0 = DESIGNS[d]
         base = {"group": d, "window": window}
         if effect is None:
-            n = flow * float(months)
+            m_rec = float(months or 12)
+            n = flow * m_rec
             mde = _mde(r, q1, q0, n, z)
-            extra = {"months": float(months), "n_call": int(round(q1 * n)), "n_control": int(round(q0 * n))}
+            extra = {"months": m_rec, "n_call": int(round(q1 * n)), "n_control": int(round(q0 * n))}
             rows.append({**base, **extra, "metric": "trial.mde_itt", "estimate": mde, "n": int(round((q1 + q0) * n)),
                          "method": f"smallest ITT change detectable ({how})"})
             row = {**base, **extra, "metric": "trial.mde_reached", "n": int(round((q1 + q0) * n)),
