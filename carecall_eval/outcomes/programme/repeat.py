@@ -160,26 +160,36 @@ def repeat_contact(data, sample=None, /, *, level: float = 0.95, horizon: int = 
     sc = {"metric": "repeat.second_call_change", "group": "difference", "window": window, "outcome": outcome,
           "method": "matched PPML on later cases (reached again vs not reached again), baseline covariates, "
                     "cluster-robust (se of the log ratio)"}
-    second = {"contact": 0, "comparison": 0}
-    later = build_cohort(ds, later_design)
-    lt = later.table
     prev = phone[["customer_id", "case_id", "opened_on"]].copy()
     if previous == "reached":
         from ..reach.cases import case_reach
 
         cr = case_reach(ds)
         prev = prev[prev["case_id"].isin(cr.loc[cr["reached"], "case_id"])]
-    probe = pd.DataFrame({"_row": lt.index, "customer_id": lt["customer_id"].to_numpy(),
-                          "index_date": pd.to_datetime(lt["index_date"]).to_numpy()})
-    probe["probe"] = pd.to_datetime(probe["index_date"]) - pd.Timedelta(days=1)
     pr = prev.rename(columns={"opened_on": "prev_on"})[["customer_id", "prev_on"]]
     pr["prev_on"] = pr["prev_on"].astype("datetime64[ns]")
-    hit = pd.merge_asof(probe.sort_values("probe"), pr.sort_values("prev_on"), left_on="probe", right_on="prev_on",
-                        by="customer_id", direction="backward")
-    hit = hit[(pd.to_datetime(hit["index_date"]) - hit["prev_on"]).dt.days.between(1, horizon)]
-    sub = lt.loc[hit["_row"].to_numpy()]
-    sub = sub[sub[f"followup_{window}"]] if f"followup_{window}" in sub.columns else sub
-    second = {"contact": int((sub["contact"] == 1).sum()), "comparison": int((sub["contact"] == 0).sum())}
+
+    def after_previous(keys: pd.DataFrame) -> pd.Series:
+        """Whether each key's customer had a previous (reached) phone case 1..horizon days before its date."""
+        probe = pd.DataFrame({"_row": np.arange(len(keys)), "customer_id": keys["customer_id"].to_numpy(),
+                              "index_date": pd.to_datetime(keys["index_date"]).to_numpy()})
+        probe["probe"] = probe["index_date"] - pd.Timedelta(days=1)
+        hit = pd.merge_asof(probe.sort_values("probe"), pr.sort_values("prev_on"), left_on="probe",
+                            right_on="prev_on", by="customer_id", direction="backward").sort_values("_row")
+        return pd.Series((hit["index_date"] - hit["prev_on"]).dt.days.between(1, horizon).to_numpy(),
+                         index=keys.index)
+
+    # a later case exists at all? (building the cohort of later cases scans activity; skip it when none does)
+    later_phone = phone.rename(columns={"opened_on": "index_date"})
+    if after_previous(later_phone).any():
+        later = build_cohort(ds, later_design)
+        lt = later.table
+        sub = lt[after_previous(lt).to_numpy()]
+        sub = sub[sub[f"followup_{window}"]] if f"followup_{window}" in sub.columns else sub
+    else:
+        later, sub = None, cases.iloc[:0]
+    second = {"contact": int((sub["contact"] == 1).sum()), "comparison": int((sub["contact"] == 0).sum())} \
+        if later is not None else {"contact": 0, "comparison": 0}
     sc["n"] = second["contact"] + second["comparison"]
     if min(second.values()) < MIN_N:
         what = "reached before" if previous == "reached" else "with a case"
@@ -191,6 +201,7 @@ def repeat_contact(data, sample=None, /, *, level: float = 0.95, horizon: int = 
                    "of each are needed")
         rows.append(not_available(sc, why))
     else:
+        assert later is not None
         try:
             sub_cohort = Cohort(table=sub, flow=later.flow, design=later_design, data_end=later.data_end)
             r = spending_effect(ds, sub_cohort.sample(), level=level, window=window, windows=(window,),
