@@ -256,14 +256,17 @@ def lmm(y, X, groups, *, n_groups: int | None = None, level: float = 0.95) -> Gr
     """
     import statsmodels.api as sm
     from statsmodels.tools.sm_exceptions import ConvergenceWarning as SmConvergenceWarning
+    from statsmodels.tools.sm_exceptions import SingularMatrixWarning
 
     y = np.asarray(y, dtype=float)
     X = np.asarray(X, dtype=float)
     g = np.asarray(groups, dtype=int)
     J = int(n_groups if n_groups is not None else g.max() + 1)
     with warnings.catch_warnings():
-        # a variance on the boundary (no variation between groups) is an answer, not a failure
+        # a variance on the boundary (no variation between groups) is an answer, not a failure: only the fixed
+        # effects are taken from this fit, and the groups' variation is pooled below
         warnings.filterwarnings("ignore", category=SmConvergenceWarning)
+        warnings.filterwarnings("ignore", category=SingularMatrixWarning)
         warnings.filterwarnings("ignore", message="The MLE may be on the boundary", category=UserWarning)
         fit = sm.MixedLM(y, X, groups=g).fit(reml=True)
     beta = np.asarray(fit.fe_params)
