@@ -146,10 +146,11 @@ def keys_table(dataset, keys: pd.DataFrame, lo: int, hi: int, extra: Sequence[st
     _check_keys(keys, extra)
     k = keys[["row_id", "customer_id", "index_date", *extra]].copy()
     k["row_id"] = k["row_id"].astype("int64")
-    idx = pd.to_datetime(k["index_date"])
-    k["index_date"] = idx.dt.date
-    k["_lo"] = (idx + pd.Timedelta(days=int(lo))).dt.date
-    k["_hi"] = (idx + pd.Timedelta(days=int(hi))).dt.date
+    # dates as numpy days, handed to Arrow as date32 (no datetime.date objects: seconds at 100k keys)
+    idx = pd.to_datetime(k["index_date"]).dt.normalize().to_numpy("datetime64[D]")
+    k["index_date"] = idx
+    k["_lo"] = idx + np.timedelta64(int(lo), "D")
+    k["_hi"] = idx + np.timedelta64(int(hi), "D")
     id_type = dataset.ibis_table("activity").schema()["customer_id"]
     schema = {"row_id": "int64", "customer_id": id_type, "index_date": "date", "_lo": "date", "_hi": "date"}
     schema.update({c: ibis.dtype(_ibis_type(k[c])) for c in extra})

@@ -607,10 +607,10 @@ def _placebo(dataset, sample: MatchedSample, outcome, window, covariates, level)
     table = table[table["index_date"] - pd.Timedelta(days=design.pre_window) >= pd.Timestamp(dataset.data_start)]
     if table["contact"].nunique() < 2:
         return None, 0, ""
-    table = recompute_covariates(dataset, table, design)
-    pseudo = Cohort(table=table, flow=cohort.flow, design=design, data_end=cohort.data_end).sample()
     # the pseudo post window must end before the real index: at most `shift` days
     w = min(window, shift)
+    table = recompute_covariates(dataset, table, design, post=(w,))   # no pass beyond the pseudo window
+    pseudo = Cohort(table=table, flow=cohort.flow, design=design, data_end=cohort.data_end).sample()
     m = add_outcomes(dataset, pseudo.table, (w,), design.pre_window)
     est = matched_ppml(m, outcome, w, covariates, groups=pseudo.cluster_ids(m), level=level)
     return est, len(m), "matched set" if pseudo.cluster == "subclass" else "customer"
