@@ -77,6 +77,38 @@ class Evaluation(Reporting):
         return json.dumps(doc, indent=2, sort_keys=True, allow_nan=False) + "\n"
 
 
+def _check_not_empty(ds) -> None:
+    """Tables without a row: one named refusal (NotAvailableError) instead of a failure deep in a model."""
+    empty = [t for t in ("activity", "call_cases", "customers") if ds.has(t) and ds.n_rows(t) == 0]
+    if empty:
+        raise NotAvailableError(
+            f"evaluate: {', '.join(empty)} of {ds.path} {'has' if len(empty) == 1 else 'have'} no rows, so there is "
+            "nothing to evaluate (no care-call cases or no play to compare); check that the export selected the "
+            "period and the customers it should")
+
+
+def _check_both_groups(cohort, who: str = "evaluate") -> None:
+    """Every effect compares two groups: none of either is one named refusal saying how many of each."""
+    if cohort.design.comparison == "arms":
+        return
+    counts = cohort.table["group"].value_counts() if len(cohort.table) else pd.Series(dtype=int)
+    n_contact, n_comparison = int(counts.get("contact", 0)), int(counts.get("comparison", 0))
+    if n_contact and n_comparison:
+        return
+    d = cohort.design
+    if d.contact == "reached":
+        what = ("no phone case in the cohort was reached" if not n_contact else
+                "every phone case in the cohort was reached (none is left to compare with)")
+        groups = f"{n_contact:,} reached and {n_comparison:,} never reached"
+    else:
+        what = "one of the two groups of the design is empty"
+        groups = f"{n_contact:,} {d.contact} and {n_comparison:,} {d.comparison}"
+    raise NotAvailableError(
+        f"{who}: {what}: {groups} eligible cases ({d.describe()}); the effect estimates compare the two groups, "
+        "so none can be computed on these data. Check call_attempts.answered, or widen the design's period "
+        "(study_start, study_end) or triggers")
+
+
 def _stack(results: dict) -> pd.DataFrame:
     """Every result's rows stacked, :data:`SUMMARY_COLUMNS` first, then ``estimator``."""
     frames = []
@@ -140,9 +172,11 @@ def _evaluate(data, design, *, level, window, placebo, subgroups, stages, option
     with st("load + validate"):
         ds = open_data(data, "evaluate")
     design = design or StudyDesign()
+    _check_not_empty(ds)
     with st("cohort"):
         cohort = build_cohort(ds, design)
     st.say(f"cohort: {cohort.text}")
+    _check_both_groups(cohort)
     with st("matching"):
         sample = cohort.sample()
     defaults = {"spending": {"window": window, "placebo": placebo, "subgroups": subgroups},

@@ -67,84 +67,15 @@ def _metrics_table(ev, threshold: int, level: float) -> tuple[pd.DataFrame, dict
     # a figure nobody could be observed for travels as missing, with the estimator's reason
     s["note"] = s["note"].map(lambda t: sup.sanitize_text(t, threshold) if isinstance(t, str) else "")
     s = s[METRIC_COLUMNS].reset_index(drop=True)
-    trial = s["metric"].astype(str).str.match(_TRIAL_METRICS).to_numpy()
-    if not trial.any():
-        return sup.suppress_metrics(s, threshold)
-    s.loc[trial & (s["metric"] == "spending.rct_cace_change").to_numpy() & s["se"].notna().to_numpy(),
-          "se_scale"] = "log1p"
-    rest, log = sup.suppress_metrics(s[~trial], threshold)
-    t = suppress_trial(s[trial].copy(), threshold)
-    out = pd.concat([rest, t]).sort_index()
-    for col in ("n", "at_risk", "events"):
-        out[col] = pd.to_numeric(out[col], errors="coerce").round().astype("Int64")
-    log = {"rows": int(len(out)), "rows_with_withheld_values": int((out["suppressed"] != "").sum())}
-    return out.reset_index(drop=True), log
+    cace = (s["metric"] == "spending.rct_cace_change").to_numpy() & s["se"].notna().to_numpy()
+    s.loc[cace, "se_scale"] = "log1p"
+    return sup.suppress_metrics(s, threshold)
 
 
-#: Rows of a randomized study (their groups are arms and arm-vs-control differences).
-_TRIAL_METRICS = r"^(spending\.rct_\w+|trial\.\w+|retention\.rct_\w+|actions\.rct_\w+)$"
-#: Trial metrics whose arm rows are shares of people (an implied count each).
-_TRIAL_SHARES = r"^(trial\.reach|retention\.rct_\w+|actions\.rct_\w+)$"
-
-
-def suppress_trial(t: pd.DataFrame, threshold: int) -> pd.DataFrame:
-    """The bundle's small-cell rules on a randomized study's rows, arm by arm.
-
-    Rule 1 (small denominators) as everywhere; rule 2 on the shares by arm (the implied number of customers
-    with and without the outcome); a difference against control is withheld with either of its arms; the
-    customers analysed at a window are withheld when fewer than the threshold of the allocated are missing
-    (the difference would publish that small count); per protocol's and the effect of being reached's ``n``
-    are withheld with the share reached (``n`` minus control's would give the reached).
-    """
-    stats = list(sup.STAT_COLUMNS)
-    true_n = pd.to_numeric(t["n"], errors="coerce").astype(float)
-    t = sup.suppress_counts(t, ["n"], threshold, stat_cols=stats)
-    g = t["group"].astype(str)
-    diff = g.str.endswith("-control")
-    share = t["metric"].astype(str).str.match(_TRIAL_SHARES) & ~diff
-    k = t["estimate"].astype(float) * true_n
-    small = share & (pd.Series(sup.is_small(np.round(k), threshold), index=t.index)
-                     | pd.Series(sup.is_small(np.round(true_n - k), threshold), index=t.index))
-    _blank(t, small.to_numpy(), stats, f"implied count<{threshold}")
-    withheld = t[share & t["estimate"].isna() & t["suppressed"].ne("")]
-    for _, r in withheld.iterrows():
-        arms = [f"{r['group']}-control"] if r["group"] != "control" else list(g[diff & (t["metric"] == r["metric"])])
-        m = (t["metric"] == r["metric"]) & g.isin(arms)
-        _blank(t, m.to_numpy(), stats, "secondary (difference of withheld shares)")
-    alloc = t[t["metric"] == "trial.n_allocated"].set_index("group")["n"]
-    true_alloc = true_n[t["metric"] == "trial.n_allocated"].set_axis(alloc.index)
-    for i in t.index[t["metric"] == "trial.n_analysed"]:
-        gap = true_alloc.get(t.at[i, "group"], np.nan) - true_n[i]
-        if 0 < gap < threshold:
-            _blank(t, t.index == i, stats + ["n"], "secondary (allocated minus analysed below the threshold)")
-    if t.loc[t["metric"] == "trial.reach", "suppressed"].ne("").any():
-        m = t["metric"].isin(["spending.rct_pp_change", "spending.rct_cace_change"])
-        _blank(t, m.to_numpy(), ["n"], "secondary (the reached count)")
-    return t
-
-
-def consort_counts(consort: pd.DataFrame, threshold: int) -> pd.DataFrame:
-    """A randomized study's CONSORT counts for people to read: counts ``0 < n < threshold`` as ``"<threshold"``,
-    and the other parts of a partition with them (reached and not reached add up to the analysed arm)."""
-    threshold = sup.check_threshold(threshold)
-    c = consort.copy()
-    c["n"] = c["n"].astype(object)
-    small = np.asarray(sup.is_small(pd.to_numeric(c["n"], errors="coerce"), threshold), bool)
-    parts = c["stage"].isin(["reached", "not reached"]).to_numpy()
-    secondary = np.zeros(len(c), bool)
-    for arm in c.loc[parts & small, "arm"].unique():
-        secondary |= parts & (c["arm"] == arm).to_numpy() & ~small
-    c.loc[small, "n"] = f"<{threshold}"
-    c.loc[secondary, "n"] = "withheld"
-    return c
-
-
-def _blank(s: pd.DataFrame, mask, cols, reason: str) -> None:
-    mask = np.asarray(mask, dtype=bool)
-    if not mask.any():
-        return
-    s.loc[mask, list(cols)] = np.nan
-    s.loc[mask, "suppressed"] = sup._add_reason(s.loc[mask, "suppressed"], reason)
+#: The small-cell rules of a randomized study and of its CONSORT counts live with the others (one
+#: implementation, :mod:`carecall_eval.compare.suppress`); kept here under their first names.
+suppress_trial = sup.suppress_trial
+consort_counts = sup.consort_counts
 
 
 # ----------------------------------------------------------------------------- other tables

@@ -26,6 +26,7 @@ Every function returns new frames; inputs are never modified.
 from __future__ import annotations
 
 import re
+import warnings
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -33,7 +34,7 @@ import pandas as pd
 
 __all__ = ["is_small", "protect_partition", "suppress_counts", "sanitize_text", "km_points",
            "STAT_COLUMNS", "SHARE_METRICS", "suppress_metrics", "suppress_flow", "suppress_kpis",
-           "withheld_tokens", "redact_text", "check_threshold"]
+           "withheld_tokens", "redact_text", "check_threshold", "suppress_trial", "consort_counts"]
 
 #: Columns of a metric row that carry the statistic itself.
 STAT_COLUMNS = ("estimate", "ci_low", "ci_high", "se")
@@ -244,26 +245,52 @@ def suppress_metrics(rows: pd.DataFrame, threshold: int) -> tuple[pd.DataFrame, 
     ----------
     rows : pandas.DataFrame
         Tidy rows (``metric, group, estimate, se, ci_low, ci_high, n``; optionally ``window``, ``at_risk``,
-        ``events``, ``n_effective`` and ``suppressed``), for example an evaluation's ``summary``.
+        ``events``, ``n_effective`` and ``suppressed``), for example an evaluation's ``summary``.  The rows
+        of a randomized study (``trial.*``, ``*.rct_*``) follow :func:`suppress_trial` (arm by arm), the
+        others the rules below.
     threshold : int
         Small-cell threshold.
 
     Returns
     -------
     rows : pandas.DataFrame
-        A copy: withheld statistics (and counts) are missing; ``suppressed`` says why
+        A copy, in the same order: withheld statistics (and counts) are missing; ``suppressed`` says why
         ('' where nothing was withheld).  ``n``, ``at_risk`` and ``events`` are whole numbers (``Int64``).
     log : dict
         ``rows`` and ``rows_with_withheld_values``.
     """
     threshold = check_threshold(threshold)
     s = rows.copy().reset_index(drop=True)
+    trial = s["metric"].astype(str).str.match(_TRIAL_METRICS).to_numpy() if len(s) else np.zeros(0, bool)
+    if not trial.any():
+        return _suppress_observational(s, threshold)
+    rest, _ = _suppress_observational(s[~trial], threshold, keep_index=True)
+    t = suppress_trial(_with_columns(s[trial].copy()), threshold)
+    with warnings.catch_warnings():   # all-missing columns in one part (e.g. no trial row has an `at_risk`)
+        warnings.filterwarnings("ignore", message="The behavior of DataFrame concatenation with empty or all-NA",
+                                category=FutureWarning)
+        out = pd.concat([rest, t]).sort_index()
+    for col in ("n", "at_risk", "events"):
+        out[col] = pd.to_numeric(out[col], errors="coerce").round().astype("Int64")
+    log = {"rows": int(len(out)), "rows_with_withheld_values": int((out["suppressed"] != "").sum())}
+    return out.reset_index(drop=True), log
+
+
+def _with_columns(s: pd.DataFrame) -> pd.DataFrame:
     for col in (*STAT_COLUMNS, *_METRIC_COUNTS):
         if col not in s.columns:
             s[col] = np.nan
     if "suppressed" not in s.columns:
         s["suppressed"] = ""
     s["suppressed"] = s["suppressed"].fillna("").astype(object)
+    return s
+
+
+def _suppress_observational(rows: pd.DataFrame, threshold: int, *, keep_index: bool = False
+                            ) -> tuple[pd.DataFrame, dict]:
+    """Rules 1 to 3 on rows outside a randomized study (see :func:`suppress_metrics`)."""
+    labels = rows.index
+    s = _with_columns(rows.copy().reset_index(drop=True))   # positions: the families index arrays by them
     for col in STAT_COLUMNS:
         s[col] = pd.to_numeric(s[col], errors="coerce").astype(float)
     true_n = pd.to_numeric(s["n"], errors="coerce").astype(float).to_numpy()
@@ -302,6 +329,8 @@ def suppress_metrics(rows: pd.DataFrame, threshold: int) -> tuple[pd.DataFrame, 
     for col in ("n", "at_risk", "events"):
         s[col] = pd.to_numeric(s[col], errors="coerce").round().astype("Int64")
     log = {"rows": int(len(s)), "rows_with_withheld_values": int((s["suppressed"] != "").sum())}
+    if keep_index:
+        s.index = labels
     return s, log
 
 
@@ -358,6 +387,65 @@ def _protect(s, fam, true_n, implied, threshold, stats) -> None:
     hit = s.index.isin(rows) & s["group"].astype(str).isin(new).to_numpy()
     cols = stats + ["n"] if kind == "denominator" else stats
     _blank(s, hit, cols, "secondary (recoverable from total)")
+
+
+# ----------------------------------------------------------------------------- randomized studies
+#: Rows of a randomized study (their groups are arms and arm-vs-control differences).
+_TRIAL_METRICS = r"^(spending\.rct_\w+|trial\.\w+|retention\.rct_\w+|actions\.rct_\w+)$"
+#: Trial metrics whose arm rows are shares of people (an implied count each).
+_TRIAL_SHARES = r"^(trial\.reach|retention\.rct_\w+|actions\.rct_\w+)$"
+
+
+def suppress_trial(t: pd.DataFrame, threshold: int) -> pd.DataFrame:
+    """The bundle's small-cell rules on a randomized study's rows, arm by arm.
+
+    Rule 1 (small denominators) as everywhere; rule 2 on the shares by arm (the implied number of customers
+    with and without the outcome); a difference against control is withheld with either of its arms; the
+    customers analysed at a window are withheld when fewer than the threshold of the allocated are missing
+    (the difference would publish that small count); per protocol's and the effect of being reached's ``n``
+    are withheld with the share reached (``n`` minus control's would give the reached).
+    """
+    stats = list(STAT_COLUMNS)
+    true_n = pd.to_numeric(t["n"], errors="coerce").astype(float)
+    t = suppress_counts(t, ["n"], threshold, stat_cols=stats)
+    g = t["group"].astype(str)
+    diff = g.str.endswith("-control")
+    share = t["metric"].astype(str).str.match(_TRIAL_SHARES) & ~diff
+    k = t["estimate"].astype(float) * true_n
+    small = share & (pd.Series(is_small(np.round(k), threshold), index=t.index)
+                     | pd.Series(is_small(np.round(true_n - k), threshold), index=t.index))
+    _blank(t, small.to_numpy(), stats, f"implied count<{threshold}")
+    withheld = t[share & t["estimate"].isna() & t["suppressed"].ne("")]
+    for _, r in withheld.iterrows():
+        arms = [f"{r['group']}-control"] if r["group"] != "control" else list(g[diff & (t["metric"] == r["metric"])])
+        m = (t["metric"] == r["metric"]) & g.isin(arms)
+        _blank(t, m.to_numpy(), stats, "secondary (difference of withheld shares)")
+    alloc = t[t["metric"] == "trial.n_allocated"].set_index("group")["n"]
+    true_alloc = true_n[t["metric"] == "trial.n_allocated"].set_axis(alloc.index)
+    for i in t.index[t["metric"] == "trial.n_analysed"]:
+        gap = true_alloc.get(t.at[i, "group"], np.nan) - true_n[i]
+        if 0 < gap < threshold:
+            _blank(t, t.index == i, stats + ["n"], "secondary (allocated minus analysed below the threshold)")
+    if t.loc[t["metric"] == "trial.reach", "suppressed"].ne("").any():
+        m = t["metric"].isin(["spending.rct_pp_change", "spending.rct_cace_change"])
+        _blank(t, m.to_numpy(), ["n"], "secondary (the reached count)")
+    return t
+
+
+def consort_counts(consort: pd.DataFrame, threshold: int) -> pd.DataFrame:
+    """A randomized study's CONSORT counts for people to read: counts ``0 < n < threshold`` as ``"<threshold"``,
+    and the other parts of a partition with them (reached and not reached add up to the analysed arm)."""
+    threshold = check_threshold(threshold)
+    c = consort.copy()
+    c["n"] = c["n"].astype(object)
+    small = np.asarray(is_small(pd.to_numeric(c["n"], errors="coerce"), threshold), bool)
+    parts = c["stage"].isin(["reached", "not reached"]).to_numpy()
+    secondary = np.zeros(len(c), bool)
+    for arm in c.loc[parts & small, "arm"].unique():
+        secondary |= parts & (c["arm"] == arm).to_numpy() & ~small
+    c.loc[small, "n"] = f"<{threshold}"
+    c.loc[secondary, "n"] = "withheld"
+    return c
 
 
 # ----------------------------------------------------------------------------- cohort flow
@@ -427,7 +515,8 @@ def suppress_kpis(kpis: pd.DataFrame, threshold: int) -> pd.DataFrame:
     Returns
     -------
     pandas.DataFrame
-        A copy with withheld figures missing and ``suppressed`` saying why: counts ``0 < n < threshold``
+        A copy with withheld figures missing (``n`` as float, NaN where withheld) and ``suppressed`` saying
+        why: counts ``0 < n < threshold``
         (rule 1); shares whose denominator, numerator or complement is such a count (rule 2); outcome and
         reception shares of a quarter as partitions (rule 3, :func:`protect_partition`); and a count whose
         difference from the count it is part of is small (cases opened vs phone cases, phone cases vs cases
@@ -479,7 +568,7 @@ def suppress_kpis(kpis: pd.DataFrame, threshold: int) -> pd.DataFrame:
         k.loc[withhold_stat, "count"] = pd.NA
     nn = pd.to_numeric(k["n"], errors="coerce").astype(float).to_numpy()
     nn[withhold_n | (withhold_stat & is_small(n, threshold))] = np.nan   # a small denominator is a count too
-    k["n"] = pd.array(np.round(nn), dtype="Float64").astype("Int64")
+    k["n"] = np.round(nn)          # float: a withheld count is NaN (comparisons with it are simply False)
     k.loc[hit, "suppressed"] = [r or f"n<{threshold}" for r in reason[hit]]
     return k
 

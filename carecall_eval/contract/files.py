@@ -108,7 +108,7 @@ def _check_csv(con, src) -> list[Problem]:
             header, bad = _header(f, encoding)
         except OSError as exc:
             return [_unreadable(src.table, f, exc)]
-        if size == 0 or (header is None and not bad):
+        if size == 0 or (not bad and not (header or "").strip()):
             problems.append(Problem(src.table, None, "empty_file", 0, f"{f.name} is empty (0 bytes)"
                                     if size == 0 else f"{f.name} has no header line",
                                     "a header row naming the columns (then one row per record); export the table "
@@ -119,7 +119,7 @@ def _check_csv(con, src) -> list[Problem]:
                                     "a CSV file in UTF-8 (or the encoding mapping.toml names); save it as UTF-8"))
             continue
         d = delim or _guess_delimiter(header)
-        names = next(csv.reader(io.StringIO(header), delimiter=d))
+        names = next(csv.reader(io.StringIO(header or ""), delimiter=d), [])
         dup = sorted(n for n, k in Counter(names).items() if k > 1)
         if dup:
             problems.append(Problem(src.table, ", ".join(dup), "duplicate_column", 0,
@@ -129,7 +129,11 @@ def _check_csv(con, src) -> list[Problem]:
                                     "ignored, even where it disagrees with the first)"))
             continue
         ragged = _ragged_rows(con, f, names, d, encoding)
-        if ragged is not None:
+        if ragged is not None and ragged[1].startswith("not "):
+            problems.append(Problem(src.table, None, "unreadable_file", 0, f"{f.name}: {ragged[1]}",
+                                    f"a CSV file in {encoding} (the encoding mapping.toml names, UTF-8 by default); "
+                                    "save it as UTF-8 or name its encoding in mapping.toml"))
+        elif ragged is not None:
             problems.append(Problem(src.table, None, "malformed_row", ragged[0], f"{f.name}: {ragged[1]}",
                                     f"every row with the header's {len(names)} fields separated by {d!r} (a field "
                                     f"holding {d!r} or a line break must be quoted with \"); fix or re-export "
@@ -154,8 +158,11 @@ def _ragged_rows(con, f: Path, names: list[str], delim: str, encoding: str) -> t
             f"columns = {cols}, encoding = {sql_literal(encoding)}, store_rejects = true, "
             f"rejects_table = {sql_literal(rej)}, rejects_scan = {sql_literal(scan)}")
     try:
-        con.sql(f"SELECT count(*) FROM read_csv({sql_literal(str(f))}, {opts})").fetchall()
-        rows = con.sql(f"SELECT line, error_type, csv_line FROM {quote_ident(rej)} ORDER BY line").fetchall()
+        # every column read (a row hash), so that text which is not valid in the encoding is seen too
+        con.sql(f"SELECT sum(hash(__r)) FROM read_csv({sql_literal(str(f))}, {opts}) AS __r").fetchall()
+        # a line that is not valid text in the encoding cannot be fetched as text: only its number then
+        rows = con.sql(f"SELECT line, error_type, CASE WHEN error_type = 'INVALID ENCODING' THEN NULL "
+                       f"ELSE csv_line END FROM {quote_ident(rej)} ORDER BY line").fetchall()
     except duckdb.Error:
         return None        # the file is read as DuckDB detects it; anything it cannot read is reported there
     finally:
@@ -167,8 +174,15 @@ def _ragged_rows(con, f: Path, names: list[str], delim: str, encoding: str) -> t
     if not rows:
         return None
     lines = sorted({int(r[0]) for r in rows})
-    shown = []
-    for line, kind, text in rows[:_N_LINES]:
+    if all(str(r[1]).upper() == "INVALID ENCODING" for r in rows):
+        listed = ", ".join(map(str, lines[:_N_LINES])) + (" ..." if len(lines) > _N_LINES else "")
+        return len(lines), f"not {encoding} text on line{'s' if len(lines) > 1 else ''} {listed}"
+    rows = [r for r in rows if str(r[1]).upper() != "INVALID ENCODING"] or rows
+    shown, seen = [], set()
+    for line, kind, text in rows:
+        if int(line) in seen or len(shown) >= _N_LINES:
+            continue
+        seen.add(int(line))
         n_fields = len(next(csv.reader(io.StringIO(text or ""), delimiter=delim), []))
         what = (f"{n_fields} fields, the header has {len(names)}" if str(kind).upper().startswith(("TOO", "MISSING"))
                 else str(kind).lower())

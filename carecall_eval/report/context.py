@@ -43,7 +43,7 @@ import pandas as pd
 from .._version import __version__
 from ..calendar import Quarter, parse_quarter, quarter_of
 from ..cohorts import StudyDesign
-from ..errors import CarecallWarning
+from ..errors import CarecallWarning, NotAvailableError
 from ..results import Result
 from .quarters import quarter_kpis
 
@@ -422,6 +422,8 @@ def build_quarterly(data, quarter: str | Quarter, design: StudyDesign | str | os
     with _collect(notes, "effect cohort"):
         try:
             ev = evaluate(ds, eff_design, level=level, window=window, placebo=placebo, stages=st)
+        except NotAvailableError as exc:   # a named refusal (no reached customer ...): its own words
+            missing["evaluation"] = str(exc)
         except Exception as exc:  # the report says what is missing instead of failing
             missing["evaluation"] = f"the effect estimates could not be computed ({type(exc).__name__}: {exc})"
     sc = None
@@ -451,7 +453,13 @@ def build_quarterly(data, quarter: str | Quarter, design: StudyDesign | str | os
                 from ..outcomes.retention import retention
 
                 ret_cohort = build_cohort(ds, design.replace(study_start=rq.start, study_end=rq.end))
+                from ..evaluate import _check_both_groups
+
+                _check_both_groups(ret_cohort, f"retention cohort {rq}")
                 ret = retention(ds, ret_cohort.sample(), level=level, label=f"reached in {rq}")
+            except NotAvailableError as exc:
+                missing["retention"] = str(exc)
+                ret = ret_cohort = None
             except Exception as exc:
                 missing["retention"] = (f"12-month retention for cases opened in {rq} could not be computed "
                                         f"({type(exc).__name__}: {exc})")
