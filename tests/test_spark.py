@@ -221,3 +221,81 @@ def test_quarterly_report_figures_on_spark_equal_duckdb(spark_ds, duck_ds):
     a, b = on_spark.metrics().summary, on_duck.metrics().summary
     assert len(a) == len(b) > 100
     pd.testing.assert_frame_equal(a.drop(columns=["method"]), b.drop(columns=["method"]), rtol=1e-7)
+
+
+# ----------------------------------------------------------------------------- where the data live (issue 12)
+
+def test_the_door_checks_codes_and_keys_of_the_small_tables(spark, backend):
+    """HIGH_LOSS no longer passes the door: vocabularies, keys and required values are queried on Spark."""
+    spark.sql("SELECT case_id, customer_id, opened_on, upper(trigger) AS trigger, channel, arm "
+              "FROM call_cases").createOrReplaceTempView("call_cases_upper")
+    spark.sql("SELECT * FROM call_attempts UNION ALL SELECT * FROM (SELECT 'NOPE' AS case_id, attempted_at, "
+              "answered, duration_s, agent_id, outcome, reception FROM call_attempts LIMIT 2)"
+              ).createOrReplaceTempView("call_attempts_orphans")
+    with pytest.raises(ContractError) as err:
+        connect(backend, {"call_cases": "call_cases_upper", "call_attempts": "call_attempts_orphans"}, config=CONFIG)
+    p = err.value.report.problems.set_index(["table", "column", "rule"])["n_failing"].to_dict()
+    assert p == {("call_cases", "trigger", "vocabulary"): 1547, ("call_attempts", "case_id", "foreign_key"): 2}
+    msg = str(err.value)
+    assert "trigger='HIGH_LOSS'" in msg and "'HIGH_LOSS' for 'high_loss'" in msg and "case_id='NOPE'" in msg
+
+
+@pytest.mark.parametrize("offset", ["UTC", "+02:00"])
+def test_offsets_are_converted_on_spark_as_on_files(spark, backend, duck_ds, tmp_path, offset):
+    """Text with an offset becomes the operator's wall-clock time, whatever the Spark session's zone."""
+    import dataclasses
+
+    from warehouse_export import write_export
+
+    from carecall_eval.errors import DataWarning
+
+    d = write_export(tmp_path / "x", offset=offset, names="contract", upper=False, cust_id=False,
+                     decimal_comma=False, upper_codes=False, delimiter=",", only=("call_attempts", "sms"))
+    tag = "utc" if offset == "UTC" else "plus2"
+    names = {}
+    for t in ("call_attempts", "sms"):
+        spark.read.csv(str(d / f"{t}.csv"), header=True).createOrReplaceTempView(f"{t}_{tag}")
+        names[t] = f"{t}_{tag}"
+    zoned = dataclasses.replace(duck_ds.config, timezone="Europe/Stockholm")
+    before = spark.conf.get("spark.sql.session.timeZone")
+    spark.conf.set("spark.sql.session.timeZone", "America/New_York")
+    try:
+        with pytest.warns(DataWarning, match=r"call_attempts\.attempted_at, sms\.sent_at carry UTC offsets"):
+            ds = connect(backend, names, config=zoned)
+        for t in names:
+            pd.testing.assert_frame_equal(ds.table(t), duck_ds.table(t))
+        with pytest.raises(ContractError, match="time zone") as err:
+            connect(backend, names, config=duck_ds.config)
+        assert set(err.value.report.problems["rule"]) == {"timezone"}
+    finally:
+        spark.conf.set("spark.sql.session.timeZone", before)
+
+
+def test_report_through_a_connection_file_on_spark_equals_duckdb(spark, duck_ds, tmp_path, capsys):
+    """`carecall-eval report --connection FILE` renders where the data live; its metrics are DuckDB's."""
+    import io
+
+    from carecall_eval.cli import main
+    from carecall_eval.report.context import build_quarterly
+
+    conn = tmp_path / "connection.toml"
+    conn.write_text(f'backend = "pyspark"\nconfig = "{CONFIG}"\nname = "sample"\n'
+                    '[spark]\nmaster = "local[1]"\n"spark.sql.session.timeZone" = "UTC"\n')
+    assert main(["validate", "--connection", str(conn)]) == 0
+    assert "pyspark:sample" in capsys.readouterr().out
+    out = tmp_path / "reports"
+    assert main(["report", "--connection", str(conn), "--quarter", "2025Q4", "--out", str(out), "--fast",
+                 "--pool-quarters", "1", "--quiet"]) == 0
+    got = pd.read_csv(next(out.rglob("metrics.csv")))
+    want = pd.read_csv(io.StringIO(build_quarterly(duck_ds, "2025Q4", placebo=False, pool_quarters=1).metrics_csv()))
+    assert len(got) == len(want) > 100 and list(got["metric"]) == list(want["metric"])
+    pd.testing.assert_frame_equal(got.drop(columns=["method"]), want.drop(columns=["method"]), rtol=1e-7)
+
+
+def test_export_bundle_on_spark_equals_duckdb(spark_ds, duck_ds, tmp_path):
+    from carecall_eval.compare import export_bundle, read_bundle
+
+    a = read_bundle(export_bundle(spark_ds, tmp_path / "spark", placebo=False)).tables["metrics"]
+    b = read_bundle(export_bundle(duck_ds, tmp_path / "duck", placebo=False)).tables["metrics"]
+    assert len(a) == len(b) > 100
+    pd.testing.assert_frame_equal(a.drop(columns=["method"]), b.drop(columns=["method"]), rtol=1e-7)

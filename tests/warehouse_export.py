@@ -41,7 +41,7 @@ def _offset_text(col: str, offset: str | None) -> str:
 
 def write_export(dst: Path, *, offset: str | None = "+02:00", names: str = "dwh", timezone: str | None = None,
                  upper: bool = True, cust_id: bool = True, decimal_comma: bool = True, delimiter: str = ";",
-                 upper_codes: bool = True) -> Path:
+                 upper_codes: bool = True, only: tuple[str, ...] | None = None) -> Path:
     """Write the export of data/sample into `dst` (created) and return it.
 
     Parameters
@@ -54,6 +54,8 @@ def write_export(dst: Path, *, offset: str | None = "+02:00", names: str = "dwh"
         or the contract's ``<table>.csv``.
     timezone : str, optional
         Written into the copied ``operator.toml`` when given.
+    only : tuple of str, optional
+        Write only these tables.
     """
     dst = Path(dst)
     dst.mkdir(parents=True, exist_ok=True)
@@ -62,6 +64,8 @@ def write_export(dst: Path, *, offset: str | None = "+02:00", names: str = "dwh"
     con.execute(f"SET TimeZone = '{ZONE}'")
     for f in sorted(SAMPLE.glob("*.parquet")):
         name = f.stem
+        if only is not None and name not in only:
+            continue
         rel = con.sql(f"SELECT * FROM read_parquet('{f}')")
         cols = []
         for c, t in zip(rel.columns, rel.types):

@@ -156,6 +156,18 @@ def _attempt_summary(cases: pd.DataFrame, attempts: pd.DataFrame, window: int) -
     return out.reset_index()
 
 
+def _require_some(rows: pd.DataFrame, seen: pd.Series, table: str, column: str, wanted, fix: str) -> None:
+    """Refuse a cohort step that keeps nothing, naming the table, the column and the values it saw."""
+    if len(rows) or not len(seen):
+        return
+    from ..errors import InputError
+
+    counts = seen.astype(object).where(seen.notna(), None).value_counts(dropna=False)
+    shown = ", ".join(f"{v!r} ({n:,})" for v, n in counts.head(8).items()) + (" ..." if len(counts) > 8 else "")
+    want = ", ".join(repr(w) for w in wanted) if isinstance(wanted, (list, tuple)) else repr(wanted)
+    raise InputError(f"no {table} with {column} {want}: {table}.{column} holds {shown}; {fix}")
+
+
 def _candidates(ds, design: StudyDesign) -> pd.DataFrame:
     cases = ds.table("call_cases")
     attempts = ds.table("call_attempts")
@@ -163,6 +175,8 @@ def _candidates(ds, design: StudyDesign) -> pd.DataFrame:
     trig_types = design.triggers
     if trig_types is not None:
         cases_t = cases[cases["trigger"].isin(trig_types)]
+        _require_some(cases_t, cases["trigger"], "call_cases", "trigger", list(trig_types),
+                      "map the export's codes in mapping.toml or choose StudyDesign(triggers=...)")
     else:
         cases_t = cases
 
@@ -174,6 +188,9 @@ def _candidates(ds, design: StudyDesign) -> pd.DataFrame:
         return r
 
     obs = cases_t if design.include_randomized else cases_t[cases_t["arm"].isna()]
+    _require_some(obs[obs["channel"] == design.channel], obs["channel"], "call_cases", "channel",
+                  design.channel, "map the export's codes in mapping.toml ([tables.call_cases.values.channel]) "
+                  "or choose StudyDesign(channel=...)")
     if design.comparison == "unreached":
         c = obs[obs["channel"] == design.channel].copy()
         c["contact"] = c["reached"].astype(int)

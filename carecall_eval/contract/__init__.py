@@ -12,41 +12,42 @@ Modules, each importing only those before it: :mod:`.spec` (the contract, define
 dataset offers), :mod:`.dataset` (:func:`open_dataset`, :class:`Dataset` over DuckDB views),
 :mod:`.remote` (:func:`connect`, :class:`IbisDataset`: the same tables on Spark or a warehouse via
 ibis), :mod:`.validation` (:func:`validate`, and :func:`load`: open and validate), :mod:`.base`
-(:func:`~.base.open_data`, the ``data`` argument of every estimator).
-"""
-from .config import OperatorConfig, read_operator_config
-from .dataset import Dataset, open_dataset
-from .problems import PROBLEM_COLUMNS, ContractError, Problem, ValidationReport, format_problems
-from .remote import IbisDataset, connect
-from .schemas import pandera_schema, sql_checks
-from .spec import (
-    CONTRACT_VERSION,
-    LARGE_TABLES,
-    REQUIRED_TABLES,
-    SMALL_TABLES,
-    TABLES,
-)
-from .validation import load, validate
+(:func:`~.base.open_data`, the ``data`` argument of every estimator); beside them :mod:`.hints`
+(closest names, problems with one cause), :mod:`.timezones` (the one time-zone rule),
+:mod:`.mapping` (``mapping.toml``: an operator's own export read as the contract), :mod:`.guess`
+(a starter mapping), :mod:`.connection` (``--connection FILE``) and :mod:`.cli` (``carecall-eval map``).
 
-__all__ = [
-    "CONTRACT_VERSION",
-    "ContractError",
-    "Dataset",
-    "IbisDataset",
-    "LARGE_TABLES",
-    "OperatorConfig",
-    "PROBLEM_COLUMNS",
-    "Problem",
-    "REQUIRED_TABLES",
-    "SMALL_TABLES",
-    "TABLES",
-    "ValidationReport",
-    "connect",
-    "format_problems",
-    "load",
-    "open_dataset",
-    "pandera_schema",
-    "read_operator_config",
-    "sql_checks",
-    "validate",
-]
+Names are imported on first use (PEP 562), so the command line registers ``map`` without loading pandas.
+"""
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "OperatorConfig": "config", "read_operator_config": "config",
+    "Dataset": "dataset", "open_dataset": "dataset",
+    "PROBLEM_COLUMNS": "problems", "ContractError": "problems", "Problem": "problems",
+    "ValidationReport": "problems", "format_problems": "problems",
+    "IbisDataset": "remote", "connect": "remote",
+    "pandera_schema": "schemas", "sql_checks": "schemas",
+    "CONTRACT_VERSION": "spec", "LARGE_TABLES": "spec", "REQUIRED_TABLES": "spec", "SMALL_TABLES": "spec",
+    "TABLES": "spec",
+    "load": "validation", "validate": "validation",
+    "Mapping": "mapping", "read_mapping": "mapping",
+    "open_connection": "connection",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module = _EXPORTS[name]
+    except KeyError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

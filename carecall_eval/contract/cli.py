@@ -65,12 +65,13 @@ def describe_tables(directory: str | Path, table: str | None = None, rows: int =
     try:
         m = ds.mapping
         zone = ds.config.timezone if ds.config is not None else None
-        head = f"{directory}: " + (f"mapped by {m.path.name}" if m is not None else "no mapping (files read as they are)")
+        how = f"mapped by {m.path.name}" if m is not None else "no mapping (files read as they are)"
+        head = f"{directory}: {how}"
         out.append(head + (f"; operator's time zone {zone}" if zone else "; no time zone set"))
-        for p in problems:
-            if table is None or p.table in (table, "mapping.toml", "operator.toml"):
-                where = f"{p.table}.{p.column}" if p.column else p.table
-                out.append(f"  problem: {where} [{p.rule}]: {p.examples}; expected {p.expected}")
+        for prob in problems:
+            if table is None or prob.table in (table, "mapping.toml", "operator.toml"):
+                where = f"{prob.table}.{prob.column}" if prob.column else prob.table
+                out.append(f"  problem: {where} [{prob.rule}]: {prob.examples}; expected {prob.expected}")
         with pd.option_context("display.width", 160, "display.max_columns", 20):
             for name in ([table] if table else list(TABLES)):
                 if name not in ds.tables:
@@ -92,7 +93,8 @@ def describe_tables(directory: str | Path, table: str | None = None, rows: int =
                     vals = ""
                     if tm is not None and tm.values.get(c):
                         pairs = list(tm.values[c].items())
-                        vals = "; codes " + ", ".join(f"{k} -> {v}" for k, v in pairs[:6]) + (" ..." if len(pairs) > 6 else "")
+                        more = " ..." if len(pairs) > 6 else ""
+                        vals = "; codes " + ", ".join(f"{k} -> {v}" for k, v in pairs[:6]) + more
                     out.append(f"  {c:<14} {arrow:<24} {state}{vals}")
                 try:
                     frame = ds.con.sql(f"SELECT * FROM {quote_ident(name)} LIMIT {int(rows)}").df()

@@ -9,10 +9,11 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 from .problems import ContractError, Problem
+from .timezones import check_zone
 
 CONFIG_FILE = "operator.toml"
 _KNOWN = ("operator", "currency", "sms_policy_start", "small_cell_threshold", "sms_after_attempts",
-          "sms_window_hours")
+          "sms_window_hours", "timezone", "mapping")
 #: The missed-call SMS rule when operator.toml does not state it (Norsk Tipping's, copied by Svenska Spel):
 #: sent after the second unanswered attempt, and a customer answering within 48 hours of it counts as
 #: reached after the SMS.
@@ -41,6 +42,11 @@ class OperatorConfig:
     sms_window_hours : float
         A case answered within this many hours after its SMS counts as reached
         after the SMS (default 48).
+    timezone : str or None
+        The operator's IANA time zone (``"Europe/Stockholm"``): dates and times
+        that carry a UTC offset are converted to local time in it, and refused
+        when it is not set (see :mod:`carecall_eval.contract.timezones`).
+        ``mapping.toml`` may set it instead.
     extra : Mapping
         Any further keys in the file, kept as read.
     """
@@ -51,20 +57,21 @@ class OperatorConfig:
     small_cell_threshold: int = 10
     sms_after_attempts: int = DEFAULT_SMS_AFTER_ATTEMPTS
     sms_window_hours: float = DEFAULT_SMS_WINDOW_HOURS
+    timezone: str | None = None
     extra: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}),
                                      compare=False)
 
     def __reduce__(self):  # picklable although `extra` is a read-only mapping proxy
         return (_rebuild_config, (self.operator, self.currency, self.sms_policy_start,
                                   self.small_cell_threshold, dict(self.extra), self.sms_after_attempts,
-                                  self.sms_window_hours))
+                                  self.sms_window_hours, self.timezone))
 
 
 def _rebuild_config(operator, currency, sms_policy_start, small_cell_threshold, extra,
                     sms_after_attempts=DEFAULT_SMS_AFTER_ATTEMPTS,
-                    sms_window_hours=DEFAULT_SMS_WINDOW_HOURS) -> OperatorConfig:
+                    sms_window_hours=DEFAULT_SMS_WINDOW_HOURS, timezone=None) -> OperatorConfig:
     return OperatorConfig(operator, currency, sms_policy_start, small_cell_threshold, sms_after_attempts,
-                          sms_window_hours, MappingProxyType(extra))
+                          sms_window_hours, timezone, MappingProxyType(extra))
 
 
 def parse_operator_config(values: Mapping[str, Any]) -> tuple[OperatorConfig | None, list[Problem]]:
@@ -133,6 +140,14 @@ def parse_operator_config(values: Mapping[str, Any]) -> tuple[OperatorConfig | N
     else:
         out["sms_window_hours"] = float(window)
 
+    zone = values.get("timezone")
+    if zone is not None:
+        try:
+            out["timezone"] = check_zone(zone)
+        except ValueError as exc:
+            problems.append(Problem(CONFIG_FILE, "timezone", "timezone", 1, f"timezone = {zone!r}",
+                                    str(exc).split(": ", 1)[-1]))
+
     if problems:
         return None, problems
     extra = MappingProxyType({k: v for k, v in values.items() if k not in _KNOWN})
@@ -190,7 +205,8 @@ def read_operator_config(path: str | Path) -> OperatorConfig:
     ...                                      'sms_policy_start = 2023-03-01\\n')
     >>> read_operator_config(d)
     OperatorConfig(operator='Demo', currency='SEK', sms_policy_start=datetime.date(2023, 3, 1),
-                   small_cell_threshold=10, sms_after_attempts=2, sms_window_hours=48.0, extra=mappingproxy({}))
+                   small_cell_threshold=10, sms_after_attempts=2, sms_window_hours=48.0, timezone=None,
+                   extra=mappingproxy({}))
     """
     path = Path(path)
     if path.is_dir():

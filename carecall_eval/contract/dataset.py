@@ -14,6 +14,7 @@ by :func:`~carecall_eval.contract.validate`.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import shutil
@@ -29,10 +30,12 @@ import pandas as pd
 
 from .config import CONFIG_FILE, OperatorConfig, load_operator_config
 from .files import check_source
+from .mapping import MAPPING_FILE, Dialect, Mapping, map_table, read_mapping, resolve_source
 from .problems import Problem
 from .schemas import quote_ident, sql_literal
 from .spec import TABLES, Column
 from .tables import TablesBase
+from .timezones import OFFSET_PATTERN, announce_conversion, is_zoned_type
 
 _INTS = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT",
          "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT", "UHUGEINT"}
@@ -147,19 +150,35 @@ class Source:
     files : tuple of Path
         The file, or the part files of a Parquet directory, sorted.
     name : str
-        File or directory name inside the data directory.
+        File or directory name inside the data directory (or the mapping's ``source``).
+    dialect : Dialect or None
+        How a CSV file is written, from ``mapping.toml`` (every column is then read as text);
+        None: detected by DuckDB.
+    view : str or None
+        The DuckDB view presenting the file as mapped (:func:`~.mapping.map_table`), when
+        there is a mapping or a time-zone conversion; None: the file is read directly.
     """
 
     table: str
     format: Literal["parquet", "csv"]
     files: tuple[Path, ...]
     name: str
+    dialect: Dialect | None = None
+    view: str | None = None
 
     def sql(self, csv_text_columns: tuple[str, ...] = ()) -> str:
-        """The DuckDB table function reading this source."""
+        """The relation reading this source: the mapped view, or the DuckDB table function over the files."""
+        if self.view is not None:
+            return quote_ident(self.view)
+        return self.file_sql(csv_text_columns)
+
+    def file_sql(self, csv_text_columns: tuple[str, ...] = ()) -> str:
+        """The DuckDB table function reading the files as stored."""
         files = ", ".join(sql_literal(str(f)) for f in self.files)
         if self.format == "parquet":
             return f"read_parquet([{files}])"
+        if self.dialect is not None:
+            return f"read_csv([{files}], {self.dialect.read_csv_options()})"
         # contract columns are read as text and cast in the view: explicit types,
         # never sniffed, and unparseable cells can be reported rather than fatal
         types = ", ".join(f"{sql_literal(c)}: 'VARCHAR'" for c in csv_text_columns)
@@ -167,11 +186,25 @@ class Source:
         return f"read_csv({files}, header = true{opts})"
 
 
-def discover(path: Path) -> tuple[dict[str, Source], list[Problem]]:
+def _mapped_source(path: Path, name: str, pattern: str, mapping: Mapping) -> tuple[Source | None, Problem | None]:
+    files = resolve_source(path, pattern)
+    if not files:
+        return None, Problem(name, None, "missing_table", 0, f"no file matches source = {pattern!r} in {path}",
+                             f"a file, folder of Parquet parts or glob under [tables.{name}] in {MAPPING_FILE}")
+    kinds = {"parquet" if f.suffix.lower() == ".parquet" else "csv" for f in files}
+    if len(kinds) > 1:
+        return None, Problem(name, None, "ambiguous_file", 0, ", ".join(f.name for f in files[:6]),
+                             f"source = {pattern!r} matching Parquet or CSV files, not both")
+    fmt: Literal["parquet", "csv"] = "parquet" if kinds.pop() == "parquet" else "csv"
+    return Source(name, fmt, files, pattern, mapping.dialect_of(name) if fmt == "csv" else None), None
+
+
+def discover(path: Path, mapping: Mapping | None = None) -> tuple[dict[str, Source], list[Problem]]:
     """Find each contract table's file in data directory `path`.
 
     A table is ``<name>.parquet`` (a file, or a directory of Parquet part files),
-    ``<name>/`` (a directory of Parquet part files) or ``<name>.csv``.
+    ``<name>/`` (a directory of Parquet part files) or ``<name>.csv``, unless
+    `mapping` names its ``source`` (a file, folder or glob).
 
     Returns
     -------
@@ -183,6 +216,14 @@ def discover(path: Path) -> tuple[dict[str, Source], list[Problem]]:
     sources: dict[str, Source] = {}
     problems: list[Problem] = []
     for name, spec in TABLES.items():
+        tm = mapping.table(name) if mapping is not None else None
+        if mapping is not None and tm is not None and tm.source is not None:
+            src, problem = _mapped_source(path, name, tm.source, mapping)
+            if src is not None:
+                sources[name] = src
+            elif problem is not None:
+                problems.append(problem)
+            continue
         found: list[Source] = []
         for cand in (path / f"{name}.parquet", path / name):
             if cand.is_file():
@@ -193,7 +234,8 @@ def discover(path: Path) -> tuple[dict[str, Source], list[Problem]]:
                     found.append(Source(name, "parquet", parts, cand.name + "/"))
         csv = path / f"{name}.csv"
         if csv.is_file():
-            found.append(Source(name, "csv", (csv,), csv.name))
+            found.append(Source(name, "csv", (csv,), csv.name,
+                                mapping.dialect_of(name) if mapping is not None else None))
         if len(found) > 1:
             problems.append(Problem(name, None, "ambiguous_file", 0,
                                     ", ".join(s.name for s in found),
@@ -228,8 +270,12 @@ class Dataset(TablesBase):
     def __init__(self, path: Path, con: duckdb.DuckDBPyConnection,
                  config: OperatorConfig | None, sources: dict[str, Source],
                  plans: dict[str, dict[str, ColumnPlan]], problems: list[Problem],
-                 config_path: Path, stored: dict[str, dict[str, str]] | None = None):
+                 config_path: Path, stored: dict[str, dict[str, str]] | None = None,
+                 mapping: Mapping | None = None, backend=None):
         self.path = path
+        self.mapping = mapping
+        if backend is not None:
+            self.__dict__["backend"] = backend      # the ibis backend that built the mapped views
         self.con = con
         self.config = config
         self.tables = tuple(t for t in TABLES if t in sources)
@@ -306,6 +352,8 @@ class Dataset(TablesBase):
         h.update(b"carecall_eval data contract v1\0")
         entries = [(s.name, f) for t, s in self._sources.items() for f in s.files]
         entries.append((CONFIG_FILE, self._config_path))
+        if self.mapping is not None and self.mapping.path.name == MAPPING_FILE:
+            entries.append((MAPPING_FILE, self.mapping.path))
         for name, file in entries:
             h.update(f"{name}:{file.name}\0".encode())
             with open(file, "rb") as fh:
@@ -369,10 +417,66 @@ def _connect(memory_limit: str | None) -> tuple[duckdb.DuckDBPyConnection, str]:
 
 
 def _stored_columns(con: duckdb.DuckDBPyConnection, src: Source) -> dict[str, str]:
-    rel = con.sql(f"SELECT * FROM {src.sql()} LIMIT 0") if src.format == "parquet" else \
-        con.sql(f"SELECT * FROM read_csv({sql_literal(str(src.files[0]))}, header = true, "
-                f"all_varchar = true) LIMIT 0")
+    if src.view is not None or src.format == "parquet":
+        rel = con.sql(f"SELECT * FROM {src.sql()} LIMIT 0")
+    elif src.dialect is not None:
+        one = Source(src.table, src.format, src.files[:1], src.name, src.dialect)
+        rel = con.sql(f"SELECT * FROM {one.file_sql()} LIMIT 0")
+    else:
+        rel = con.sql(f"SELECT * FROM read_csv({sql_literal(str(src.files[0]))}, header = true, "
+                      f"all_varchar = true) LIMIT 0")
     return {c: str(t) for c, t in zip(rel.columns, rel.types)}
+
+
+#: Rows of a converted column looked at to say which columns carry offsets (the conversion covers every row).
+_PROBE_ROWS = 1000
+
+
+def _operator_zone(config: OperatorConfig | None, mapping: Mapping | None
+                   ) -> tuple[OperatorConfig | None, str | None, list[Problem]]:
+    """The operator's time zone: ``operator.toml``'s ``timezone``, or the mapping's (they must agree)."""
+    zone = config.timezone if config is not None else None
+    if mapping is None or mapping.timezone is None:
+        return config, zone, []
+    if zone is not None and zone != mapping.timezone:
+        return config, None, [Problem(MAPPING_FILE, "timezone", "timezone", 1,
+                                      f"{CONFIG_FILE}: {zone!r}, {mapping.path.name}: {mapping.timezone!r}",
+                                      "one time zone (set it in one of the two files)")]
+    if config is not None:
+        config = dataclasses.replace(config, timezone=mapping.timezone)
+    return config, mapping.timezone, []
+
+
+def _map_source(con, backend, name: str, src: Source, stored: dict[str, str], mapping: Mapping | None,
+                zone: str | None) -> tuple[Source, list[Problem], list[str]]:
+    """Present `src` through :func:`~.mapping.map_table` as a view; returns the source reading it."""
+    import ibis
+
+    text_cols = () if src.dialect is not None or src.format != "csv" else \
+        tuple(c for c in stored if c in TABLES[name].column_names)
+    raw_name = f"__raw_{name}"
+    con.execute(f"CREATE OR REPLACE VIEW {quote_ident(raw_name)} AS SELECT * FROM {src.file_sql(text_cols)}")
+    raw = backend.table(raw_name)
+    tm = mapping.table(name) if mapping is not None else None
+    dialect = mapping.dialect_of(name) if mapping is not None else None
+    mapped, problems, converted = map_table(raw, name, tm, zone=zone, backend_name="duckdb", source=src.name,
+                                            dialect=dialect)
+    if mapped is raw:
+        con.execute(f"DROP VIEW {quote_ident(raw_name)}")
+        return src, problems, []
+    view = f"__mapped_{name}"
+    con.execute(f"CREATE OR REPLACE VIEW {quote_ident(view)} AS {ibis.to_sql(mapped, dialect='duckdb')}")
+    announced = []
+    for c in converted:
+        stored_as = (tm.columns.get(c, c) if tm is not None else c)
+        if is_zoned_type(stored.get(stored_as, "")):
+            announced.append(f"{name}.{c}")
+            continue
+        n = con.sql(f"SELECT count(*) FROM (SELECT {quote_ident(stored_as)} AS v FROM {quote_ident(raw_name)} "
+                    f"LIMIT {_PROBE_ROWS}) WHERE regexp_matches(v, {sql_literal(OFFSET_PATTERN)})").fetchall()[0][0]
+        if n:
+            announced.append(f"{name}.{c}")
+    return dataclasses.replace(src, view=view), problems, announced
 
 
 def _check_directory(path: Path) -> None:
@@ -396,18 +500,33 @@ def open_dataset(path: str | Path, *, memory_limit: str | None = None
 
     Returns the dataset (with views for every readable table) and the problems
     that stop it from being used: missing or ambiguous files, unreadable files,
-    a missing or malformed ``operator.toml``. :func:`~carecall_eval.contract.load` raises on them;
+    a missing or malformed ``operator.toml`` or ``mapping.toml``, timestamps
+    stored with a time zone when the operator's is not set.
+    :func:`~carecall_eval.contract.load` raises on them;
     :func:`~carecall_eval.contract.validate` reports them with the rest.
+
+    With a mapping (``mapping.toml`` beside ``operator.toml``, or its ``[mapping]``
+    section), or with the operator's ``timezone`` set, each table is read through
+    a view applying :func:`~carecall_eval.contract.mapping.map_table` (names,
+    values, decimal separator, local time); the files are never rewritten.
+    Converting offsets to local time is said once, with a
+    :class:`~carecall_eval.errors.DataWarning`.
     """
     path = Path(path)
     _check_directory(path)
     con, tmp = _connect(memory_limit)
-    sources, problems = discover(path)
     config_path = path / CONFIG_FILE
-    config, config_problems = load_operator_config(config_path)
-    problems += config_problems
+    config, problems = load_operator_config(config_path)
+    mapping, mapping_problems = read_mapping(path)
+    problems += mapping_problems
+    config, zone, zone_problems = _operator_zone(config, mapping)
+    problems += zone_problems
+    sources, found = discover(path, mapping)
+    problems = found + problems
     plans: dict[str, dict[str, ColumnPlan]] = {}
     stored_types: dict[str, dict[str, str]] = {}
+    backend = None
+    converted: list[str] = []
     for name, src in list(sources.items()):
         bad = check_source(con, src)      # an empty, duplicated, ragged or unreadable file: named, table not read
         if bad:
@@ -416,10 +535,22 @@ def open_dataset(path: str | Path, *, memory_limit: str | None = None
             continue
         try:
             stored = _stored_columns(con, src)
+            zoned = any(is_zoned_type(t) for t in stored.values())
+            if mapping is not None or zone is not None or zoned:
+                if backend is None:
+                    import ibis
+
+                    backend = ibis.duckdb.from_connection(con)
+                src, found, conv = _map_source(con, backend, name, src, stored, mapping, zone)
+                problems += found
+                converted += conv
+                sources[name] = src
+                stored = _stored_columns(con, src)
         except duckdb.Error as exc:
             problems.append(Problem(name, None, "unreadable_file", 0,
                                     f"{src.name}: {str(exc).splitlines()[0]}",
-                                    "a readable Parquet file or CSV with a header row"))
+                                    "a readable Parquet file or CSV with a header row"
+                                    + (f" as {MAPPING_FILE} describes it (delimiter, encoding)" if mapping else "")))
             del sources[name]
             continue
         if src.format == "csv":  # contract columns are read as text, then cast
@@ -438,7 +569,9 @@ def open_dataset(path: str | Path, *, memory_limit: str | None = None
                    if (expr := p.view_expr(strict=True)) is not None]
         select = f"* REPLACE ({', '.join(replace)})" if replace else "*"
         con.execute(f"CREATE VIEW {quote_ident(name)} AS SELECT {select} FROM {source_sql}")
-    ds = Dataset(path, con, config, sources, plans, problems, config_path, stored_types)
+    if converted and zone is not None:
+        announce_conversion(converted, zone, str(path))
+    ds = Dataset(path, con, config, sources, plans, problems, config_path, stored_types, mapping, backend)
     weakref.finalize(ds, shutil.rmtree, tmp, True)
     return ds, problems
 

@@ -214,7 +214,7 @@ def guess_files(directory: str | Path) -> list[FileGuess]:
         guesses.append(FileGuess(p, "csv", header, enc, delim))
     for g in guesses:
         scores = {t: _table_score(t, g) for t in TABLES}
-        best = max(scores, key=scores.get)
+        best = max(scores, key=lambda t: scores[t])
         if scores[best] >= 0.5:
             g.table, g.score = best, scores[best]
     return guesses
@@ -300,10 +300,11 @@ def starter_mapping(directory: str | Path) -> tuple[str, list[str]]:
     offsets: dict[str, str] = {}
     # the decimal separator, from the numbers of each CSV file
     for g in csvs:
-        cols = match_columns(g.table, g.columns)
-        nums = [cols[c.name] for c in TABLES[g.table].columns if c.kind in ("float", "int") and c.name in cols]
+        name = str(g.table)
+        cols = match_columns(name, g.columns)
+        nums = [cols[c.name] for c in TABLES[name].columns if c.kind in ("float", "int") and c.name in cols]
         try:
-            sample = _sample(con, g, nums + [cols[c.name] for c in TABLES[g.table].columns
+            sample = _sample(con, g, nums + [cols[c.name] for c in TABLES[name].columns
                                              if c.kind in ("date", "timestamp") and c.name in cols])
         except duckdb.Error as exc:
             g.notes.append(f"could not be read as guessed ({str(exc).splitlines()[0]})")
@@ -312,7 +313,7 @@ def starter_mapping(directory: str | Path) -> tuple[str, list[str]]:
         comma = sum(bool(re.fullmatch(r"-?\d+,\d+", v.strip())) for v in values)
         dot = sum(bool(re.fullmatch(r"-?\d+\.\d+", v.strip())) for v in values)
         g.decimal = "," if comma > dot else "." if dot else None
-        for c in TABLES[g.table].columns:
+        for c in TABLES[name].columns:
             if c.kind in ("date", "timestamp") and c.name in cols:
                 hit = next((v for v in sample.get(cols[c.name], []) if re.match(OFFSET_PATTERN, v)), None)
                 if hit:
@@ -334,8 +335,10 @@ def starter_mapping(directory: str | Path) -> tuple[str, list[str]]:
              "# value in the file = contract value. The files themselves are never rewritten.", ""]
     zone_known = _configured_zone(directory)
     if offsets:
-        seen = sorted({m.group(0) for v in offsets.values() if (m := re.search(r"([Zz]|[+-]\d{2}(:?\d{2})?)\s*$", v))})
-        lines += [f"# Dates and times in {', '.join(offsets)} carry UTC offsets (e.g. {next(iter(offsets.values()))!r};",
+        seen = sorted({m.group(0) for v in offsets.values()
+                       if (m := re.search(r"([Zz]|[+-]\d{2}(:?\d{2})?)\s*$", v))})
+        example = next(iter(offsets.values()))
+        lines += [f"# Dates and times in {', '.join(offsets)} carry UTC offsets (e.g. {example!r};",
                   f"# seen: {', '.join(seen)}). They are converted to the operator's local time, in its zone."]
         if zone_known:
             lines += [f"# {CONFIG_FILE} sets timezone = {zone_known!r}.", ""]
@@ -346,7 +349,7 @@ def starter_mapping(directory: str | Path) -> tuple[str, list[str]]:
                         f"{', '.join(offsets)} carry UTC offsets")
     if shared is not None:
         enc, delim, dec = shared
-        lines += ["[csv]                      # how the CSV files are written (a table's own [tables.NAME.csv] overrides)"]
+        lines += ["[csv]    # how the CSV files are written (a table's own [tables.NAME.csv] overrides)"]
         if delim:
             lines.append(f"delimiter = {_str(delim)}")
         lines.append(f"decimal = {_str(dec)}")
@@ -369,8 +372,8 @@ def starter_mapping(directory: str | Path) -> tuple[str, list[str]]:
         lines.append(f"source = {_str(_glob_of([g.path for g in files], directory))}")
         if g0.format == "csv" and shared is not None and (g0.encoding, g0.delimiter, g0.decimal) != shared:
             lines.append("csv = { " + ", ".join(
-                [f"delimiter = {_str(g0.delimiter)}"] * bool(g0.delimiter)
-                + [f"decimal = {_str(g0.decimal)}", f"encoding = {_str(g0.encoding)}"]) + " }")
+                [f"delimiter = {_str(g0.delimiter or '')}"] * bool(g0.delimiter)
+                + [f"decimal = {_str(g0.decimal or '.')}", f"encoding = {_str(g0.encoding)}"]) + " }")
         cols = match_columns(table, g0.columns)
         lines.append(f"[tables.{table}.columns]")
         for col in spec.columns:

@@ -41,13 +41,13 @@ def close_match(name: str, candidates: Iterable[str], cutoff: float = 0.6) -> st
     for c in cands:
         if c.lower() == str(name).lower():
             return c
-    by_norm = {}
+    by_norm: dict[str, str] = {}
     for c in cands:
         by_norm.setdefault(c.lower(), c)
     got = difflib.get_close_matches(str(name).lower(), list(by_norm), n=1, cutoff=cutoff)
     if got:
         return by_norm[got[0]]
-    norm = {}
+    norm: dict[str, str] = {}
     for c in cands:
         norm.setdefault(_norm(c), c)
     got = difflib.get_close_matches(_norm(name), list(norm), n=1, cutoff=cutoff)
@@ -114,7 +114,8 @@ def causes(problems: pd.DataFrame) -> list[Cause]:
     p = problems.reset_index(drop=True)
 
     # column names differing only in case
-    case_rows, by_table = [], {}
+    case_rows: list[int] = []
+    by_table: dict[str, list[tuple[str, str]]] = {}
     for i, r in p[p["rule"] == "required_column"].iterrows():
         m = _CASE_ONLY.search(str(r["examples"]))
         if m:
@@ -135,7 +136,8 @@ def causes(problems: pd.DataFrame) -> list[Cause]:
             head = (f"every column of {_plural(len(full), 'table')}, and {_plural(n_part, 'column')} of "
                     f"{len(part)} more, differ from the contract only in case")
         else:
-            head = f"{_plural(len(case_rows), 'column')} of {_plural(len(by_table), 'table')} differ from the contract only in case"
+            head = (f"{_plural(len(case_rows), 'column')} of {_plural(len(by_table), 'table')} differ from the "
+                    "contract only in case")
         out.append(Cause(f"{head} (e.g. {t0}: {found!r} for {col!r}; names are case-sensitive): {_MAP_HINT}",
                          tuple(case_rows)))
 
@@ -182,7 +184,7 @@ def causes(problems: pd.DataFrame) -> list[Cause]:
             voc_rows.append(i)
             voc_cols.append(f"{t}.{c}")
             pair = pair or (vals[0], norm[_norm(vals[0])])
-    if voc_rows:
+    if voc_rows and pair is not None:
         out.append(Cause(f"codes in {_listing(voc_cols)} differ from the contract's only in case or punctuation "
                          f"(e.g. {pair[0]!r} for {pair[1]!r}): map the values under [tables.TABLE.values.COLUMN] "
                          "in mapping.toml (`carecall-eval map init DIR` writes the guesses)", tuple(voc_rows)))

@@ -34,10 +34,11 @@ from __future__ import annotations
 
 import glob as _glob
 import tomllib
+from collections.abc import Mapping as Table
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 from .config import CONFIG_FILE
 from .hints import close_match
@@ -112,8 +113,8 @@ class TableMapping:
 
     table: str
     source: str | None = None
-    columns: Mapping[str, str] = field(default_factory=dict)
-    values: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    columns: Table[str, str] = field(default_factory=dict)
+    values: Table[str, Table[str, str]] = field(default_factory=dict)
     dialect: Dialect = Dialect()
 
 
@@ -136,7 +137,7 @@ class Mapping:
     path: Path
     timezone: str | None = None
     dialect: Dialect = Dialect()
-    tables: Mapping[str, TableMapping] = field(default_factory=dict)
+    tables: Table[str, TableMapping] = field(default_factory=dict)
 
     def table(self, name: str) -> TableMapping | None:
         """The table's mapping, None when the mapping does not mention it."""
@@ -161,7 +162,7 @@ def _parse_dialect(values: Any, where: str, base: Dialect, problems: list[Proble
     if not isinstance(values, dict):
         bad("", values, "a table of CSV settings (delimiter, decimal, thousands, encoding, header, null)")
         return base
-    out = {"delimiter": base.delimiter, "decimal": base.decimal, "thousands": base.thousands,
+    out: dict[str, Any] = {"delimiter": base.delimiter, "decimal": base.decimal, "thousands": base.thousands,
            "encoding": base.encoding, "header": base.header, "null": base.null}
     for key, v in values.items():
         if key not in _DIALECT_KEYS:
@@ -217,7 +218,8 @@ def _str_table(values: Any, where: str, file: str, problems: list[Problem], what
     return out
 
 
-def parse_mapping(values: Mapping[str, Any], path: str | Path, *, section: str = "") -> tuple[Mapping | None, list[Problem]]:
+def parse_mapping(values: Table[str, Any], path: str | Path, *,
+                  section: str = "") -> tuple[Mapping | None, list[Problem]]:
     """Check a parsed mapping document and build a :class:`Mapping`.
 
     Parameters
@@ -264,13 +266,15 @@ def parse_mapping(values: Mapping[str, Any], path: str | Path, *, section: str =
                                     + (f"; did you mean {near!r}?" if near else "")))
             continue
         if not isinstance(spec, dict):
-            problems.append(Problem(file, where, "mapping", 1, repr(spec), "a table with source, columns, values"))
+            problems.append(Problem(file, where, "mapping", 1, repr(spec),
+                                    "a table with source, columns, values"))
             continue
         for key in spec:
             if key not in _TABLE_KEYS:
                 near = close_match(key, _TABLE_KEYS)
+                hint = f" (did you mean {near!r}?)" if near else ""
                 problems.append(Problem(file, _where(where, key), "mapping", 1, key,
-                                        f"one of {', '.join(_TABLE_KEYS)}" + (f" (did you mean {near!r}?)" if near else "")))
+                                        f"one of {', '.join(_TABLE_KEYS)}{hint}"))
         source = spec.get("source")
         if source is not None and (not isinstance(source, str) or not source.strip()):
             problems.append(Problem(file, _where(where, "source"), "mapping", 1, repr(source),

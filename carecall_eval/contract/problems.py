@@ -21,6 +21,7 @@ import pandas as pd
 
 from ..errors import InputError
 from ..results import Reporting, tidy
+from .hints import causes
 from .spec import CONTRACT_VERSION, TABLES
 
 __all__ = ["PROBLEM_COLUMNS", "Problem", "ValidationReport", "ContractError", "format_problems"]
@@ -30,10 +31,10 @@ PROBLEM_COLUMNS = ["table", "column", "rule", "n_failing", "examples", "expected
 
 #: Rules about files and keys rather than rows (no count of failing rows is shown for them).
 FILE_RULES = frozenset({"missing_file", "unreadable_file", "ambiguous_file", "missing_table", "required_key",
-                        "empty_file", "duplicate_column"})
+                        "mapping", "empty_file", "duplicate_column"})
 
-_RULE_ORDER = ["missing_file", "unreadable_file", "ambiguous_file", "missing_table",
-               "required_key", "required_column", "type", "not_null", "finite",
+_RULE_ORDER = ["missing_file", "unreadable_file", "ambiguous_file", "mapping", "missing_table",
+               "required_key", "required_column", "type", "timezone", "not_null", "finite",
                "vocabulary", "range", "unique"]
 
 
@@ -165,7 +166,14 @@ class ValidationReport(Reporting):
         n = len(self.problems)
         lines = [f"{self.path} does not meet the data contract (v{self.contract_version}): "
                  f"{n} problem{'s' if n != 1 else ''}."]
-        for p in self.problems.itertuples(index=False):
+        found = causes(self.problems)
+        covered = {i for c in found if c.collapses for i in c.rows}
+        for c in found:
+            if c.collapses:
+                lines.append(f"  * {c.line}.")
+        for i, p in enumerate(self.problems.itertuples(index=False)):
+            if i in covered:
+                continue
             where = f"{p.table}.{p.column}" if p.column else p.table
             total = self.n_rows.get(p.table)
             of = f" of {total:,}" if total is not None else ""
@@ -176,6 +184,7 @@ class ValidationReport(Reporting):
             if p.examples:
                 for ex in p.examples.split("; "):
                     lines.append(f"      {ex}")
+        lines += [f"  hint: {c.line}." for c in found if not c.collapses]
         lines.append("Fix the data or the export that produced it, then run "
                      "`carecall-eval validate DIR` again (see docs/data-contract.md).")
         return "\n".join(lines)
@@ -225,8 +234,12 @@ def format_problems(report: ValidationReport, *, max_examples_width: int = 100) 
         return (f"OK: {report.path} meets the data contract (v{report.contract_version}). "
                 f"Rows: {counts}.")
     df = report.problems
+    found = causes(df)
+    covered = {i for c in found if c.collapses for i in c.rows}
     rows = [("table", "column", "rule", "failing", "expected", "examples")]
-    for p in df.itertuples(index=False):
+    for i, p in enumerate(df.itertuples(index=False)):
+        if i in covered:
+            continue
         ex = p.examples if len(p.examples) <= max_examples_width else \
             p.examples[: max_examples_width - 3] + "..."
         failing = "-" if p.rule in FILE_RULES else f"{p.n_failing:,}"
@@ -242,4 +255,8 @@ def format_problems(report: ValidationReport, *, max_examples_width: int = 100) 
     n = len(df)
     head = (f"FAILED: {report.path} does not meet the data contract "
             f"(v{report.contract_version}): {n} problem{'s' if n != 1 else ''}.")
-    return head + "\n" + "\n".join(lines)
+    said = [f"* {c.line}" for c in found if c.collapses]
+    if covered and len(rows) > 1:
+        said.append(f"The other {len(rows) - 1}:")
+    hints = [f"hint: {c.line}" for c in found if not c.collapses]
+    return "\n".join([head, *said, *(lines if len(rows) > 1 else []), *hints])

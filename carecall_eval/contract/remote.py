@@ -19,16 +19,23 @@ per cohort key (or per group and week) comes back. The small tables
 (customers, products, triggers, call_cases, call_attempts, sms, rg_events) are
 fetched whole into pandas by :meth:`IbisDataset.table`, as with files.
 
-Opening checks the contract cheaply, from the tables' schemas only (no data
-are scanned): required tables present, contract columns present, and stored
-types the contract accepts. Compatible stored types are cast in the ibis
-expression (see :func:`connect`). The full contract (vocabularies, ranges,
-keys, foreign keys, row rules) is checked on files by
+Opening checks the contract where the data are: from the tables' schemas,
+required tables present, contract columns present, and stored types the
+contract accepts (compatible stored types are cast in the ibis expression, see
+:func:`connect`); then, with a few aggregate queries on the small tables
+(customers, products, triggers, call_cases, call_attempts, sms, rg_events),
+their vocabularies, ranges, required values, unique keys and the keys between
+them, and dates and times carrying a UTC offset (:mod:`.timezones`).  The large
+tables are not scanned.  A mapping (:mod:`.mapping`: column names, codes,
+decimal commas, the operator's time zone) is applied to the table expressions
+first, exactly as on files.  The rest of the contract (the large tables' values
+and keys, row rules) is checked on files by
 :func:`carecall_eval.contract.validate`: export an extract to Parquet and
 validate that (``docs/backends.md``). The aggregation does not need it.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -39,9 +46,13 @@ from typing import Any, Mapping
 import pandas as pd
 
 from .config import OperatorConfig, read_operator_config
-from .problems import ContractError, Problem, ValidationReport
-from .spec import CONTRACT_VERSION, TABLES, Column, expected_text
+from .hints import causes, column_hint
+from .mapping import Mapping as ExportMapping
+from .mapping import map_table, read_mapping
+from .problems import FILE_RULES, ContractError, Problem, ValidationReport
+from .spec import CONTRACT_VERSION, SMALL_TABLES, TABLES, Column, expected_text
 from .tables import TablesBase
+from .timezones import announce_conversion, carries_offset
 
 #: ibis type of each contract kind, as exposed by :meth:`IbisDataset.ibis_table`.
 IBIS_TYPES: dict[str, str] = {
@@ -117,8 +128,7 @@ def _conform(name: str, expr) -> tuple[Any, list[Problem]]:
             continue                       # an optional column may be absent
         if dtype is None:
             near = lower.get(col.name.lower())
-            found = f"a column {near!r} (names are case-sensitive)" if near else \
-                f"columns {', '.join(stored) or '(none)'}"
+            found = f"a column {near!r} (names are case-sensitive)" if near else column_hint(col.name, stored)
             problems.append(Problem(name, col.name, "required_column", 0, found,
                                     expected_text(col, "required_column")))
         elif _is_contract_type(col, dtype):
@@ -148,6 +158,12 @@ class IbisDataset(TablesBase):
     backend : ibis.backends.BaseBackend
         The ibis backend the tables live on. It belongs to the caller:
         :meth:`close` leaves it open.
+    mapping : carecall_eval.contract.mapping.Mapping or None
+        The mapping applied to the tables, if any.
+    checks : ValidationReport
+        What :func:`connect` checked where the data are (rows per small table;
+        engine ``"ibis"`` for the small tables' value checks, ``"schema"`` for
+        the large tables).
     config : OperatorConfig
         The operator's settings (``operator.toml``).
     tables : tuple of str
@@ -164,12 +180,16 @@ class IbisDataset(TablesBase):
     validate it. Opening checked the tables' schemas only.
     """
 
-    def __init__(self, backend, exprs: Mapping[str, Any], config: OperatorConfig, label: str):
+    def __init__(self, backend, exprs: Mapping[str, Any], config: OperatorConfig, label: str,
+                 mapping: ExportMapping | None = None, checks: ValidationReport | None = None):
         self.backend = backend
         self.config = config
         self.path = label
         self.tables = tuple(t for t in TABLES if t in exprs)
         self._exprs = dict(exprs)
+        self.mapping = mapping
+        #: What :func:`connect` checked (no problems: it raises otherwise): rows per small table, how.
+        self.checks = checks if checks is not None else ValidationReport.from_problems(label, [])
 
     _large_hint = "aggregate it with dataset.ibis_table({name!r}) on the backend"
 
@@ -220,6 +240,10 @@ class IbisDataset(TablesBase):
                "small_cell_threshold": self.config.small_cell_threshold,
                "extra": dict(self.config.extra)}
         h.update(json.dumps(cfg, sort_keys=True, default=str).encode() + b"\0")
+        if self.config.timezone is not None:        # what the data mean depends on these (absent: as before)
+            h.update(f"timezone:{self.config.timezone}\0".encode())
+        if self.mapping is not None and self.mapping.path.is_file():
+            h.update(b"mapping:" + self.mapping.path.read_bytes() + b"\0")
         for name in self.tables:
             summary = self._checksum(name)
             self._counts[name] = int(summary["n"])
@@ -231,6 +255,8 @@ class IbisDataset(TablesBase):
         t = self._exprs[name]
         aggs = {"n": t.count()}
         for col in TABLES[name].columns:
+            if col.name not in t.columns:      # an optional column that is absent
+                continue
             c = t[col.name]
             if col.kind in ("float", "int"):
                 aggs[f"sum_{col.name}"] = c.cast("decimal(38, 4)").sum()
@@ -242,8 +268,9 @@ class IbisDataset(TablesBase):
     def fingerprint(self) -> str:
         """SHA-256 (hex) of a summary of the tables, computed on the backend.
 
-        Hashes the backend name, :attr:`path`, the operator settings, the
-        tables present and, per table, one aggregate: the row count, the sum
+        Hashes the backend name, :attr:`path`, the operator settings (with
+        the time zone and the mapping file, when there are), the tables
+        present and, per table, one aggregate: the row count, the sum
         of every numeric contract column (as an exact decimal) and the first
         and last value of every date and timestamp column.
 
@@ -286,7 +313,8 @@ def _normalise(df: pd.DataFrame, schema, name: str, label: str) -> pd.DataFrame:
 
 def connect(backend, tables: Mapping[str, Any] | None = None, *,
             config: OperatorConfig | str | os.PathLike | None = None,
-            name: str | None = None) -> IbisDataset:
+            name: str | None = None, mapping: ExportMapping | str | os.PathLike | None = None,
+            check_values: bool = True) -> IbisDataset:
     """Open the data contract tables on an ibis backend.
 
     Parameters
@@ -310,6 +338,18 @@ def connect(backend, tables: Mapping[str, Any] | None = None, *,
     name : str, optional
         Label for :attr:`IbisDataset.path` (``"<backend>:<name>"``); default
         the backend's current database, if it has one.
+    mapping : Mapping or path, optional
+        How the tables differ from the contract (``mapping.toml``, see
+        :mod:`carecall_eval.contract.mapping`): column names, codes, decimal
+        commas, the operator's time zone.  A path is a ``mapping.toml`` or the
+        folder holding it (or its ``operator.toml`` with a ``[mapping]``
+        section).  Default: when `config` is a path, the mapping beside it, if
+        any.  The mapping's ``source`` and CSV settings other than the decimal
+        separator concern files and are not used here.
+    check_values : bool, default True
+        Check the small tables' values with aggregate queries (vocabularies,
+        ranges, required values, unique keys, keys between the small tables,
+        offsets without a time zone); False checks the schemas only.
 
     Returns
     -------
@@ -318,11 +358,15 @@ def connect(backend, tables: Mapping[str, Any] | None = None, *,
     Raises
     ------
     ContractError
-        Listing every problem found from the schemas: a required table that
-        is absent (``missing_table``), a contract column that is absent
-        (``required_column``, by table and column), or stored with a type the
-        contract does not accept (``type``). An absent optional table
-        (``deposits``) is not a problem: ``has("deposits")`` is False.
+        Listing every problem found: a required table that is absent
+        (``missing_table``), a contract column that is absent
+        (``required_column``, by table and column, with the closest name), or
+        stored with a type the contract does not accept (``type``); then, in
+        the small tables, ``not_null``, ``vocabulary``, ``range``, ``unique``
+        and ``foreign_key`` failures with the failing rows and examples, and
+        dates and times with a UTC offset when no time zone is configured
+        (``timezone``).  An absent optional table (``deposits``) is not a
+        problem: ``has("deposits")`` is False.
     TypeError
         If `config` is missing or of the wrong type, or a `tables` value is
         neither a name nor an ibis table.
@@ -332,9 +376,8 @@ def connect(backend, tables: Mapping[str, Any] | None = None, *,
 
     Notes
     -----
-    Only the schemas are read: no data are scanned. A contract column stored
-    with another compatible type is cast in the expression, as the DuckDB
-    views cast stored files:
+    A contract column stored with another compatible type is cast in the
+    expression, as the DuckDB views cast stored files:
 
     ========= ==================================================================
     contract  cast from
@@ -342,17 +385,18 @@ def connect(backend, tables: Mapping[str, Any] | None = None, *,
     string    integers
     int       other integer widths, floats and decimals, text
     float     float32, decimals, integers, text
-    date      timestamps (with or without time zone), ISO text
-    timestamp timestamps with a time zone (to the session's wall-clock time), dates, ISO text
+    date      timestamps, ISO text
+    timestamp dates, ISO text
     bool      text (``true``/``false``)
     ========= ==================================================================
 
-    A cast does not check values: a timestamp with a time of day becomes its
-    date, and unparseable text is null or an error depending on the backend
-    (Spark 4 with ANSI mode raises). Run the full checks of
-    :func:`carecall_eval.contract.validate` on a Parquet export to find such
-    values. On Spark, set ``spark.sql.session.timeZone`` to the operator's
-    time zone if timestamps are stored with a time zone.
+    Dates and times with a UTC offset (text such as ``2025-03-01 10:15:00+01:00``,
+    or a timestamp type with a time zone) are converted to the operator's local
+    time (``timezone`` in ``operator.toml`` or the mapping) and refused without
+    it, as on files (:mod:`carecall_eval.contract.timezones`).  On Spark, the
+    session time zone is the wall clock of its ``TIMESTAMP`` columns: set
+    ``spark.sql.session.timeZone`` to the operator's zone when timestamps are
+    stored as such.
 
     Examples
     --------
@@ -369,13 +413,23 @@ def connect(backend, tables: Mapping[str, Any] | None = None, *,
     if config is None:
         raise TypeError("connect(..., config=...) is required: an OperatorConfig or the path "
                         "of an operator.toml (operator, currency, sms_policy_start, ...)")
+    config_dir = None
     if isinstance(config, (str, os.PathLike)):
+        config_dir = Path(config) if Path(config).is_dir() else Path(config).parent
         config = read_operator_config(Path(config))
     elif not isinstance(config, OperatorConfig):
         raise TypeError(f"config must be an OperatorConfig or a path to operator.toml, "
                         f"not {type(config).__name__}")
-    mapping = dict(tables or {})
-    unknown = sorted(set(mapping) - set(TABLES))
+    mapping = _read_mapping_arg(mapping, config_dir)
+    zone = config.timezone
+    if mapping is not None and mapping.timezone is not None:
+        if zone is not None and zone != mapping.timezone:
+            raise ContractError(f"two time zones: {zone!r} in operator.toml and {mapping.timezone!r} in "
+                                f"{mapping.path.name}; set it in one of them")
+        zone = mapping.timezone
+        config = dataclasses.replace(config, timezone=zone)
+    table_map = dict(tables or {})
+    unknown = sorted(set(table_map) - set(TABLES))
     if unknown:
         raise ValueError(f"tables: {unknown} are not contract tables; "
                          f"the contract tables are {list(TABLES)}")
@@ -383,8 +437,10 @@ def connect(backend, tables: Mapping[str, Any] | None = None, *,
 
     problems: list[Problem] = []
     exprs: dict[str, Any] = {}
+    converted: list[tuple[str, str, Any]] = []
+    mapped: dict[str, Any] = {}
     for tname, spec in TABLES.items():
-        source = mapping.get(tname, tname)
+        source = table_map.get(tname, tname)
         if isinstance(source, ibis.expr.types.Table):
             owner = source.get_backend()
             if owner is not backend:
@@ -396,7 +452,7 @@ def connect(backend, tables: Mapping[str, Any] | None = None, *,
                 expr = backend.table(source)
             except TableNotFound:
                 if spec.required:
-                    given = f"tables[{tname!r}] = {source!r}" if tname in mapping else \
+                    given = f"tables[{tname!r}] = {source!r}" if tname in table_map else \
                         f"a table {source!r}"
                     problems.append(Problem(tname, None, "missing_table", 0,
                                             f"no table {source!r} on {label}",
@@ -406,24 +462,220 @@ def connect(backend, tables: Mapping[str, Any] | None = None, *,
         else:
             raise TypeError(f"tables[{tname!r}] must be a table name or an ibis table expression, "
                             f"not {type(source).__name__}")
+        tm = mapping.table(tname) if mapping is not None else None
+        stored = expr
+        expr, found, conv = map_table(expr, tname, tm, zone=zone, backend_name=backend.name,
+                                      source=source if isinstance(source, str) else tname,
+                                      dialect=mapping.dialect_of(tname) if mapping is not None else None)
+        problems += found
+        converted += [(tname, c, stored[tm.columns.get(c, c) if tm is not None else c]) for c in conv]
+        mapped[tname] = expr
         exprs[tname], found = _conform(tname, expr)
         problems += found
     if problems:
         _raise(label, problems)
-    return IbisDataset(backend, exprs, config, label)
+    n_rows: dict[str, int] = {}
+    if check_values:
+        problems += _value_problems(exprs, n_rows)
+        if zone is None:
+            problems += _offset_problems(mapped)
+    if problems:
+        _raise(label, problems, values=True)
+    if zone is not None:
+        _announce(converted, zone, label)
+    engines = {t: ("ibis" if check_values and t in SMALL_TABLES else "schema") for t in exprs}
+    checks = ValidationReport.from_problems(label, [], n_rows, engines)
+    return IbisDataset(backend, exprs, config, label, mapping, checks)
 
 
-def _raise(label: str, problems: list[Problem]) -> None:
-    """Raise :class:`ContractError` listing schema problems (with a ValidationReport attached)."""
+def _read_mapping_arg(mapping, config_dir: Path | None) -> ExportMapping | None:
+    if isinstance(mapping, ExportMapping):
+        return mapping
+    if mapping is None and config_dir is None:
+        return None
+    if mapping is None:
+        assert config_dir is not None
+        folder = config_dir
+    else:
+        p = Path(mapping)
+        folder = p if p.is_dir() else p.parent
+        if not p.exists():
+            raise FileNotFoundError(f"mapping {p} does not exist")
+    found, problems = read_mapping(folder)
+    if problems:
+        raise ContractError(f"the mapping in {folder} cannot be used:\n"
+                            + "\n".join(f"  - {p.table}: {p.column or ''} [{p.rule}]: {p.examples}; expected "
+                                         f"{p.expected}" for p in problems),
+                            report=ValidationReport.from_problems(folder, problems))
+    if mapping is not None and found is None:
+        raise FileNotFoundError(f"no mapping.toml (or [mapping] section of operator.toml) in {folder}")
+    return found
+
+
+# ----------------------------------------------------------------------------- checks on the small tables
+
+#: Offending rows shown per problem (as validation shows them).
+_N_EXAMPLES = 5
+#: Rows of a large table looked at for dates written with a UTC offset.
+_PROBE_ROWS = 10_000
+
+
+def _show(v) -> str:
+    import datetime as _dt
+
+    if v is None:
+        return "null"
+    if isinstance(v, _dt.datetime):
+        return v.date().isoformat() if v.time() == _dt.time(0) else v.isoformat(sep=" ")
+    if isinstance(v, _dt.date):
+        return v.isoformat()
+    return repr(v) if isinstance(v, str) else str(v)
+
+
+def _examples(t, pred, cols: list[str]) -> str:
+    rows = t.filter(pred).select(*cols).limit(_N_EXAMPLES).to_pyarrow().to_pylist()
+    return "; ".join(", ".join(f"{c}={_show(r[c])}" for c in cols) for r in rows)
+
+
+def _literal(col: Column, bound):
+    import datetime as _dt
+
+    import ibis
+
+    if isinstance(bound, _dt.date):
+        return ibis.timestamp(bound.isoformat() + " 00:00:00") if col.kind == "timestamp" else ibis.date(bound)
+    return bound
+
+
+def _value_problems(exprs: dict, n_rows: dict) -> list[Problem]:
+    """Vocabulary, range, not-null, unique and foreign-key problems of the small tables (aggregate queries)."""
+    problems: list[Problem] = []
+    for name in [t for t in SMALL_TABLES if t in exprs]:
+        t, spec = exprs[name], TABLES[name]
+        checks = []
+        for col in spec.columns:
+            if col.name not in t.columns:
+                continue
+            c = t[col.name]
+            if not col.nullable:
+                checks.append((col, "not_null", c.isnull()))
+            if col.vocabulary is not None:
+                checks.append((col, "vocabulary", c.notnull() & ~c.isin(list(col.vocabulary))))
+            bounds = []
+            if col.min is not None:
+                bounds.append(c < _literal(col, col.min))
+            if col.max is not None:
+                bounds.append(c > _literal(col, col.max))
+            if bounds:
+                pred = bounds[0] if len(bounds) == 1 else (bounds[0] | bounds[1])
+                checks.append((col, "range", c.notnull() & pred))
+        aggs = {f"c{i}": pred.ifelse(1, 0).sum() for i, (_, _, pred) in enumerate(checks)}
+        aggs["n"] = t.count()
+        row = t.aggregate(**aggs).to_pyarrow().to_pylist()[0]
+        n_rows[name] = int(row["n"])
+        key = [k for k in spec.key if k in t.columns]
+        for i, (col, rule, pred) in enumerate(checks):
+            n = int(row[f"c{i}"] or 0)
+            if n:
+                show = list(dict.fromkeys([*key, col.name]))
+                problems.append(Problem(name, col.name, rule, n, _examples(t, pred, show),
+                                        expected_text(col, rule)))
+        uniques: list[tuple[tuple[str, ...], str, str]] = [
+            ((col.name,), expected_text(col, "unique"), col.name) for col in spec.columns if col.unique]
+        if spec.unique_together:
+            k = ", ".join(spec.unique_together)
+            uniques.append((spec.unique_together, f"one row per ({k})", k))
+        for cols, expected, where in uniques:
+            notnull = t.filter([t[c].notnull() for c in cols])
+            dup = notnull.group_by(list(cols)).aggregate(_k=notnull.count()).filter(lambda d: d._k > 1)
+            n = dup.aggregate(n=dup._k.sum()).to_pyarrow().to_pylist()[0]["n"] or 0
+            if n:
+                ex = "; ".join(", ".join(f"{c}={_show(r[c])}" for c in cols)
+                               for r in dup.limit(_N_EXAMPLES).to_pyarrow().to_pylist())
+                problems.append(Problem(name, where, "unique", int(n), ex, expected))
+        for col in spec.columns:
+            if not col.references or col.name not in t.columns:
+                continue
+            ref_table, ref_col = col.references
+            if ref_table not in exprs or ref_table not in SMALL_TABLES:
+                continue
+            parent = exprs[ref_table].select(_ref=exprs[ref_table][ref_col]).distinct()
+            orphans = t.filter(t[col.name].notnull()).anti_join(parent, t[col.name] == parent._ref)
+            n = orphans.count().to_pyarrow().as_py()
+            if n:
+                show = list(dict.fromkeys([*key, col.name]))
+                rows = orphans.select(*show).limit(_N_EXAMPLES).to_pyarrow().to_pylist()
+                ex = "; ".join(", ".join(f"{c}={_show(r[c])}" for c in show) for r in rows)
+                problems.append(Problem(name, col.name, "foreign_key", int(n), ex, expected_text(col, "foreign_key")))
+    return problems
+
+
+def _text_time_columns(t, name: str) -> list[str]:
+    schema = t.schema()
+    return [c.name for c in TABLES[name].columns if c.kind in ("date", "timestamp") and c.name in schema
+            and schema[c.name].is_string()]
+
+
+def _offset_problems(mapped: dict) -> list[Problem]:
+    """Dates and times written with a UTC offset, no time zone configured: refused (``timezone``).
+
+    Looked for before the contract's casts, in the text the backend holds (`mapped`: each table as
+    mapped, before the casts; small tables whole, the first rows of the large ones).
+    """
+    from .timezones import offset_problem
+
+    problems = []
+    for name, raw in mapped.items():
+        cols = _text_time_columns(raw, name)
+        if not cols:
+            continue
+        rel = raw.limit(_PROBE_ROWS) if TABLES[name].large else raw
+        row = rel.aggregate(**{f"c{i}": carries_offset(rel[c]).ifelse(1, 0).sum()
+                               for i, c in enumerate(cols)}).to_pyarrow().to_pylist()[0]
+        key = [k for k in TABLES[name].key if k in raw.columns]
+        for i, c in enumerate(cols):
+            n = int(row[f"c{i}"] or 0)
+            if n:
+                problems.append(offset_problem(name, c, n, _examples(rel, carries_offset(rel[c]),
+                                                                      list(dict.fromkeys([*key, c])))))
+    return problems
+
+
+def _announce(converted: list, zone: str, label: str) -> None:
+    """Say once which columns carried offsets (the first rows of each converted column are looked at)."""
+    from .timezones import is_zoned_type
+
+    said = []
+    for tname, col, stored in converted:
+        if is_zoned_type(stored.type()):
+            said.append(f"{tname}.{col}")
+            continue
+        probe = stored.name("v").as_table().limit(1000)
+        if probe.filter(carries_offset(probe.v)).count().to_pyarrow().as_py():
+            said.append(f"{tname}.{col}")
+    announce_conversion(said, zone, label)
+
+
+def _raise(label: str, problems: list[Problem], values: bool = False) -> None:
+    """Raise :class:`ContractError` listing the problems (with a ValidationReport attached)."""
     report = ValidationReport.from_problems(label, problems)
     n = len(report.problems)
-    lines = [f"{label} does not meet the data contract (v{CONTRACT_VERSION}), checked from the "
-             f"table schemas: {n} problem{'s' if n != 1 else ''}."]
-    for p in report.problems.itertuples(index=False):
+    how = ("the table schemas and the small tables' values" if values else "the table schemas")
+    lines = [f"{label} does not meet the data contract (v{CONTRACT_VERSION}), checked from {how}: "
+             f"{n} problem{'s' if n != 1 else ''}."]
+    found = causes(report.problems)
+    covered = {i for c in found if c.collapses for i in c.rows}
+    lines += [f"  * {c.line}." for c in found if c.collapses]
+    for i, p in enumerate(report.problems.itertuples(index=False)):
+        if i in covered:
+            continue
         where = f"{p.table}.{p.column}" if p.column else p.table
-        lines.append(f"  - {where} [{p.rule}]: found {p.examples}; expected {p.expected}")
-    lines.append("Map the contract tables with connect(..., tables={...}) or fix the tables "
-                 "(see docs/backends.md and docs/data-contract.md).")
+        count = f"{p.n_failing:,} failing rows; " if p.rule not in FILE_RULES and p.n_failing else ""
+        lines.append(f"  - {where} [{p.rule}]: {count}found {p.examples}; expected {p.expected}")
+    lines += [f"  hint: {c.line}." for c in found if not c.collapses]
+    lines.append("Map the contract tables with connect(..., tables={...}) and the names and codes with a "
+                 "mapping (mapping=...), or fix the tables (see docs/backends.md, docs/mapping.md and "
+                 "docs/data-contract.md).")
     raise ContractError("\n".join(lines), report=report)
 
 

@@ -32,6 +32,7 @@ import pandera.pandas as pa
 
 from .dataset import Dataset, open_dataset
 from .files import probe_readable
+from .hints import column_hint
 from .problems import Problem, ValidationReport
 from .schemas import (
     SqlCheck,
@@ -40,11 +41,15 @@ from .schemas import (
     quote_ident,
     rule_from_pandera,
     sql_checks,
+    sql_literal,
 )
 from .spec import CROSS_RULES, TABLES, Table, expected_text
+from .timezones import OFFSET_PATTERN, is_zoned_type, offset_problem
 
 #: Offending rows shown per problem.
 N_EXAMPLES = 5
+#: Rows of a large table looked at for dates written with a UTC offset.
+N_PROBE_LARGE = 10_000
 
 
 # --------------------------------------------------------------------------- helpers
@@ -159,10 +164,11 @@ class _Validator:
                 continue                   # an optional column may be absent
             if p.status == "missing":
                 n = self.ds.n_rows(t.name)
-                found = (f"found {p.found_as!r}: names are case-sensitive" if p.found_as
-                         else "columns found: " + ", ".join(stored))
+                found = column_hint(c, stored)
                 self.problems.append(Problem(t.name, c, "required_column", n, found,
                                              expected_text(p.column, "required_column")))
+            elif p.status == "bad" and is_zoned_type(p.stored_type or ""):
+                continue                   # a timezone problem when opening: no operator time zone
             elif p.status == "bad":
                 q = quote_ident(c)
                 n_bad = self.con.sql(f"SELECT count({q}) FROM {self.ds.source_sql(t.name)}"
@@ -212,6 +218,30 @@ class _Validator:
         n = self.con.sql(chk.count_sql(_check_view)).fetchall()[0][0]
         if n:
             self.report_sql(chk, int(n))
+
+    def offsets(self, t: Table) -> None:
+        """Dates and times written with a UTC offset when no operator time zone is set: refused (``timezone``).
+
+        With a zone they were converted when the data were opened (:mod:`.timezones`).  The small
+        tables are counted whole; for the large ones the first rows are looked at.
+        """
+        if self.ds.config is not None and self.ds.config.timezone is not None:
+            return
+        plans = self.ds.plan(t.name)
+        cols = [c for c, p in plans.items() if p.column.kind in ("date", "timestamp") and p.status == "cast"
+                and (p.stored_type or "").upper() == "VARCHAR" and c not in self.unreadable[t.name]]
+        if not cols:
+            return
+        pat = sql_literal(OFFSET_PATTERN)
+        rel = _check_view(t.name) if not t.large else \
+            f"(SELECT * FROM {_check_view(t.name)} LIMIT {N_PROBE_LARGE})"
+        aggs = ", ".join(f"count(*) FILTER (WHERE regexp_matches({_raw(c)}, {pat}))" for c in cols)
+        counts = self.con.sql(f"SELECT {aggs} FROM {rel}").fetchall()[0]
+        for c, n in zip(cols, counts):
+            if n:
+                ex = self.fetch_examples(t, f"regexp_matches({_raw(c)}, {pat})", [c], raw=c)
+                self.unreadable[t.name].add(c)
+                self.problems.append(offset_problem(t.name, c, int(n), ex))
 
     def pandera(self, t: Table) -> None:
         cols = [c for c in t.column_names if c not in self.unreadable[t.name]]
@@ -291,6 +321,7 @@ class _Validator:
             row_checks = [c for c in checks if c.kind == "row" and (use_sql or not c.value_rule)
                           and self.readable(t.name, c.columns)]
             self.scan(t, row_checks)
+            self.offsets(t)
             if not use_sql:
                 self.pandera(t)
             for chk in checks:
