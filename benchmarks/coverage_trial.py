@@ -92,7 +92,7 @@ def report(df: pd.DataFrame) -> pd.DataFrame:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seeds", type=int, default=60)
+    ap.add_argument("--seeds", type=int, default=40)
     ap.add_argument("--customers", type=int, default=20000)
     ap.add_argument("--share", type=float, default=0.15, help="top share of the eligible randomized (trial_share)")
     ap.add_argument("--first-seed", type=int, default=2000)
