@@ -876,7 +876,9 @@ def test_sigterm_while_the_report_notebook_runs_leaves_nothing(tmp_path, simulat
     assert p.returncode == 143, err
     assert not list(out.rglob("*.pickle")) and not _partials(tmp_path)
     assert not [x for x in out.rglob("*") if x.is_file()]
-    new = [x for x in set(Path("/tmp").iterdir()) - tmp_before if "carecall" in x.name and "report" in x.name]
+    # no private folder of saved figures outside the output either (the old renderer's carecall_report_*)
+    new = [x for x in set(Path("/tmp").iterdir()) - tmp_before
+           if x.name.startswith(("carecall_report_", "carecall-private-"))]
     assert not new
 
 
@@ -1054,6 +1056,20 @@ def test_people_flow_kpis_and_texts_hold_no_small_count(people_report):
         for m in re.finditer(r"\b(\d+)\s+(customers?|cases?|contacts?|comparisons?|units?|calls?|people)\b", s):
             assert not 0 < int(m.group(1)) < t, s
     assert rep.for_people() is not rep and people.for_people() is people      # idempotent
+
+
+def test_kaplan_meier_curves_people_see_are_the_bundles_points(people_report):
+    from carecall_eval.compare.suppress import km_points
+
+    rep, people = people_report
+    t = rep.config.small_cell_threshold
+    full, shown = rep.evaluation.results["retention"], people.evaluation.results["retention"]
+    km = shown.get_plot_data("km")
+    assert len(km) < len(full.get_plot_data("km"))              # the full curve steps at every exit
+    assert (km["at_risk"] >= t).all() and (km["day"] % 14 == 0).sum() >= len(km) - 2
+    expected = km_points(full.details["table"], t, horizon=int(full.settings["horizon"]), step=14,
+                         level=float(full.settings["level"]))
+    pd.testing.assert_frame_equal(km.reset_index(drop=True), expected.reset_index(drop=True))
 
 
 def test_comparison_of_bundles_prints_no_small_count(tmp_path, capsys):

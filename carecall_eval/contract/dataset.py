@@ -403,8 +403,34 @@ class Dataset(TablesBase):
 DEFAULT_MEMORY_LIMIT = "4GB"
 
 
+_SPILL_PREFIX = "carecall_duckdb_pid"
+
+
+def _remove_stale_spill() -> None:
+    """Spill folders of runs that were killed (SIGKILL: no finaliser ran) hold rows of the data: remove them."""
+    base = Path(tempfile.gettempdir())
+    try:
+        entries = list(base.glob(f"{_SPILL_PREFIX}*_*"))
+    except OSError:
+        return
+    for d in entries:
+        try:
+            pid = int(d.name[len(_SPILL_PREFIX):].split("_", 1)[0])
+        except ValueError:
+            continue
+        if pid == os.getpid() or not d.is_dir() or d.stat().st_uid != os.getuid():
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(d, ignore_errors=True)
+        except OSError:
+            continue
+
+
 def _connect(memory_limit: str | None) -> tuple[duckdb.DuckDBPyConnection, str]:
-    tmp = tempfile.mkdtemp(prefix="carecall_duckdb_")
+    _remove_stale_spill()
+    tmp = tempfile.mkdtemp(prefix=f"{_SPILL_PREFIX}{os.getpid()}_")
     limit = memory_limit or os.environ.get("CARECALL_MEMORY_LIMIT") or DEFAULT_MEMORY_LIMIT
     # bounded memory: joins and aggregations larger than the limit spill to the temporary directory
     config = {"temp_directory": tmp, "memory_limit": str(limit)}

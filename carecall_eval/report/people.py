@@ -15,7 +15,9 @@ goes through :mod:`carecall_eval.compare.suppress`, the one implementation the a
   quotes a withheld figure is withheld (:func:`~carecall_eval.compare.suppress.redact_text`), and small
   counts quoted elsewhere become "fewer than <threshold>".
 * the censoring table (:func:`censoring_table`): complete and censored counts per window, withheld in
-  pairs, and only where the change from the previous window is 0 or at least the threshold.
+  pairs, and only where the change from the previous window is 0 or at least the threshold;
+* the Kaplan-Meier curves: the bundle's points (:func:`~carecall_eval.compare.suppress.km_points`), so no
+  step of a curve shows one customer leaving.
 """
 from __future__ import annotations
 
@@ -60,7 +62,23 @@ def _note_withheld(rows: pd.DataFrame, threshold: int) -> pd.DataFrame:
 
 
 def _people_result(r, rows: pd.DataFrame, tokens, threshold: int):
-    return dataclasses.replace(r, summary=rows.reset_index(drop=True), text=sup.redact_text(r.text, tokens, threshold))
+    changes = {"summary": rows.reset_index(drop=True), "text": sup.redact_text(r.text, tokens, threshold)}
+    km = _people_km(r, threshold)
+    if km is not None:
+        changes["plot_data"] = {**r.plot_data, "km": km}
+    return dataclasses.replace(r, **changes)
+
+
+def _people_km(r, threshold: int):
+    """A Kaplan-Meier curve as the bundle shares it (:func:`~carecall_eval.compare.suppress.km_points`): a
+    point every 14 days, only where at least ``threshold`` are at risk and 0 or at least ``threshold`` left
+    since the last point, so that no step of the curve shows one customer leaving."""
+    table = getattr(r, "details", {}).get("table") if isinstance(getattr(r, "details", None), dict) else None
+    if "km" not in getattr(r, "plot_data", {}) or table is None or \
+            not {"duration", "event", "contact"} <= set(getattr(table, "columns", ())):
+        return None
+    horizon = int(r.settings.get("horizon", 365))
+    return sup.km_points(table, threshold, horizon=horizon, step=14, level=float(r.settings.get("level", 0.95)))
 
 
 def _ratio_metrics(summary: pd.DataFrame) -> list[str]:
