@@ -28,6 +28,8 @@ import re
 from dataclasses import dataclass
 from numbers import Integral
 
+from .errors import InputError
+
 __all__ = ["Quarter", "parse_quarter", "quarter_of", "last_complete_quarter"]
 
 _QUARTER_RE = re.compile(r"^\s*(\d{4})\s*[-_ ]?\s*[Qq]\s*(\d+)\s*$")
@@ -71,7 +73,7 @@ class Quarter:
             if isinstance(v, bool) or not isinstance(v, Integral):
                 raise TypeError(f"{name} must be a whole number, got {v!r}")
         if not 1 <= self.q <= 4:
-            raise ValueError(f"quarter number must be 1 to 4, got {self.q!r}")
+            raise InputError(f"quarter number must be 1 to 4, got {self.q!r}")
         object.__setattr__(self, "year", int(self.year))
         object.__setattr__(self, "q", int(self.q))
 
@@ -79,7 +81,7 @@ class Quarter:
     def containing(cls, date, what: str = "the date") -> "Quarter":
         """The quarter a date falls in; a missing date (None, NaT, NaN) is a ValueError saying so."""
         if _is_missing(date):
-            raise ValueError(f"there are no dates to take a quarter of: {what} is missing")
+            raise InputError(f"there are no dates to take a quarter of: {what} is missing")
         import pandas as pd
 
         ts = pd.Timestamp(date)
@@ -131,17 +133,17 @@ def parse_quarter(value) -> Quarter:
     if isinstance(value, Quarter):
         return value
     if _is_missing(value):
-        raise ValueError(f"no quarter given (got {value!r}); {_FORM}")
+        raise InputError(f"no quarter given (got {value!r}); {_FORM}")
     text = str(value)
     if text.strip().lower() == "latest":
-        raise ValueError("'latest' is not a quarter itself: resolve it to the last complete quarter of the data "
+        raise InputError("'latest' is not a quarter itself: resolve it to the last complete quarter of the data "
                          f"(carecall_eval.calendar.last_complete_quarter) or {_FORM}")
     m = _QUARTER_RE.match(text)
     if not m:
-        raise ValueError(f"quarter {value!r} is not a calendar quarter; {_FORM}")
+        raise InputError(f"quarter {value!r} is not a calendar quarter; {_FORM}")
     number = int(m.group(2))
     if not 1 <= number <= 4:
-        raise ValueError(f"quarter number must be 1 to 4, got {number} in {value!r}; {_FORM}")
+        raise InputError(f"quarter number must be 1 to 4, got {number} in {value!r}; {_FORM}")
     return Quarter(int(m.group(1)), number)
 
 

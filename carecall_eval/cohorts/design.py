@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import InputError
 from ..matching.defaults import COHORT
 
 CONTACTS = ("reached", "selected", "randomized")
@@ -132,20 +133,20 @@ class StudyDesign:
             for t in self.triggers:
                 _check_choice("triggers", t, TRIGGERS)
         if (self.contact == "randomized") != (self.comparison == "arms"):
-            raise ValueError("StudyDesign: contact='randomized' goes with comparison='arms' and only with it; "
+            raise InputError("StudyDesign: contact='randomized' goes with comparison='arms' and only with it; "
                              f"got contact={self.contact!r}, comparison={self.comparison!r}")
         if self.contact == "selected" and self.comparison != "not_selected":
-            raise ValueError("StudyDesign: contact='selected' (intention to treat) needs comparison='not_selected'")
+            raise InputError("StudyDesign: contact='selected' (intention to treat) needs comparison='not_selected'")
         if self.index == "answered" and self.comparison != "unreached":
-            raise ValueError("StudyDesign: index='answered' exists only for the reached-vs-unreached design")
+            raise InputError("StudyDesign: index='answered' exists only for the reached-vs-unreached design")
         for name in ("pre_window", "attempt_window", "not_selected_gap", "prior_contact_days"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
-                raise ValueError(f"StudyDesign: {name} must be a positive integer number of days, got {v!r}")
+                raise InputError(f"StudyDesign: {name} must be a positive integer number of days, got {v!r}")
         if not self.post_windows or any((not isinstance(w, int)) or w < 1 for w in self.post_windows):
-            raise ValueError(f"StudyDesign: post_windows must be positive integers, got {self.post_windows!r}")
+            raise InputError(f"StudyDesign: post_windows must be positive integers, got {self.post_windows!r}")
         if self.study_start and self.study_end and self.study_start > self.study_end:
-            raise ValueError(f"StudyDesign: study_start {self.study_start} is after study_end {self.study_end}")
+            raise InputError(f"StudyDesign: study_start {self.study_start} is after study_end {self.study_end}")
 
     # ------------------------------------------------------------------
     @property
@@ -195,7 +196,7 @@ class StudyDesign:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ValueError(f"StudyDesign: unknown field(s) {unknown}; known fields are {sorted(known)}")
+            raise InputError(f"StudyDesign: unknown field(s) {unknown}; known fields are {sorted(known)}")
         d = dict(d)
         for k in ("study_start", "study_end"):
             if d.get(k) is not None and not isinstance(d[k], dt.date):
@@ -208,7 +209,7 @@ class StudyDesign:
             mknown = {f.name for f in dataclasses.fields(MatchingSpec)}
             bad = sorted(set(m) - mknown)
             if bad:
-                raise ValueError(f"StudyDesign.matching: unknown field(s) {bad}; known fields are {sorted(mknown)}")
+                raise InputError(f"StudyDesign.matching: unknown field(s) {bad}; known fields are {sorted(mknown)}")
             if "exact" in m and m["exact"] is not None:
                 m["exact"] = tuple(m["exact"])
             d["matching"] = MatchingSpec(**m)
@@ -244,7 +245,7 @@ class StudyDesign:
             Naming the file: it does not exist or cannot be read, is not UTF-8, is not valid TOML or JSON
             (with the line and column), or holds a field or value the design does not take.
         """
-        from ..errors import InputError, PathNotFoundError
+        from ..errors import PathNotFoundError
 
         path = Path(path)
         suffix = path.suffix.lower()
@@ -288,4 +289,4 @@ def _toml_value(v: Any) -> str:
 
 def _check_choice(name: str, value: Any, allowed: tuple) -> None:
     if value not in allowed:
-        raise ValueError(f"StudyDesign: {name}={value!r} is not one of {{{', '.join(map(repr, allowed))}}}")
+        raise InputError(f"StudyDesign: {name}={value!r} is not one of {{{', '.join(map(repr, allowed))}}}")

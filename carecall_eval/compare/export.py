@@ -20,7 +20,7 @@ import pandas as pd
 
 from .._version import __version__
 from ..calendar import parse_quarter
-from ..errors import CarecallWarning
+from ..errors import CarecallWarning, InputError
 from . import suppress as sup
 from .bundle import BUNDLE_FORMAT, BUNDLE_VERSION, write_bundle
 from .meta import SE_SCALES, se_from_ci
@@ -242,9 +242,9 @@ def export_bundle(data_or_evaluation, out, quarter: str | None = None, *, design
     if isinstance(data_or_evaluation, Evaluation):
         ev = data_or_evaluation
         if design is not None:
-            raise ValueError("export_bundle: design= is only used when data are given; the Evaluation has its own")
+            raise InputError("export_bundle: design= is only used when data are given; the Evaluation has its own")
         if quarter is not None and (ev.design.study_start != start or ev.design.study_end != end):
-            raise ValueError(f"export_bundle: the Evaluation's index period is {ev.design.study_start}..{ev.design.study_end}, "
+            raise InputError(f"export_bundle: the Evaluation's index period is {ev.design.study_start}..{ev.design.study_end}, "
                              f"not quarter {label} ({start}..{end}); evaluate with "
                              f"design.replace(study_start=date({start.year}, {start.month}, 1), study_end=...) "
                              "or pass the data directory instead")
@@ -252,7 +252,7 @@ def export_bundle(data_or_evaluation, out, quarter: str | None = None, *, design
         if threshold is None:
             threshold = configured
         if threshold is None:
-            raise ValueError("export_bundle: pass threshold= (the operator.toml small_cell_threshold) when "
+            raise InputError("export_bundle: pass threshold= (the operator.toml small_cell_threshold) when "
                              "exporting an Evaluation; it does not record the operator's threshold")
     else:
         ds = load(data_or_evaluation) if isinstance(data_or_evaluation, (str, os.PathLike)) else data_or_evaluation
@@ -261,7 +261,7 @@ def export_bundle(data_or_evaluation, out, quarter: str | None = None, *, design
             threshold = configured
         threshold = sup.check_threshold(threshold)
         if threshold < configured:
-            raise ValueError(f"export_bundle: threshold {threshold} is below the operator's small_cell_threshold "
+            raise InputError(f"export_bundle: threshold {threshold} is below the operator's small_cell_threshold "
                              f"{configured} in operator.toml; it can only be raised")
         design = design or StudyDesign()
         if quarter is not None:
@@ -280,7 +280,7 @@ def export_bundle(data_or_evaluation, out, quarter: str | None = None, *, design
                 ev = dataclasses.replace(ev, results={**ev.results, "selfcheck": sc})
     threshold = sup.check_threshold(threshold)
     if configured is not None and threshold < configured:
-        raise ValueError(f"export_bundle: threshold {threshold} is below the operator's small_cell_threshold "
+        raise InputError(f"export_bundle: threshold {threshold} is below the operator's small_cell_threshold "
                          f"{configured} in operator.toml; it can only be raised")
     manifest, tables = build_tables(ev, threshold=threshold, quarter=label, km_step=km_step)
     return write_bundle(out, manifest, tables)

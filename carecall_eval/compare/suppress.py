@@ -32,6 +32,8 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from ..errors import InputError
+
 __all__ = ["is_small", "protect_partition", "suppress_counts", "sanitize_text", "km_points",
            "STAT_COLUMNS", "SHARE_METRICS", "suppress_metrics", "suppress_flow", "suppress_kpis",
            "withheld_tokens", "redact_text", "check_threshold", "suppress_trial", "consort_counts"]
@@ -43,7 +45,7 @@ STAT_COLUMNS = ("estimate", "ci_low", "ci_high", "se")
 def check_threshold(threshold) -> int:
     """Validate a small-cell threshold (a whole number >= 1)."""
     if isinstance(threshold, bool) or not isinstance(threshold, (int, np.integer)) or threshold < 1:
-        raise ValueError(f"small-cell threshold must be a whole number >= 1 (default 10), got {threshold!r}")
+        raise InputError(f"small-cell threshold must be a whole number >= 1 (default 10), got {threshold!r}")
     return int(threshold)
 
 
