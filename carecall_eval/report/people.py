@@ -173,8 +173,8 @@ def for_people(rep) -> Any:
     Idempotent.  ``rep.kpis`` become :func:`~carecall_eval.compare.suppress.suppress_kpis`'s rows,
     ``rep.evaluation`` answers with suppressed ``results`` (summaries and texts), a ``cohort`` whose
     ``flow`` is the suppressed flow and whose ``text`` is redacted, and a ``matched`` whose ``text`` is
-    redacted; other results (retention a year earlier, any further section's) get their own rows
-    suppressed; notes and reasons for missing sections are redacted.  ``metrics.json`` is written from
+    redacted; other results (retention a year earlier, the self-check, each result of a section such as
+    the programme's) get their own rows suppressed; notes and reasons for missing sections are redacted.  ``metrics.json`` is written from
     the full report before this is called (the operator's own use).
     """
     if rep.params.get("for_people"):
@@ -189,6 +189,10 @@ def for_people(rep) -> Any:
 
     for f in dataclasses.fields(rep):
         v = getattr(rep, f.name)
-        if f.name not in changes and isinstance(v, Result):
+        if f.name in changes:
+            continue
+        if isinstance(v, Result):
             changes[f.name] = _people_other(v, t, tokens)
+        elif isinstance(v, dict) and v and all(isinstance(x, Result) for x in v.values()):
+            changes[f.name] = {k: _people_other(x, t, tokens) for k, x in v.items()}   # e.g. the programme
     return dataclasses.replace(rep, **changes)
