@@ -172,6 +172,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"carecall-eval {args.command}: interrupted; nothing half-written was left behind", file=sys.stderr)
         return 130
+    except BrokenPipeError:              # the output was piped into `head` or similar, which stopped reading
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 141
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
         if code == 143:
