@@ -25,9 +25,9 @@ SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
 QUARTER = "2025Q4"
 SECTIONS = ["1. Headline figures", "2. Reach and the missed-call SMS", "3. Spending after a call",
             "4. Retention after 12 months", "5. Actions within 28 days",
-            "6. Who was compared: cohort flow and balance", "7. Data quality", "8. Method notes",
-            "9. Reproducibility"]
-CI_SETTING = {"placebo": False, "pool_quarters": 1}
+            "6. Who was compared: cohort flow and balance", "7. Data quality", "8. Can these figures be trusted?",
+            "9. Method notes", "10. Reproducibility"]
+CI_SETTING = {"placebo": False, "pool_quarters": 1, "selfcheck_replicates": 5}
 
 
 @pytest.fixture(scope="module")
@@ -170,7 +170,7 @@ def rendered(tmp_path_factory):
     os.chdir(out1)  # a relative --out, as `make report` passes it
     try:
         code = main(["report", "--data", str(SAMPLE), "--quarter", QUARTER, "--out", "reports", "--fast",
-                     "--pool-quarters", "1", "--quiet", "--timeout", "600"])
+                     "--pool-quarters", "1", "--selfcheck-replicates", "5", "--quiet", "--timeout", "600"])
     finally:
         os.chdir(cwd)
     assert code == 0
