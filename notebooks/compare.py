@@ -120,9 +120,12 @@ for lab, b in zip(cmp.labels, cmp.bundles):
     if len(rs):
         x = pd.to_datetime(rs["month"] + "-01")
         axes[1].plot(x, 100 * rs["reach"], marker="o", label=lab)
-axes[0].set_xlabel("days after index"); axes[0].set_ylabel("still a customer, %"); axes[0].legend(fontsize=8)
-axes[1].set_ylabel("cases reached, %"); axes[1].legend(fontsize=8)
-for lab, b in zip(cmp.labels, cmp.bundles):
+axes[0].set_xlabel("days after index")
+axes[0].set_ylabel("still a customer, %")
+axes[0].legend(fontsize=8)
+axes[1].set_ylabel("cases reached, %")
+axes[1].legend(fontsize=8)
+for b in cmp.bundles:
     if b.manifest.get("sms_policy_start"):
         axes[1].axvline(pd.Timestamp(b.manifest["sms_policy_start"]), color="grey", linestyle=":", linewidth=1)
 fig.autofmt_xdate()
@@ -143,7 +146,8 @@ for n in cmp.notes:
 prov = pd.DataFrame([{"operator": lab, "quarter": b.manifest.get("quarter") or "all",
                       "data": f"{b.manifest['period']['data_start']} to {b.manifest['period']['data_end']}",
                       "small-cell threshold": b.manifest["small_cell_threshold"],
-                      "metric rows with withheld values": b.manifest["suppression"]["metrics"]["rows_with_withheld_values"],
+                      "metric rows with withheld values":
+                          b.manifest["suppression"]["metrics"]["rows_with_withheld_values"],
                       "carecall_eval": b.manifest["carecall_eval_version"],
                       "data fingerprint": b.manifest.get("data_fingerprint", "")[:12]}
                      for lab, b in zip(cmp.labels, cmp.bundles)])

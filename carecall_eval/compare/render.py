@@ -43,9 +43,9 @@ def render_notebook(notebook: str | os.PathLike, parameters: dict, out_html: str
     import nbformat
     import papermill as pm
 
-    from ..writer import write_text
     from ..report.render import ReportError, export_html
     from ..report.render import kernel as kernel_for
+    from ..writer import write_text
 
     if not Path(notebook).is_file():
         raise ReportError(f"notebook {notebook} not found")
