@@ -35,7 +35,7 @@ import html
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 import pandas as pd
@@ -115,12 +115,15 @@ class Reporting:
     name: str
 
     # -- provided by each class (properties or dataclass fields) -------------------------------------
-    #: tidy DataFrame, SUMMARY_COLUMNS first
-    summary: pd.DataFrame
-    #: plain-language findings
-    text: str
-    #: how it was made (JSON-serialisable)
-    settings: dict
+    if TYPE_CHECKING:  # declared for the type checker only: subclasses give fields or properties
+        @property
+        def summary(self) -> pd.DataFrame: ...     # tidy DataFrame, SUMMARY_COLUMNS first
+
+        @property
+        def text(self) -> str: ...                  # plain-language findings
+
+        @property
+        def settings(self) -> dict: ...             # how it was made (JSON-serialisable)
 
     def _plot_data(self) -> dict:
         return {}

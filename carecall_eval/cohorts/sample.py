@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -48,7 +49,7 @@ class MatchedSample(Reporting):
     """
 
     cohort: Cohort
-    matching: object = None
+    matching: Any = None
     name: str = field(default="sample", init=False)
 
     @property
