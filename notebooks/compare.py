@@ -25,6 +25,7 @@ from IPython.display import HTML, Markdown, display
 
 import carecall_eval
 from carecall_eval.compare import compare
+from carecall_eval.narrative import level_label
 from carecall_eval.plotting import forest_plot
 
 plt.rcParams.update({"figure.dpi": 100, "savefig.dpi": 100, "svg.hashsalt": "carecall"})
@@ -48,9 +49,11 @@ if len(hard):
 
 # %% [markdown]
 # ## Key figures side by side
-# Intervals are 95% confidence intervals; "withheld" means the figure describes too few customers to share.
 
 # %%
+levels = {b.manifest.get("definitions", {}).get("level") for b in cmp.bundles} - {None}
+display(Markdown((f"Intervals are {' / '.join(level_label(lv) for lv in sorted(levels))} confidence intervals; "
+                  if levels else "") + '"withheld" means the figure describes too few customers to share.'))
 display(cmp.kpi_table())
 
 # %% [markdown]
