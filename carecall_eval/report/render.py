@@ -335,7 +335,8 @@ def render_report(data, quarter, out="reports", design=None, *, notebook=None, k
     design_path = design if isinstance(design, (str, os.PathLike)) else None
     if design_path is not None:
         design = StudyDesign.read(design_path)   # a missing or malformed design file fails before any work
-    pool_quarters = _check_positive("pool_quarters", pool_quarters, check_int)
+    if pool_quarters is not None:      # None: every earlier case (build_quarterly); else a whole number >= 1
+        pool_quarters = _check_positive("pool_quarters", pool_quarters, check_int)
     timeout = _check_positive("timeout", timeout, check_int)
     if str(quarter).strip().lower() != "latest":
         parse_quarter(quarter)  # a malformed quarter fails before the data are read
@@ -430,7 +431,7 @@ def _execute(src, staging: Path, cfile: Path, *, data, q, cfg, design, placebo, 
         "design": str(Path(design).resolve()) if design else "",
         "out_dir": str(staging.resolve()),
         "placebo": bool(placebo),
-        "pool_quarters": int(pool_quarters),
+        "pool_quarters": int(pool_quarters) if pool_quarters is not None else 0,
         "rendered_at": rendered_at or _timestamp(),
         "git_commit": prov["git_commit"] or "",
         "git_uncommitted_changes": bool(prov["git_uncommitted_changes"]),
