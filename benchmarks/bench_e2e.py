@@ -163,7 +163,7 @@ def _notebook(data: Path, st) -> dict:
         spending_effect(ds, cohort.sample(**change))
     ds.close()
     by_fn: dict = {}
-    for f, t, k, s in log:
+    for f, _t, _k, _s in log:
         by_fn[f] = by_fn.get(f, 0) + 1
     return {"change": change, "rematch_seconds": st.records[-1]["seconds"], "rematch_queries": by_fn,
             "build_queries": len(build_log)}

@@ -5,7 +5,6 @@ import hashlib
 import json
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -23,7 +22,7 @@ def test_same_seed_gives_byte_identical_files(tmp_path):
     b = simulate(tmp_path / "b", customers=600, seed=5)
     assert a == b
     assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
-    c = simulate(tmp_path / "c", customers=600, seed=6)
+    simulate(tmp_path / "c", customers=600, seed=6)
     assert _digest(tmp_path / "a")["activity.parquet"] != _digest(tmp_path / "c")["activity.parquet"]
 
 

@@ -111,7 +111,7 @@ def test_fingerprint_is_stable_and_backend_specific(spark_ds, duck_ds):
 
 def test_duckdb_only_attributes_are_refused(spark_ds):
     with pytest.raises(AttributeError, match="no DuckDB connection"):
-        spark_ds.con
+        _ = spark_ds.con
     with pytest.raises(NotImplementedError, match="contract.validate"):
         spark_ds.relation("activity")
     with pytest.raises(NotImplementedError, match="Parquet"):

@@ -281,7 +281,7 @@ def window_aggregates(dataset, keys: pd.DataFrame, windows: Mapping[str, tuple[i
     j = j.mutate(seg=seg, blk=(pos - in_blk), bit=ibis.literal(1).cast("int64") << in_blk.cast("int64"))
     day_aggs = {"tl": j.tl.sum(), "net_loss": j.net_loss.sum(), "wagered": j.wagered_d.sum(),
                 "days": _bit_or(j.bit)}
-    for i, prod in enumerate(products):
+    for i, _prod in enumerate(products):
         day_aggs[f"w{i}"] = j.wagered_d.sum(where=j.pcode == i)
     d = j.group_by(["row_id", "seg", "blk"]).aggregate(**day_aggs)
     d = d.mutate(ndays=_bit_count(d.days))

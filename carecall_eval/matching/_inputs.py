@@ -206,8 +206,8 @@ def column_kind(data: pd.DataFrame, c: str, argname: str) -> str:
         return "categorical"
     if pd.api.types.is_numeric_dtype(dt):
         return "numeric"
-    if pd.api.types.is_string_dtype(dt) or dt == object:
-        if dt == object and not col.dropna().map(lambda v: isinstance(v, str)).all():
+    if pd.api.types.is_string_dtype(dt) or dt is np.dtype(object) or dt == np.dtype(object):
+        if dt == np.dtype(object) and not col.dropna().map(lambda v: isinstance(v, str)).all():
             raise ValueError(
                 f"{argname}: column {c!r} mixes strings with other types; convert it first, e.g. "
                 f"data[{c!r}].astype(str) or pd.to_numeric(data[{c!r}])."
