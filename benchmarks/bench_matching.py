@@ -58,8 +58,9 @@ def _rss_mb() -> float:
 def run_one(n_treated: int, n_control: int) -> dict:
     """Time ``match()`` (and separately ``balance()``) on one size, in this process."""
     t0 = time.perf_counter()
-    from carecall_eval.matching import match
     import statsmodels.discrete.discrete_model  # noqa: F401  (imported once per session)
+
+    from carecall_eval.matching import match
     t_import = time.perf_counter() - t0
 
     df = make_data(n_treated, n_control)

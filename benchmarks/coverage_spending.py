@@ -10,7 +10,6 @@ over the same window (``truth.json``: ``realised_att_theoretical_loss.post_84d``
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time

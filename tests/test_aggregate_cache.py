@@ -16,13 +16,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import SAMPLE
 
 from carecall_eval.cohorts import StudyDesign, build_cohort
 from carecall_eval.cohorts import cache as C
 from carecall_eval.cohorts import windows as W
 from carecall_eval.contract import load
-
-from conftest import SAMPLE
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ The map is the table under "## Module map": ``| `path` | role | depends on |``. 
 belongs to its most specific entry (a file, else its package folder).  For every import of one carecall_eval
 module by another (at module level or inside a function), the imported entry must be listed above the importer
 in the table and be declared in its "depends on" column (directly or through the entries it declares).
+``from pkg import submodule`` counts as an import of the submodule (the package ``__init__`` files are lazy).
 """
 from __future__ import annotations
 
@@ -54,15 +55,18 @@ def _resolve(module: str | None, level: int, importer: Path, names) -> list[str]
     if module:
         parts += module.split(".")
     out = []
-    cands = [parts + [n] for n in names] + [parts]
-    for c in cands:
-        p = PKG.joinpath(*c)
-        if p.with_suffix(".py").is_file():
+    for n in names:   # `from pkg import submodule`: the submodule
+        c = parts + [n]
+        if PKG.joinpath(*c).with_suffix(".py").is_file():
             out.append("/".join(c) + ".py")
-            if c is not cands[-1]:
-                continue
-        elif (p / "__init__.py").is_file() and c is cands[-1]:
+        elif (PKG.joinpath(*c) / "__init__.py").is_file():
             out.append("/".join(c) + "/__init__.py")
+    if not out:       # `from pkg.module import name` or `import pkg.module`
+        p = PKG.joinpath(*parts) if parts else PKG
+        if p.with_suffix(".py").is_file():
+            out.append("/".join(parts) + ".py")
+        elif (p / "__init__.py").is_file() and parts:
+            out.append("/".join(parts) + "/__init__.py")
     return out
 
 

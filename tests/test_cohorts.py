@@ -7,11 +7,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from contract_helpers import write_dataset
 
 from carecall_eval.cohorts import StudyDesign, build_cohort, window_totals
 from carecall_eval.contract import load
-
-from contract_helpers import write_dataset
 
 D, T = dt.date, dt.datetime
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"

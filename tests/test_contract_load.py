@@ -6,6 +6,7 @@ import datetime as dt
 import duckdb
 import pandas as pd
 import pytest
+from contract_helpers import OPERATOR_TOML, valid_tables, write_dataset
 
 from carecall_eval.contract import (
     TABLES,
@@ -16,8 +17,6 @@ from carecall_eval.contract import (
     read_operator_config,
     validate,
 )
-
-from contract_helpers import OPERATOR_TOML, valid_tables, write_dataset
 
 FORMATS = ["parquet", "csv"]
 

@@ -1,7 +1,6 @@
 """Each rule of the data contract, broken on purpose, and the message it produces."""
 from __future__ import annotations
 
-import datetime as dt
 import math
 import tracemalloc
 from pathlib import Path
@@ -9,6 +8,14 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 import pytest
+from contract_helpers import (
+    D,
+    T,
+    broken,
+    set_value,
+    valid_tables,
+    write_dataset,
+)
 
 from carecall_eval.contract import (
     ContractError,
@@ -18,16 +25,6 @@ from carecall_eval.contract import (
     validate,
 )
 from carecall_eval.contract.spec import LARGE_TABLES, TABLES
-
-from contract_helpers import (
-    D,
-    T,
-    add_row,
-    broken,
-    set_value,
-    valid_tables,
-    write_dataset,
-)
 
 
 def _drop(col):

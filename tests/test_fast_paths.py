@@ -9,10 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import SAMPLE
 
 from carecall_eval.outcomes.reach.answer_model import Predictor, delta_se
-
-from conftest import SAMPLE
 
 
 def test_effect_se_equals_the_generic_delta_method():

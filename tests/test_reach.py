@@ -8,6 +8,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import SAMPLE, realised_truth
 from statsmodels.stats.proportion import proportion_confint
 
 from carecall_eval.contract import load
@@ -16,7 +17,6 @@ from carecall_eval.outcomes.intervals import wilson_interval
 from carecall_eval.outcomes.reach import answer_rates, case_reach, sms_effect
 from carecall_eval.simulate import simulate
 
-from conftest import SAMPLE, realised_truth
 #: The simulator's truth counts ordinary phone cases only (arm null), so the exact comparisons use that definition.
 TRUTH_ARMS = (None,)
 

@@ -124,9 +124,8 @@ def test_unknown_or_empty_quarter_is_a_clear_message(ds, capsys):
 def test_missing_sms_policy_is_said_not_raised(tmp_path, monkeypatch):
     import sys
 
-    from carecall_eval.outcomes import reach
-
     import carecall_eval.evaluate  # noqa: F401  (the lazy package loads it on first use)
+    from carecall_eval.outcomes import reach
 
     evaluate_module = sys.modules["carecall_eval.evaluate"]
 

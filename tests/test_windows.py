@@ -14,12 +14,11 @@ import os
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import SAMPLE
 
 from carecall_eval.cohorts import windows as W
 from carecall_eval.contract import ValidationReport, load, validate
 from carecall_eval.stages import Stages
-
-from conftest import SAMPLE
 
 
 @pytest.fixture(scope="module")

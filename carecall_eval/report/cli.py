@@ -11,7 +11,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     r = render_report(data_from_args(args, flag="--data DIR"), args.quarter, args.out, design=args.design,
                       kernel_name=args.kernel, timeout=args.timeout, progress=not args.quiet, placebo=not args.fast,
-                      pool_quarters=args.pool_quarters, keep_notebook=args.keep_notebook)
+                      pool_quarters=args.pool_quarters, keep_notebook=args.keep_notebook,
+                      selfcheck_replicates=args.selfcheck_replicates)
     for n in r.notes:
         print(f"note: {n}")
     print(f"Report: {r.html}")
@@ -37,6 +38,9 @@ def register(subparsers) -> None:
                    help="report quarter, e.g. 2025Q3, or 'latest' (the last complete quarter in the data)")
     p.add_argument("--out", default="reports", help="reports root directory (default reports/)")
     p.add_argument("--design", help="study design file (TOML or JSON); default design if absent")
+    p.add_argument("--selfcheck-replicates", type=int, default=20,
+                   help="replicates of the self-check in 'Can these figures be trusted?' (default 20; 0 skips it; "
+                        "carecall-eval selfcheck runs the full check)")
     p.add_argument("--pool-quarters", type=int, default=4,
                    help="quarters of cases pooled for the effect estimates (default 4)")
     p.add_argument("--fast", action="store_true", help="skip the placebo check (the quick CI setting)")
