@@ -83,9 +83,10 @@ def _imports(path: Path) -> set[str]:
 
 
 def _dep_matches(dep: str, entry: str) -> bool:
-    e = entry.rstrip("/")
-    stem = e.rsplit("/", 1)[-1].removesuffix(".py")
-    return dep in (e, stem) or e.startswith(dep + "/") or e == dep.removesuffix(".py")
+    """A "depends on" name names an entry by its path (with or without `/` or `.py`), its stem, or a folder above it."""
+    e = entry.rstrip("/").removesuffix(".py")
+    d = dep.rstrip("/").removesuffix(".py")
+    return d in (e, e.rsplit("/", 1)[-1]) or e.startswith(d + "/")
 
 
 def test_module_map_is_complete():
