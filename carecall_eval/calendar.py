@@ -18,7 +18,7 @@ Quarter(year=2025, q=3)
 >>> parse_quarter("2025Q5")
 Traceback (most recent call last):
 ...
-ValueError: quarter number must be 1 to 4, got 5 in '2025Q5'; write the quarter as YEAR then Q1-Q4, e.g. 2025Q3
+carecall_eval.errors.InputError: quarter number must be 1 to 4, got 5 in '2025Q5'; write the quarter as YEAR then Q1-Q4, e.g. 2025Q3
 """
 from __future__ import annotations
 
