@@ -803,8 +803,8 @@ def test_no_reached_customer_report_has_every_figure_not_available(degenerate, t
 # ----------------------------------------------------------------------------- 7. killed processes
 def _cli(argv, **kw) -> subprocess.Popen:
     env = {**os.environ, "CARECALL_CACHE": "0", "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([PY, "-m", "carecall_eval.cli", *map(str, argv)], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kw)
+    kw = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **kw}
+    return subprocess.Popen([PY, "-m", "carecall_eval.cli", *map(str, argv)], env=env, text=True, **kw)
 
 
 def _wait_for(cond, timeout=120.0):
@@ -849,15 +849,22 @@ def test_sigkill_while_simulating_is_cleaned_up_by_the_next_run(tmp_path):
 
 
 def test_sigterm_while_exporting_leaves_the_earlier_bundle_as_it_was(tmp_path):
+    """SIGTERM while the export's self-check runs (the bundle is written at the end): exit 143, the
+    earlier bundle byte for byte as it was, no partial or hidden folder."""
     earlier = _bundle(tmp_path / "bundle")
     before = {f.name: f.read_bytes() for f in earlier.iterdir()}
-    p = _cli(["export", "--data", SAMPLE, "--out", earlier, "--no-placebo"])
-    time.sleep(8)                                      # evaluating (the bundle is written at the end)
-    p.send_signal(signal.SIGTERM)
-    _, err = p.communicate(timeout=120)
-    assert p.returncode in (143, 0), err
-    if p.returncode == 143:
-        assert {f.name: f.read_bytes() for f in earlier.iterdir()} == before
+    log = tmp_path / "stderr.txt"
+    with log.open("w") as fh:
+        p = _cli(["export", "--data", SAMPLE, "--out", earlier, "--no-placebo"], stderr=fh)
+        # the last estimator before the self-check has reported: the self-check's replicates run now
+        _wait_for(lambda: "sensitivity:" in log.read_text(), timeout=300)
+        p.send_signal(signal.SIGTERM)
+        p.communicate(timeout=120)
+    err = log.read_text()
+    assert p.returncode == 143, err
+    assert "stopped by SIGTERM" in err and "Traceback" not in err
+    assert {f.name: f.read_bytes() for f in earlier.iterdir()} == before
+    log.unlink()
     assert not _partials(tmp_path) and not [x for x in tmp_path.iterdir() if x.name.startswith(".")]
 
 
