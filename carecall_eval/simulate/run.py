@@ -2,22 +2,26 @@
 staging folder of the one atomic writer (:func:`carecall_eval.writer.output_dir`), swapped in when complete."""
 from __future__ import annotations
 
+import collections
+import contextlib
+import itertools
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from .calls import number_cases
-from .chunk import simulate_chunk
+from .chunk import Chunk, simulate_chunk
 from .params import SimulationParams
 from .trial import write_trial_files
 from .truth import accumulate, finish_truth
-from .writer import TableWriter, write_operator_toml, write_products, write_truth
+from .writer import TableWriter, to_arrow, write_operator_toml, write_products, write_truth
 
 
 def simulate(out: str | os.PathLike, *, customers: int = 4000, seed: int = 1, progress: bool = False,
-             **params) -> dict:
+             jobs: int | None = None, **params) -> dict:
     """Simulate an operator's data set in the contract and write it to ``out``.
 
     Parameters
@@ -33,6 +37,10 @@ def simulate(out: str | os.PathLike, *, customers: int = 4000, seed: int = 1, pr
         give byte-identical files.
     progress : bool
         Print one line per chunk.
+    jobs : int, optional
+        Worker processes simulating chunks of :attr:`~SimulationParams.chunk_size` customers side by side
+        (default: one per CPU when there are several chunks).  Each chunk has its own seed and the files
+        are written in chunk order, so the output is byte-identical whatever ``jobs`` is.
     **params
         Any field of :class:`SimulationParams`.
 
@@ -48,9 +56,11 @@ def simulate(out: str | os.PathLike, *, customers: int = 4000, seed: int = 1, pr
     if isinstance(p.customers, bool) or not isinstance(p.customers, (int, np.integer)) or p.customers < 1:
         raise InputError(f"customers must be a whole number >= 1, got {p.customers!r}")
     check_output_path(out, directory=True, what="simulated data", kind=SIMULATED_KIND, adopt=_old_simulation)
+    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, (int, np.integer)) or jobs < 1):
+        raise InputError(f"jobs must be a whole number >= 1, got {jobs!r}")
     t0 = time.perf_counter()
     with output_dir(out, kind=SIMULATED_KIND, what="simulated data", adopt=_old_simulation) as tmp:
-        truth = _run(p, tmp, progress, t0)
+        truth = _run(p, tmp, progress, t0, jobs)
     return truth
 
 
@@ -81,7 +91,7 @@ _TABLES = {"customers": "customers", "activity": "activity", "deposits": "deposi
            "call_cases": "cases", "call_attempts": "attempts", "sms": "sms", "rg_events": "rg_events"}
 
 
-def _run(p: SimulationParams, out: Path, progress: bool, t0: float) -> dict:
+def _run(p: SimulationParams, out: Path, progress: bool, t0: float, jobs: int | None = None) -> dict:
     rng_master = np.random.default_rng(p.seed)
     n_chunks = -(-p.customers // p.chunk_size)
     seeds = rng_master.integers(0, 2**63 - 1, size=n_chunks)
@@ -89,22 +99,24 @@ def _run(p: SimulationParams, out: Path, progress: bool, t0: float) -> dict:
     writer = TableWriter(out)
     acc: dict = {}
     n_case = 0
+    tasks = [(p, c, int(seeds[c])) for c in range(n_chunks)]
+    jobs = min(os.cpu_count() or 1, n_chunks) if jobs is None else min(int(jobs), n_chunks)
     try:
-        for c in range(n_chunks):
-            off = c * p.chunk_size
-            n = min(p.chunk_size, p.customers - off)
-            ch = simulate_chunk(p, off, n, np.random.default_rng(seeds[c]))
-            # stable case ids and agents across chunks
-            ch.cases, ch.attempts, ch.sms = number_cases(ch.cases, ch.attempts, ch.sms, n_case, agent_rng)
-            n_case += len(ch.cases)
-            for name, attr in _TABLES.items():
-                writer.write(name, getattr(ch, attr))
-            accumulate(acc, ch.truth, ch.attempts)
-            if ch.trial is not None:
-                write_trial_files(p, out, ch.trial)
-            if progress:
-                print(f"  chunk {c + 1}/{n_chunks}: {off + n:,} customers, "
-                      f"{time.perf_counter() - t0:,.1f} s", flush=True)
+        with _chunks(tasks, jobs) as chunks:
+            for c, ch in enumerate(chunks):
+                off = c * p.chunk_size
+                n = min(p.chunk_size, p.customers - off)
+                # stable case ids and agents across chunks: numbered here, in chunk order
+                ch.cases, ch.attempts, ch.sms = number_cases(ch.cases, ch.attempts, ch.sms, n_case, agent_rng)
+                n_case += len(ch.cases)
+                for name, attr in _TABLES.items():
+                    writer.write(name, getattr(ch, attr))
+                accumulate(acc, ch.truth, ch.attempts)
+                if ch.trial is not None:
+                    write_trial_files(p, out, ch.trial)
+                if progress:
+                    print(f"  chunk {c + 1}/{n_chunks}: {off + n:,} customers, "
+                          f"{time.perf_counter() - t0:,.1f} s", flush=True)
     finally:
         writer.close()
     write_products(out)
@@ -113,3 +125,53 @@ def _run(p: SimulationParams, out: Path, progress: bool, t0: float) -> dict:
     write_truth(truth, out)
     return truth
 
+
+#: Tables a worker hands back as Arrow (their bulk: Arrow's buffers cross processes far cheaper than
+#: pandas' object strings); the case tables stay pandas, numbered in the parent.
+_ARROW = ("customers", "activity", "deposits", "triggers", "rg_events")
+
+
+def _chunk_job(task: tuple) -> Chunk:
+    """Simulate one chunk (in a worker or in this process)."""
+    p, c, seed = task
+    off = c * p.chunk_size
+    return simulate_chunk(p, off, min(p.chunk_size, p.customers - off), np.random.default_rng(seed))
+
+
+def _worker_job(task: tuple) -> Chunk:
+    ch = _chunk_job(task)
+    for name in _ARROW:
+        setattr(ch, _TABLES[name], to_arrow(name, getattr(ch, _TABLES[name])))
+    return ch
+
+
+def _ignore_sigint() -> None:           # Ctrl-C is handled once, by the parent, which stops the workers
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@contextlib.contextmanager
+def _chunks(tasks: list, jobs: int) -> Iterator[Iterator[Chunk]]:
+    """The chunks in order: simulated here (``jobs`` 1), or by ``jobs`` spawned workers, at most a few
+    chunks ahead of the writer (memory stays a few chunks whatever the size)."""
+    if jobs <= 1:
+        yield (_chunk_job(t) for t in tasks)
+        return
+    import multiprocessing as mp
+
+    with mp.get_context("spawn").Pool(jobs, initializer=_ignore_sigint) as pool:
+        yield _bounded(pool, tasks, ahead=2 * jobs)
+
+
+def _bounded(pool, tasks: list, ahead: int) -> Iterator[Chunk]:
+    pending: collections.deque = collections.deque()
+    it = iter(tasks)
+    for t in itertools.islice(it, ahead):
+        pending.append(pool.apply_async(_worker_job, (t,)))
+    while pending:
+        ch = pending.popleft().get()
+        nxt = next(it, None)
+        if nxt is not None:
+            pending.append(pool.apply_async(_worker_job, (nxt,)))
+        yield ch

@@ -32,6 +32,14 @@ SCHEMAS = {
 }
 
 
+def to_arrow(name: str, df: pd.DataFrame) -> pa.Table:
+    """A contract table's frame as Arrow with the table's Parquet schema."""
+    schema = SCHEMAS[name]
+    if name == "call_cases" and "block" in df.columns:      # the optional column of a randomized study
+        schema = schema.append(pa.field("block", pa.string()))
+    return pa.Table.from_pandas(df, schema=schema, preserve_index=False)
+
+
 class TableWriter:
     """One Parquet file per contract table, written chunk by chunk (zstd)."""
 
@@ -39,11 +47,9 @@ class TableWriter:
         self.out = out
         self.writers: dict[str, pq.ParquetWriter] = {}
 
-    def write(self, name: str, df: pd.DataFrame) -> None:
-        schema = SCHEMAS[name]
-        if name == "call_cases" and "block" in df.columns:      # the optional column of a randomized study
-            schema = schema.append(pa.field("block", pa.string()))
-        table = pa.Table.from_pandas(df, schema=schema, preserve_index=False)
+    def write(self, name: str, df: pd.DataFrame | pa.Table) -> None:
+        table = df if isinstance(df, pa.Table) else to_arrow(name, df)
+        schema = table.schema
         if name not in self.writers:
             self.writers[name] = pq.ParquetWriter(self.out / f"{name}.parquet", schema, compression="zstd")
         self.writers[name].write_table(table)
