@@ -85,9 +85,9 @@ def main(argv=None) -> int:
     else:
         from bench_e2e import ensure_data
 
-        data, sim_s = ensure_data(a.customers, a.seed)
-        if sim_s:
-            print(f"simulated {a.customers:,} customers in {sim_s:.0f} s")
+        data, info = ensure_data(a.customers, a.seed)
+        if info.get("measured_now") and info.get("seconds"):
+            print(f"simulated {a.customers:,} customers in {info['seconds']:.0f} s")
     print(f"=== self-check on {data}", flush=True)
     log = run(data, a.replicates, 0, a.jobs, a.sms_replicates)
     key = f"self-check, {a.replicates} replicates"

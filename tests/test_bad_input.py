@@ -128,6 +128,19 @@ def _corrupt_pages(dst: Path) -> None:
     dst.write_bytes(bytes(b))
 
 
+def _corrupt_activity_pages(column: int):
+    """activity of the sample with bytes flipped inside one column's data page: the large table is read
+    through by its aggregate scan (not probed first), whose failure must still be the named problem."""
+    def corrupt(dst: Path) -> None:
+        src = SAMPLE / "activity.parquet"
+        b = bytearray(src.read_bytes())
+        off = pq.ParquetFile(src).metadata.row_group(0).column(column).data_page_offset + 40
+        for i in range(off, off + 200):
+            b[i] ^= 0x5A
+        dst.write_bytes(bytes(b))
+    return corrupt
+
+
 def _truncated(dst: Path) -> None:
     b = (SAMPLE / "sms.parquet").read_bytes()
     dst.write_bytes(b[: len(b) // 2])
@@ -170,6 +183,10 @@ BAD_DATA = {
     "parquet_corrupt_data_pages": (lambda root: sample_copy(root, {"call_attempts.parquet": _corrupt_pages}),
                                    ["call_attempts", "unreadable_file", "call_attempts.parquet",
                                     "data cannot be read", "export the table again"]),
+    "parquet_corrupt_activity_key": (lambda root: sample_copy(root, {"activity.parquet": _corrupt_activity_pages(0)}),
+                                     ["activity", "unreadable_file", "activity.parquet", "data cannot be read"]),
+    "parquet_corrupt_activity_amount": (lambda root: sample_copy(root, {"activity.parquet": _corrupt_activity_pages(4)}),
+                                        ["activity", "unreadable_file", "activity.parquet", "data cannot be read"]),
     "parquet_truncated": (lambda root: sample_copy(root, {"sms.parquet": _truncated}),
                           ["sms", "unreadable_file", "sms.parquet"]),
     "parquet_zero_bytes": (lambda root: sample_copy(root, {"rg_events.parquet": lambda p: p.write_bytes(b"")}),

@@ -188,6 +188,10 @@ class _Validator:
         aggs = [f"count(*) FILTER (WHERE {_raw(c)} IS NOT NULL AND {pred})"
                 for c, pred in lossy.items()]
         aggs += [f"count(*) FILTER (WHERE {chk.violation})" for chk in checks]
+        if t.large:   # every stored value is read (and decompressed) by this one pass: a damaged page fails it
+            stored = ", ".join(quote_ident(c) for c in self.con.sql(f"SELECT * FROM {_check_view(t.name)} LIMIT 0").columns)
+            if stored:
+                aggs.append(f"count(*) FILTER (WHERE hash({stored}) IS NULL)")
         aggs.append("count(*)")
         counts = self.con.sql(f"SELECT {', '.join(aggs)} FROM {_check_view(t.name)}").fetchall()[0]
         self.n_rows[t.name] = int(counts[-1])
@@ -266,16 +270,37 @@ class _Validator:
                                              expected_text(t.column(column), rule)))
 
     def probe(self) -> None:
-        """Read every value of every Parquet table once: damaged data pages are one named problem per table,
-        and the table is left out of the other checks (issue 13)."""
+        """Read every value of every small Parquet table once: damaged data pages are one named problem per
+        table, and the table is left out of the other checks (issue 13).  The large tables are read through
+        by their own aggregate scan instead (:meth:`checked`), and probed only when that scan fails."""
         for name in self.ds.tables:
             src = self.ds.source(name)
-            if src.format != "parquet":
+            if src.format != "parquet" or TABLES[name].large:
                 continue
-            p = probe_readable(self.con, name, src, list(self.ds.stored_columns(name)))
-            if p is not None:
-                self.problems.append(p)
-                self.damaged.add(name)
+            self._probe_one(name)
+
+    def _probe_one(self, name: str) -> bool:
+        src = self.ds.source(name)
+        p = probe_readable(self.con, name, src, list(self.ds.stored_columns(name)))
+        if p is not None:
+            self.problems.append(p)
+            self.damaged.add(name)
+        return p is not None
+
+    @contextmanager
+    def checked(self, t: Table) -> Iterator[None]:
+        """Run one large table's checks; a read error there probes the table's files: damaged data pages are
+        its one ``unreadable_file`` problem (what the checks had found before the error is dropped) and the
+        table is left out of the other checks.  Any other error is raised as it is."""
+        n_before = len(self.problems)
+        try:
+            yield
+        except duckdb.Error:
+            if self.ds.source(t.name).format != "parquet" or not TABLES[t.name].large:
+                raise
+            del self.problems[n_before:]
+            if not self._probe_one(t.name):
+                raise
 
     def cross(self, present: list[Table]) -> None:
         """The rules across tables (:data:`~.spec.CROSS_RULES`), with the other table's value in each example."""
@@ -313,21 +338,14 @@ class _Validator:
         for t in present:
             self.create_check_view(t.name)
         for t in present:
-            self.structure(t)
+            with self.checked(t):
+                self.structure(t)
         for t in present:
-            use_sql = self.engine == "sql" or t.large
-            self.engines[t.name] = "sql" if use_sql else "pandera"
-            checks = sql_checks(t.name)
-            row_checks = [c for c in checks if c.kind == "row" and (use_sql or not c.value_rule)
-                          and self.readable(t.name, c.columns)]
-            self.scan(t, row_checks)
-            self.offsets(t)
-            if not use_sql:
-                self.pandera(t)
-            for chk in checks:
-                if chk.kind == "unique" and (use_sql or not chk.value_rule) \
-                        and self.readable(t.name, chk.columns):
-                    self.run_count(chk, screen=t.large)
+            if t.name in self.damaged:
+                continue
+            with self.checked(t):
+                self.table_checks(t)
+        present = [t for t in present if t.name not in self.damaged]
         for t in present:  # foreign keys, once every table's readable columns are known
             fks = [chk for chk in sql_checks(t.name)
                    if chk.kind == "foreign_key" and self.readable(t.name, chk.columns)
@@ -338,6 +356,22 @@ class _Validator:
                     if n:
                         self.report_sql(chk, int(n))
         self.cross(present)
+
+    def table_checks(self, t: Table) -> None:
+        """One table's own checks: the aggregate scan, offsets, pandera (small tables), uniqueness."""
+        use_sql = self.engine == "sql" or t.large
+        self.engines[t.name] = "sql" if use_sql else "pandera"
+        checks = sql_checks(t.name)
+        row_checks = [c for c in checks if c.kind == "row" and (use_sql or not c.value_rule)
+                      and self.readable(t.name, c.columns)]
+        self.scan(t, row_checks)
+        self.offsets(t)
+        if not use_sql:
+            self.pandera(t)
+        for chk in checks:
+            if chk.kind == "unique" and (use_sql or not chk.value_rule) \
+                    and self.readable(t.name, chk.columns):
+                self.run_count(chk, screen=t.large)
 
     def drop_views(self) -> None:
         for name in self.ds.tables:
