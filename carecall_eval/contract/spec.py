@@ -383,13 +383,16 @@ class CrossRule:
         The other table.
     other_columns : tuple of str
         Columns of ``other`` the rule reads (the rule is skipped if one is missing or unreadable).
+    key : str
+        The column both tables share; each row of ``table`` is compared with the rows of ``other`` with its key.
+    lookup : str
+        SQL aggregate over those rows of ``other`` (``min(closed_on)``): the one value the rule needs, looked
+        up by a join on ``key`` (a hash join, one pass over ``table``, rather than a correlated subquery).
     violation : str
-        DuckDB SQL predicate, TRUE for an offending row of ``table``; ``{t}`` is the relation of ``table``
-        and ``{o}`` the relation of ``other``.
-    show : str
-        SQL expression (over ``{t}`` and ``{o}``) giving the other table's value shown beside each offending row.
+        DuckDB SQL predicate, TRUE for an offending row of ``table``; ``{t}`` is the relation of ``table`` and
+        ``{v}`` the looked-up value (NULL when ``other`` has no row with the key).
     show_as : str
-        Its label in the examples.
+        The label of the looked-up value, shown beside each offending row.
     expected : str
         What consistent data look like, in words.
     why : str
@@ -402,8 +405,9 @@ class CrossRule:
     columns: tuple[str, ...]
     other: str
     other_columns: tuple[str, ...]
+    key: str
+    lookup: str
     violation: str
-    show: str
     show_as: str
     expected: str
     why: str = ""
@@ -412,35 +416,27 @@ class CrossRule:
 #: Rules across tables (after foreign keys): each names the table, column and offending rows.
 CROSS_RULES: tuple[CrossRule, ...] = (
     CrossRule("attempt_before_case", "call_attempts", "attempted_at", ("case_id", "attempted_at"),
-              "call_cases", ("case_id", "opened_on"),
-              "EXISTS (SELECT 1 FROM {o} AS __o WHERE __o.case_id = {t}.case_id "
-              "AND CAST({t}.attempted_at AS DATE) < __o.opened_on)",
-              "(SELECT min(__o.opened_on) FROM {o} AS __o WHERE __o.case_id = {t}.case_id)",
+              "call_cases", ("case_id", "opened_on"), "case_id", "max(opened_on)",
+              "CAST({t}.attempted_at AS DATE) < {v}",
               "call_cases.opened_on",
               "attempted_at on or after the opened_on of its case (call_cases)",
               "every group is indexed at the case's opening: a call before it would fall in the pre-window"),
     CrossRule("sms_before_attempt", "sms", "sent_at", ("case_id", "sent_at", "kind"),
-              "call_attempts", ("case_id", "attempted_at"),
-              "{t}.kind = 'missed_call_followup' AND NOT EXISTS (SELECT 1 FROM {o} AS __o "
-              "WHERE __o.case_id = {t}.case_id AND __o.attempted_at <= {t}.sent_at)",
-              "(SELECT min(__o.attempted_at) FROM {o} AS __o WHERE __o.case_id = {t}.case_id)",
+              "call_attempts", ("case_id", "attempted_at"), "case_id", "min(attempted_at)",
+              "{t}.kind = 'missed_call_followup' AND ({v} IS NULL OR {v} > {t}.sent_at)",
               "first attempt",
               "a missed_call_followup SMS sent at or after an attempt of its case (call_attempts)",
               "the SMS effect compares the attempts after the SMS with those before it"),
     CrossRule("play_after_closure", "activity", "date", ("customer_id", "date", "wagered"),
-              "customers", ("customer_id", "closed_on"),
-              "{t}.wagered > 0 AND EXISTS (SELECT 1 FROM {o} AS __o WHERE __o.customer_id = {t}.customer_id "
-              "AND {t}.date > __o.closed_on)",
-              "(SELECT min(__o.closed_on) FROM {o} AS __o WHERE __o.customer_id = {t}.customer_id)",
+              "customers", ("customer_id", "closed_on"), "customer_id", "min(closed_on)",
+              "{t}.wagered > 0 AND {t}.date > {v}",
               "customers.closed_on",
               "no stakes (wagered > 0) after the customer's closed_on (customers); winnings paid out later on a "
               "day with no stake are fine",
               "retention counts a closed account as a customer lost; play after it means closed_on is wrong"),
     CrossRule("case_before_registration", "call_cases", "opened_on", ("customer_id", "opened_on"),
-              "customers", ("customer_id", "registered_on"),
-              "EXISTS (SELECT 1 FROM {o} AS __o WHERE __o.customer_id = {t}.customer_id "
-              "AND {t}.opened_on < __o.registered_on)",
-              "(SELECT min(__o.registered_on) FROM {o} AS __o WHERE __o.customer_id = {t}.customer_id)",
+              "customers", ("customer_id", "registered_on"), "customer_id", "max(registered_on)",
+              "{t}.opened_on < {v}",
               "customers.registered_on",
               "opened_on on or after the customer's registered_on (customers)",
               "tenure and the pre-window history are measured from registration"),

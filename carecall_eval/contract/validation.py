@@ -321,14 +321,16 @@ class _Validator:
                     any((rule.other, c) in suspect for c in rule.other_columns):
                 continue
             t, o = _check_view(rule.table), _check_view(rule.other)
-            where = rule.violation.format(t=t, o=o)
-            n = self.con.sql(f"SELECT count(*) FROM {t} WHERE {where}").fetchall()[0][0]
+            k = quote_ident(rule.key)
+            joined = (f"{t} LEFT JOIN (SELECT {k} AS __k, {rule.lookup} AS __v FROM {o} WHERE {k} IS NOT NULL "
+                      f"GROUP BY {k}) AS __o ON {t}.{k} = __o.__k")
+            where = rule.violation.format(t=t, v="__o.__v")
+            n = self.con.sql(f"SELECT count(*) FROM {joined} WHERE {where}").fetchall()[0][0]
             if not n:
                 continue
             cols = self.display_columns(TABLES[rule.table], rule.columns)
-            sel = ", ".join(quote_ident(c) for c in cols) + \
-                f", {rule.show.format(t=t, o=o)} AS {quote_ident(rule.show_as)}"
-            rel = self.con.sql(f"SELECT {sel} FROM {t} WHERE {where} LIMIT {N_EXAMPLES}")
+            sel = ", ".join(f"{t}.{quote_ident(c)}" for c in cols) + f", __o.__v AS {quote_ident(rule.show_as)}"
+            rel = self.con.sql(f"SELECT {sel} FROM {joined} WHERE {where} LIMIT {N_EXAMPLES}")
             ex = _fmt_rows(rel.columns, rel.fetchall(), self.kinds(rule.table))
             self.problems.append(Problem(rule.table, rule.column, rule.name, int(n), ex, rule.expected))
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -45,7 +46,7 @@ def cmd_selfcheck(args: argparse.Namespace) -> int:
             warnings.simplefilter("always")
             res = selfcheck(ds, sample, level=args.level, effect=args.effect, replicates=args.replicates,
                             seed=args.seed, window=args.window, sms=not args.no_sms, sms_effect=args.sms_effect,
-                            sms_replicates=args.sms_replicates, n_jobs=args.jobs, progress=not args.quiet,
+                            sms_replicates=args.sms_replicates, n_jobs=args.jobs if args.jobs is not None else (os.cpu_count() or 1), progress=not args.quiet,
                             grid=PLOT_GRID if args.plot_grid else None)
             sens = sensitivity_analysis(ds, sample, level=args.level, window=args.window)
         for w in caught:
@@ -89,7 +90,8 @@ def register(sub) -> None:
     p.add_argument("--sms-replicates", type=int, help="pseudo-policy dates (default min(replicates, 10))")
     p.add_argument("--no-sms", action="store_true", help="skip the SMS check")
     p.add_argument("--plot-grid", action="store_true", help="also analyse planted changes of -30%% and +15%%")
-    p.add_argument("--jobs", type=int, default=1, help="worker processes for the replicates (default 1)")
+    p.add_argument("--jobs", type=int, help="worker processes for the replicates (default: one per CPU; the "
+                                            "figures are the same whatever the number)")
     p.add_argument("--design", help="study design file (TOML or JSON); default design if absent")
     p.add_argument("--out", help="also write the figures as JSON to this file")
     p.add_argument("--quiet", action="store_true", help="print no progress")
