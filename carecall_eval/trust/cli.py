@@ -46,7 +46,8 @@ def cmd_selfcheck(args: argparse.Namespace) -> int:
             warnings.simplefilter("always")
             res = selfcheck(ds, sample, level=args.level, effect=args.effect, replicates=args.replicates,
                             seed=args.seed, window=args.window, sms=not args.no_sms, sms_effect=args.sms_effect,
-                            sms_replicates=args.sms_replicates, n_jobs=args.jobs if args.jobs is not None else (os.cpu_count() or 1), progress=not args.quiet,
+                            sms_replicates=args.sms_replicates, progress=not args.quiet,
+                            n_jobs=args.jobs if args.jobs is not None else (os.cpu_count() or 1),
                             grid=PLOT_GRID if args.plot_grid else None)
             sens = sensitivity_analysis(ds, sample, level=args.level, window=args.window)
         for w in caught:
