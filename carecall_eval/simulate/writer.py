@@ -49,7 +49,9 @@ class TableWriter:
 
     def write(self, name: str, df: pd.DataFrame | pa.Table) -> None:
         table = df if isinstance(df, pa.Table) else to_arrow(name, df)
-        schema = table.schema
+        schema = SCHEMAS[name]              # the file's schema: the contract's, without pandas' metadata
+        if name == "call_cases" and "block" in table.column_names:
+            schema = schema.append(pa.field("block", pa.string()))
         if name not in self.writers:
             self.writers[name] = pq.ParquetWriter(self.out / f"{name}.parquet", schema, compression="zstd")
         self.writers[name].write_table(table)

@@ -154,28 +154,44 @@ def _expit(x):
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def _penalized_mode(y, A, p, J, tau2, start):
+def _penalized_mode(y, X, g, J, tau2, start):
     """Newton-Raphson (with step halving) for the mode of (beta, u) given tau2.
 
+    The design is ``[X, Z]`` with ``Z`` the one-hot matrix of the groups ``g``; it is never built: its
+    products are group sums (``np.bincount``), so a step costs O(n p^2) rather than O(n (p + J)^2).
     Returns (theta, hessian, loglik, weights).  A ridge of 1e-8 on the fixed effects keeps the Hessian
     invertible when a factor level separates (every call of one trigger answered, say); it moves no
     estimate that is identified.
     """
+    p = X.shape[1]
     theta = start.copy()
     pen = np.r_[np.full(p, 1e-8), np.full(J, 1.0 / tau2)]
 
+    def eta_of(th):
+        return X @ th[:p] + th[p:][g]
+
     def objective(th):
-        eta = A @ th
+        eta = eta_of(th)
         return float(np.sum(y * eta - np.logaddexp(0, eta)) - 0.5 * np.sum(pen * th ** 2))
+
+    def hessian(w):
+        Xw = X * w[:, None]
+        H = np.empty((p + J, p + J))
+        H[:p, :p] = Xw.T @ X
+        xz = np.stack([np.bincount(g, weights=Xw[:, j], minlength=J) for j in range(p)])
+        H[:p, p:] = xz
+        H[p:, :p] = xz.T
+        H[p:, p:] = np.diag(np.bincount(g, weights=w, minlength=J))
+        return H + np.diag(pen)
 
     f = objective(theta)
     for _ in range(100):
-        eta = A @ theta
+        eta = eta_of(theta)
         mu = _expit(eta)
         w = mu * (1 - mu)
-        grad = A.T @ (y - mu) - pen * theta
-        H = (A * w[:, None]).T @ A + np.diag(pen)
-        step = np.linalg.solve(H, grad)
+        r = y - mu
+        grad = np.r_[X.T @ r, np.bincount(g, weights=r, minlength=J)] - pen * theta
+        step = np.linalg.solve(hessian(w), grad)
         t = 1.0
         while t > 1e-4:
             f_new = objective(theta + t * step)
@@ -186,12 +202,11 @@ def _penalized_mode(y, A, p, J, tau2, start):
         f = f_new
         if np.max(np.abs(t * step)) < 1e-8:
             break
-    eta = A @ theta
+    eta = eta_of(theta)
     mu = _expit(eta)
     w = mu * (1 - mu)
-    H = (A * w[:, None]).T @ A + np.diag(pen)
     ll = float(np.sum(y * eta - np.logaddexp(0, eta)))
-    return theta, H, ll, w
+    return theta, hessian(w), ll, w
 
 
 def glmm_logit(y, X, groups, *, n_groups: int | None = None, level: float = 0.95, tau_max: float = 3.0,
@@ -224,16 +239,13 @@ def glmm_logit(y, X, groups, *, n_groups: int | None = None, level: float = 0.95
     g = np.asarray(groups, dtype=int)
     J = int(n_groups if n_groups is not None else g.max() + 1)
     n, p = X.shape
-    Z = np.zeros((n, J))
-    Z[np.arange(n), g] = 1.0
-    A = np.hstack([X, Z])
     grid = np.linspace(tau_max / (grid_size - 1) / 10, tau_max, grid_size)
     theta = np.zeros(p + J)
     logl, means, sds, betas = [], [], [], []
     # one BLAS thread: small dense products are faster so, and the sums do not depend on the thread count
     with threadpool_limits(limits=1, user_api="blas"):
         for tau in grid:
-            theta, H, ll, w = _penalized_mode(y, A, p, J, tau ** 2, theta)
+            theta, H, ll, w = _penalized_mode(y, X, g, J, tau ** 2, theta)
             u = theta[p:]
             d = np.bincount(g, weights=w, minlength=J)
             logl.append(ll - 0.5 * np.sum(u ** 2) / tau ** 2 - 0.5 * np.sum(np.log1p(tau ** 2 * d)))
