@@ -166,11 +166,13 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:            # --help, --version, or a usage error (argparse printed it)
         return int(exc.code or 0) if not isinstance(exc.code, str) else 2
-    from .writer import terminate_as_exception
+    from .writer import check_terminated, terminate_as_exception
 
     try:
         with terminate_as_exception():   # SIGTERM runs every clean-up on the way out
-            return int(args.func(args) or 0)
+            code = int(args.func(args) or 0)
+            check_terminated()           # a SIGTERM whose exception Python swallowed still stops the run
+            return code
     except KeyboardInterrupt:
         print(f"carecall-eval {args.command}: interrupted; nothing half-written was left behind", file=sys.stderr)
         return 130

@@ -242,6 +242,33 @@ class _Lock:
             self.fd = None
 
 
+#: Signals received by :func:`terminate_as_exception`'s handler.  Python ignores an exception raised in some
+#: places (an at-fork hook, a finaliser), so the commit points (:func:`check_terminated`) look here too.
+_TERMINATED: set[int] = set()
+
+
+_DEFERRED: list[bool] = []
+
+
+@contextlib.contextmanager
+def terminate_later() -> Iterator[None]:
+    """While the block runs, SIGTERM is only noted (for code where Python would swallow the exception, such
+    as forking worker processes); it is raised when the block ends normally."""
+    _DEFERRED.append(True)
+    try:
+        yield
+    finally:
+        _DEFERRED.pop()
+    check_terminated()
+
+
+def check_terminated() -> None:
+    """Raise ``SystemExit(143)`` if SIGTERM arrived even where its exception was swallowed: called before
+    anything is committed, so a terminated run never swaps in its output."""
+    if _TERMINATED:
+        raise SystemExit(128 + min(_TERMINATED))
+
+
 @contextlib.contextmanager
 def terminate_as_exception() -> Iterator[None]:
     """Turn SIGTERM into ``SystemExit(143)`` while the block runs (main thread only), so that every
@@ -252,7 +279,9 @@ def terminate_as_exception() -> Iterator[None]:
         return
 
     def handler(signum, frame):
-        raise SystemExit(128 + signum)
+        _TERMINATED.add(signum)      # remembered: a raise inside an at-fork or __del__ hook is swallowed
+        if not _DEFERRED:
+            raise SystemExit(128 + signum)
 
     try:
         old = signal.signal(signal.SIGTERM, handler)
@@ -321,6 +350,7 @@ def output_dir(target: str | os.PathLike, *, kind: str = "output", what: str | N
                 shutil.rmtree(staging, ignore_errors=True)
                 raise
             try:
+                check_terminated()
                 _swap_in(staging, target)
             except OSError as exc:
                 shutil.rmtree(staging, ignore_errors=True)
@@ -372,6 +402,7 @@ def write_bytes(path: str | os.PathLike, data: bytes, *, what: str = "output") -
                 _fix_mode(tmp, False)
                 if path.is_dir():
                     raise IsADirectoryError(errno.EISDIR, "is a directory", str(path))
+                check_terminated()
                 os.replace(tmp, path)
                 ok = True
             except OSError as exc:

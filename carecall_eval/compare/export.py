@@ -276,7 +276,8 @@ def export_bundle(data_or_evaluation, out, quarter: str | None = None, *, design
                 from ..trust.plasmode import selfcheck
 
                 sc = selfcheck(ds, ev.sample, level=level, window=window, replicates=int(selfcheck_replicates),
-                               sms_replicates=min(int(selfcheck_replicates), 5), seed=0)
+                               sms_replicates=min(int(selfcheck_replicates), 5), seed=0,
+                               n_jobs=os.cpu_count() or 1)   # the figures do not depend on it
                 ev = dataclasses.replace(ev, results={**ev.results, "selfcheck": sc})
     threshold = sup.check_threshold(threshold)
     if configured is not None and threshold < configured:

@@ -433,7 +433,8 @@ def build_quarterly(data, quarter: str | Quarter, design: StudyDesign | str | os
                 from ..trust.plasmode import PLOT_GRID, selfcheck
 
                 sc = selfcheck(ds, ev.sample, level=level, window=window, replicates=int(selfcheck_replicates),
-                               sms_replicates=min(int(selfcheck_replicates), 5), grid=PLOT_GRID, seed=0)
+                               sms_replicates=min(int(selfcheck_replicates), 5), grid=PLOT_GRID, seed=0,
+                               n_jobs=os.cpu_count() or 1)   # the figures do not depend on it
             except Exception as exc:  # the report says what is missing instead of failing
                 missing["selfcheck"] = f"the self-check could not be run ({type(exc).__name__}: {exc})"
     elif ev is not None:

@@ -39,7 +39,8 @@ def simulate(out: str | os.PathLike, *, customers: int = 4000, seed: int = 1, pr
         Print one line per chunk.
     jobs : int, optional
         Worker processes simulating chunks of :attr:`~SimulationParams.chunk_size` customers side by side
-        (default: one per CPU when there are several chunks).  Each chunk has its own seed and the files
+        (default: one per CPU when there are several chunks; forked by :func:`carecall_eval._pool.worker_pool`).
+        Each chunk has its own seed and the files
         are written in chunk order, so the output is byte-identical whatever ``jobs`` is.
     **params
         Any field of :class:`SimulationParams`.
@@ -145,22 +146,16 @@ def _worker_job(task: tuple) -> Chunk:
     return ch
 
 
-def _ignore_sigint() -> None:           # Ctrl-C is handled once, by the parent, which stops the workers
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
 @contextlib.contextmanager
 def _chunks(tasks: list, jobs: int) -> Iterator[Iterator[Chunk]]:
-    """The chunks in order: simulated here (``jobs`` 1), or by ``jobs`` spawned workers, at most a few
+    """The chunks in order: simulated here (``jobs`` 1), or by ``jobs`` forked workers, at most a few
     chunks ahead of the writer (memory stays a few chunks whatever the size)."""
     if jobs <= 1:
         yield (_chunk_job(t) for t in tasks)
         return
-    import multiprocessing as mp
+    from .._pool import worker_pool
 
-    with mp.get_context("spawn").Pool(jobs, initializer=_ignore_sigint) as pool:
+    with worker_pool(jobs) as pool:
         yield _bounded(pool, tasks, ahead=2 * jobs)
 
 

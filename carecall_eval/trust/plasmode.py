@@ -232,14 +232,16 @@ def run_replicates(fn, ctx: dict, seeds: list, n_jobs: int, say, what: str = "re
             if (r + 1) % step == 0 or r + 1 == R:
                 say(f"{what} {r + 1}/{R}")
         return rows, msgs
-    import multiprocessing as mp
+    from .._pool import worker_pool
+    from ..writer import check_terminated
 
     _CTX.clear()
     _CTX.update(ctx, fn=fn)
     chunks = [(lo, min(lo + step, R), seeds[lo:min(lo + step, R)]) for lo in range(0, R, step)]
     try:
-        with mp.get_context("fork").Pool(min(n_jobs, len(chunks))) as workers:
+        with worker_pool(min(n_jobs, len(chunks))) as workers:
             for i, (a, b) in enumerate(workers.imap(_worker, chunks)):
+                check_terminated()       # a SIGTERM swallowed while the workers were forked stops here
                 rows += a
                 msgs += b
                 say(f"{what} {chunks[i][1]}/{R}")
@@ -578,7 +580,7 @@ def _selfcheck(ds, sample: MatchedSample, *, level, effect, replicates, seed, wi
     settings = {"level": level, "effect": effect, "replicates": replicates, "seed": seed,
                 "window": window, "outcome": outcome, "effects": list(effects), "share": share,
                 "real_share": real_share, "n_pool": n_pool, "sms": bool(sms), "sms_effect": sms_effect,
-                "sms_replicates": sms_replicates if sms else None, "tolerance": tolerance, "n_jobs": n_jobs,
+                "sms_replicates": sms_replicates if sms else None, "tolerance": tolerance,
                 "design": design.to_dict(), "replace": sample.replace,
                 "estimators": labels, "verdicts": verdicts, "notes": notes, "warnings": len(caught_all)}
     truth_plot = _truth_plot(reps)
@@ -586,7 +588,7 @@ def _selfcheck(ds, sample: MatchedSample, *, level, effect, replicates, seed, wi
     _say(progress, t0, "done")
     return Result("selfcheck", summary, text, settings,
                   plot_data={"replicates": reps, "truth_plot": truth_plot, "operating": stats},
-                  details={"messages": caught_all, "seconds": time.perf_counter() - t0})
+                  details={"messages": caught_all, "seconds": time.perf_counter() - t0, "n_jobs": n_jobs})
 
 
 def _truth_plot(reps: pd.DataFrame) -> pd.DataFrame:
