@@ -108,7 +108,10 @@ def _attempt_table(ds, arms, s: int, policy, min_attempts: int) -> pd.DataFrame:
     a["weekday"] = pd.Categorical.from_codes(a["attempted_at"].dt.weekday.to_numpy(), WEEKDAYS).astype(str)
     counts = a["hour"].value_counts()
     a["hour_cat"] = np.where(a["hour"].map(counts) >= min_attempts, a["hour"].map("{:02d}".format), OTHER_HOURS)
-    a["month_cat"] = _merge_small(a["attempted_at"].dt.strftime("%Y-%m"), min_attempts)
+    ym = a["attempted_at"].dt.year.to_numpy() * 12 + a["attempted_at"].dt.month.to_numpy() - 1
+    codes, months = pd.factorize(ym)               # "YYYY-MM" formatted once per month, not per attempt
+    labels = np.array([f"{m // 12:04d}-{m % 12 + 1:02d}" for m in months], dtype=object)
+    a["month_cat"] = _merge_small(pd.Series(labels[codes], index=a.index), min_attempts)
     a["attempt_cat"] = _merge_small(a["attempt_no"].astype(int), min_attempts)
     a["trigger"] = a["trigger"].fillna("(none)").astype(str)
     post = a["post_policy"].astype("boolean").fillna(False).to_numpy(bool)
@@ -155,7 +158,7 @@ def fit_attempt_logit(y, X: np.ndarray, names: list[str], groups, who: str):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PerfectSeparationWarning)
         warnings.simplefilter("ignore", SmConvergenceWarning)     # said below as the project's own warning
-        model = sm.Logit(np.asarray(y, float), Xk)
+        model = sm.Logit(np.asarray(y, float), Xk, check_rank=False)   # independent columns, as above
         model.data.xnames = [names[j] for j in keep]
         fit = model.fit(disp=0, maxiter=200, cov_type="cluster", cov_kwds={"groups": groups})
     if not fit.mle_retvals.get("converged", True):
@@ -170,6 +173,13 @@ class _Standardiser:
     def __init__(self, Xk: np.ndarray, kept: list[str], beta: np.ndarray) -> None:
         self.Xk, self.kept, self.beta = Xk, kept, beta
         self.eta = Xk @ beta
+        self._factor: dict[str, tuple[list[int], np.ndarray]] = {}   # factor -> its columns and their part of eta
+
+    def _part(self, factor: str) -> tuple[list[int], np.ndarray | None]:
+        if factor not in self._factor:
+            idx = [j for j, nm in enumerate(self.kept) if nm.startswith(factor + "[")]
+            self._factor[factor] = (idx, self.Xk[:, idx] @ self.beta[idx] if idx else None)
+        return self._factor[factor]
 
     def __call__(self, set_cols: dict[str, str]) -> tuple[float, np.ndarray]:
         """``set_cols``: factor -> the column name of its level (a name not among the columns: the reference).
@@ -179,9 +189,9 @@ class _Standardiser:
         eta = self.eta.copy()
         cols = {}
         for factor, target in set_cols.items():
-            idx = [j for j, nm in enumerate(self.kept) if nm.startswith(factor + "[")]
-            if idx:
-                eta -= self.Xk[:, idx] @ self.beta[idx]
+            idx, part = self._part(factor)
+            if part is not None:
+                eta -= part
             for j in idx:
                 cols[j] = 1.0 if self.kept[j] == target else 0.0
             if target in self.kept:
