@@ -173,7 +173,7 @@ class _Standardiser:
     def __init__(self, Xk: np.ndarray, kept: list[str], beta: np.ndarray) -> None:
         self.Xk, self.kept, self.beta = Xk, kept, beta
         self.eta = Xk @ beta
-        self._factor: dict[str, tuple[list[int], np.ndarray]] = {}   # factor -> its columns and their part of eta
+        self._factor: dict[str, tuple[list[int], np.ndarray | None]] = {}   # factor -> its columns and their part of eta
 
     def _part(self, factor: str) -> tuple[list[int], np.ndarray | None]:
         if factor not in self._factor:
