@@ -107,9 +107,9 @@ def _raw(col: str) -> str:
 #: Largest bitmap per customer of the uniqueness screen (bits), and the most all of them may take (bytes):
 #: 1M customers with two years of eight products take 0.7 GB; beyond that the hash screen (which spills) is used.
 BITMAP_MAX_BITS = 1 << 16
+BITMAP_BUDGET = 1 << 30
 #: A small table of more rows than this is checked with SQL aggregates rather than loaded into pandera.
 PANDERA_MAX_ROWS = 200_000
-BITMAP_BUDGET = 1 << 30
 
 
 class _Validator:
@@ -199,7 +199,8 @@ class _Validator:
                 for c, pred in lossy.items()]
         aggs += [f"count(*) FILTER (WHERE {chk.violation})" for chk in checks]
         if t.large:   # every stored value is read (and decompressed) by this one pass: a damaged page fails it
-            stored = ", ".join(quote_ident(c) for c in self.con.sql(f"SELECT * FROM {_check_view(t.name)} LIMIT 0").columns)
+            view_cols = self.con.sql(f"SELECT * FROM {_check_view(t.name)} LIMIT 0").columns
+            stored = ", ".join(quote_ident(c) for c in view_cols)
             if stored:
                 aggs.append(f"count(*) FILTER (WHERE hash({stored}) IS NULL)")
         # the range of each date in a composite key, for the bitmap screen of its uniqueness (run_count)
@@ -210,27 +211,30 @@ class _Validator:
         # a large table's foreign keys and cross-table rules are counted in the same pass, by joins to
         # one row per key of the other table; reported (or not) once every table is checked (run, cross)
         joined: list[tuple[tuple, str]] = []
-        lookups: dict[tuple[str, str, str], list[str]] = {}   # (other, its key, our column) -> looked-up values
+        lookups: dict[tuple[str, str, str], tuple[str, list[str]]] = {}   # (other, its key, our column) ->
+        #                                                                    (alias, looked-up values)
+
+        def lookup(other: str, okey: str, mine: str) -> tuple[str, list[str]]:
+            return lookups.setdefault((other, okey, mine), (f"__ref{len(lookups)}", []))
+
         if t.large:
             for chk in (c for c in sql_checks(t.name) if c.kind == "foreign_key"):
                 if self.readable(chk.ref_table, [chk.ref_column]) and self.readable(t.name, chk.columns):
-                    lk = (chk.ref_table, chk.ref_column, chk.column)
-                    lookups.setdefault(lk, [])
+                    alias, _ = lookup(chk.ref_table, chk.ref_column, chk.column)
                     joined.append((("fk", chk.table, chk.column),
-                                   f"__t.{quote_ident(chk.column)} IS NOT NULL AND {{{lk}}}.__k IS NULL"))
+                                   f"__t.{quote_ident(chk.column)} IS NOT NULL AND {alias}.__k IS NULL"))
             for rule in (r for r in CROSS_RULES if r.table == t.name):
                 if self.readable(rule.other, rule.other_columns) and self.readable(t.name, rule.columns):
-                    lk = (rule.other, rule.key, rule.key)
-                    lookups.setdefault(lk, []).append(rule.lookup)
-                    v = f"{{{lk}}}.__v{len(lookups[lk]) - 1}"
-                    joined.append((("cross", rule.name), rule.violation.format(t="__t", v=v)))
+                    alias, values = lookup(rule.other, rule.key, rule.key)
+                    values.append(rule.lookup)
+                    joined.append((("cross", rule.name),
+                                   rule.violation.format(t="__t", v=f"{alias}.__v{len(values) - 1}")))
         joins = []
-        for i, ((other, okey, mine), values) in enumerate(lookups.items()):
-            alias, k = f"__ref{i}", quote_ident(okey)
+        for (other, okey, mine), (alias, values) in lookups.items():
+            k = quote_ident(okey)
             vals = "".join(f", {v} AS __v{j}" for j, v in enumerate(values))
             joins.append(f"LEFT JOIN (SELECT {k} AS __k{vals} FROM {_check_view(other)} WHERE {k} IS NOT NULL "
                          f"GROUP BY {k}) AS {alias} ON __t.{quote_ident(mine)} = {alias}.__k")
-            joined = [(key, w.replace(f"{{{(other, okey, mine)}}}", alias)) for key, w in joined]
         first_joined = len(aggs)
         aggs += [f"count(*) FILTER (WHERE {w})" for _, w in joined]
         aggs.append("count(*)")
