@@ -849,6 +849,19 @@ def test_sigterm_while_simulating_leaves_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_sigkill_leaves_no_worker_process_behind(tmp_path):
+    """The self-check's forked workers end with their parent, even one killed by SIGKILL (no clean-up ran)."""
+    log = tmp_path / "stderr.txt"
+    with log.open("w") as fh:
+        p = _cli(["selfcheck", SAMPLE, "--replicates", "40", "--jobs", "2"], stderr=fh)
+        _wait_for(lambda: "spending replicate" in log.read_text(), timeout=300)
+        kids = subprocess.run(["pgrep", "-P", str(p.pid)], capture_output=True, text=True).stdout.split()
+        p.kill()
+        p.communicate(timeout=60)
+    assert len(kids) >= 2                                # the two workers were running
+    _wait_for(lambda: not [k for k in kids if Path(f"/proc/{k}").exists()], timeout=30)
+
+
 def test_sigkill_while_simulating_is_cleaned_up_by_the_next_run(tmp_path):
     from carecall_eval.simulate import simulate
 
