@@ -7,6 +7,7 @@ products, and with play after a closure.
 """
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 from pathlib import Path
 
@@ -86,10 +87,12 @@ def test_play_after_closure_counted_in_the_scan_equals_the_exact_query(tmp_path)
 
     def edit(t):
         cols = t.to_pydict()
+        product = cols["product"][0]
         for i, (cid, day) in enumerate(closed):      # a stake 5 days after each closure
+            row = {"customer_id": cid, "date": day + dt.timedelta(days=5), "product": product,
+                   "wagered": 10.0 + i, "won": 0.0}
             for k, v in cols.items():
-                v.append({"customer_id": cid, "date": day + __import__("datetime").timedelta(days=5),
-                          "product": cols["product"][0], "wagered": 10.0 + i, "won": 0.0}[k])
+                v.append(row[k])
         return pa.table(cols, schema=t.schema)
     t = pq.read_table(d / "activity.parquet")
     pq.write_table(edit(t), d / "activity.parquet")
