@@ -189,12 +189,12 @@ def store(name: str | None, frame: pd.DataFrame) -> None:
 
 
 def clear() -> int:
-    """Remove every cache entry; returns how many files were removed."""
+    """Remove every cache entry (aggregates and memoised results); returns how many files were removed."""
     root = cache_dir()
     n = 0
     if not root.is_dir():
         return 0
-    for p in root.glob("*/*.parquet"):
+    for p in [*root.glob("*/*.parquet"), *root.glob("results/*/*.pickle")]:   # aggregates, estimator results
         with contextlib.suppress(OSError):
             p.unlink()
             n += 1

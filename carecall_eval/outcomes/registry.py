@@ -58,11 +58,16 @@ class EstimatorSpec:
 
     @property
     def func(self) -> Callable:
+        """The estimator function itself (always computes)."""
         module, fn = self.target.split(":")
         return getattr(importlib.import_module(f"carecall_eval.{module}"), fn)
 
     def __call__(self, *args, **kwargs):
-        return self.func(*args, **kwargs)
+        """Run the estimator, reading its result from the on-disk memo when the same data, sample, options
+        and code were run before (:mod:`carecall_eval.outcomes.memo`; off with ``CARECALL_CACHE=0``)."""
+        from .memo import cached
+
+        return cached(self.name, self.func)(*args, **kwargs)
 
     def applies(self, ds) -> bool:
         """Whether the data at hand carry what this estimator needs."""

@@ -38,6 +38,7 @@ from ..contract.base import open_data
 from ..errors import ConvergenceWarning, InputError, NotAvailableError
 from ..narrative.spending import text as narrative_text
 from ..results import Result, not_available, tidy
+from .poisson import poisson_newton
 
 #: Outcome measures: column stem -> label.
 OUTCOMES = {"tl": "theoretical loss", "net_loss": "net loss", "wagered": "amount wagered",
@@ -111,20 +112,38 @@ def ppml(y, X: pd.DataFrame, *, term: str, weights=None, groups=None, exposure=N
     y = np.asarray(y, dtype=float)
     if np.any(~np.isfinite(y)) or np.any(y < 0):
         raise ValueError("ppml: the outcome must be finite and non-negative")
-    Xc = sm.add_constant(X.astype(float), has_constant="add")
-    const_cols = [c for c in Xc.columns if c != "const" and c != term and Xc[c].std() == 0]
-    Xc = Xc.drop(columns=const_cols)
-    model = sm.GLM(y, Xc, family=sm.families.Poisson(), var_weights=weights,
-                   exposure=None if exposure is None else np.asarray(exposure, float))
-    # Newton-Raphson on the analytic Hessian (X'WX), started at the weighted mean: the same maximum as
-    # statsmodels' default IRLS (estimates and robust errors agree to ~1e-12) and several times faster on
-    # large samples, where IRLS's QR factorisation of the n x k design dominates.  IRLS if Newton fails.
-    cov = {"cov_type": "cluster", "cov_kwds": {"groups": pd.factorize(pd.Series(np.asarray(groups)))[0]}} \
-        if groups is not None else {"cov_type": "HC0"}
-    start = np.zeros(Xc.shape[1])
+    names = ["const", *(str(c) for c in X.columns)]
+    Xa = np.column_stack([np.ones(len(y)), X.to_numpy(dtype=float)])
+    keep = [i for i, c in enumerate(names) if c in ("const", term) or np.std(Xa[:, i]) != 0]
+    Xa, names = Xa[:, keep], [names[i] for i in keep]
     wt = np.ones(len(y)) if weights is None else np.asarray(weights, float)
-    rate = y / (1.0 if exposure is None else np.asarray(exposure, float))
-    start[list(Xc.columns).index("const")] = np.log(max(np.average(rate, weights=wt), 1e-12))
+    ex = None if exposure is None else np.asarray(exposure, float)
+    codes = None if groups is None else pd.factorize(pd.Series(np.asarray(groups)))[0]
+    start = np.zeros(Xa.shape[1])
+    rate = y / (1.0 if ex is None else ex)
+    start[names.index("const")] = np.log(max(np.average(rate, weights=wt), 1e-12))
+    # the fast path: Newton on the analytic score and Hessian, statsmodels' sandwich (outcomes/poisson.py;
+    # tests/test_poisson.py checks it against statsmodels); statsmodels itself for anything it cannot settle
+    fast = poisson_newton(y, Xa, weights=wt, offset=None if ex is None else np.log(ex), start=start, codes=codes)
+    if fast is not None:
+        params = pd.Series(fast[0], index=names)
+        j = names.index(term)
+        return _ratio(float(fast[0][j]), float(np.sqrt(fast[1][j, j])), len(y), params, True, level)
+    fit, converged = _statsmodels_ppml(y, pd.DataFrame(Xa, columns=names), wt, ex, codes, start)
+    return _ratio(float(fit.params[term]), float(fit.bse[term]), len(y), fit.params.copy(), converged, level)
+
+
+def _ratio(b: float, se: float, n: int, params: pd.Series, converged: bool, level: float) -> RatioEstimate:
+    z = z_quantile(level)
+    converged = converged and np.isfinite(se) and abs(b) < 20
+    with np.errstate(over="ignore"):
+        return RatioEstimate(np.expm1(b), np.expm1(b - z * se), np.expm1(b + z * se), b, se, n, params, converged)
+
+
+def _statsmodels_ppml(y, Xc: pd.DataFrame, wt, exposure, codes, start):
+    """statsmodels' GLM Poisson with robust errors: Newton from ``start``, IRLS if Newton fails."""
+    model = sm.GLM(y, Xc, family=sm.families.Poisson(), var_weights=wt, exposure=exposure)
+    cov = {"cov_type": "cluster", "cov_kwds": {"groups": codes}} if codes is not None else {"cov_type": "HC0"}
     with warnings.catch_warnings():
         # statsmodels flags every robust covariance with var_weights as "not fully supported"; the weighted
         # cluster sandwich used here is checked against a hand-written one in tests/test_spending.py
@@ -140,13 +159,7 @@ def ppml(y, X: pd.DataFrame, *, term: str, weights=None, groups=None, exposure=N
         if not converged:
             fit = model.fit(maxiter=100, wls_method="qr", **cov)
             converged = bool(getattr(fit, "converged", False))
-    b, se = float(fit.params[term]), float(fit.bse[term])
-    z = z_quantile(level)
-    converged = converged and np.isfinite(se) and abs(b) < 20
-    with np.errstate(over="ignore"):
-        est = RatioEstimate(np.expm1(b), np.expm1(b - z * se), np.expm1(b + z * se), b, se, len(y),
-                            fit.params.copy(), converged)
-    return est   # the fit itself is not kept: its model holds several copies of the design matrix
+    return fit, converged
 
 
 def weighted_diff(y, treat, weights=None, groups=None, level: float = 0.95):
@@ -644,7 +657,13 @@ def _subgroups(m: pd.DataFrame, outcome, window, covariates, level, cluster_ids,
     contacts or comparisons, or without a finite estimate, are skipped.  ``by`` names the columns
     (``age_band`` and ``main_product`` are derived here; others must be columns of the table).
     """
-    d = subgroup_columns(sets if sets is not None else m)
+    src = sets if sets is not None else m
+    # only the columns a subgroup fit reads: every group below is a row subset, and copying the whole
+    # matched table once per subgroup dominated at operator scale
+    need = {"contact", "weights", "customer_id", "subclass", f"{outcome}_post{window}", "age", *covariates, *by,
+            *(c for c in src.columns if c.startswith("share_"))}
+    d = subgroup_columns(src[[c for c in src.columns if c in need]])
+    d["_unit"] = pd.factorize(d["customer_id"])[0]       # customers counted as integers
     by_cols = [b for b in by if b in d.columns]
     if sets is not None:
         treated = d[d["contact"] == 1].drop_duplicates("subclass").set_index("subclass")[by_cols]
@@ -663,5 +682,5 @@ def _subgroups(m: pd.DataFrame, outcome, window, covariates, level, cluster_ids,
             if not e.converged:      # separation in a small subgroup: no finite estimate
                 continue
             rows.append({"by": by, "level": lvl, "estimate": e.estimate, "se": e.se, "ci_low": e.ci_low,
-                         "ci_high": e.ci_high, "n": int(g["customer_id"].nunique())})
+                         "ci_high": e.ci_high, "n": int(g["_unit"].nunique())})
     return pd.DataFrame(rows, columns=["by", "level", "estimate", "se", "ci_low", "ci_high", "n"])

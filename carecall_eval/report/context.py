@@ -430,9 +430,10 @@ def build_quarterly(data, quarter: str | Quarter, design: StudyDesign | str | os
     if ev is not None and selfcheck_replicates:
         with _collect(notes, "self-check"), st("self-check"):
             try:
-                from ..trust.plasmode import PLOT_GRID, selfcheck
+                from ..outcomes.registry import ESTIMATORS
+                from ..trust.plasmode import PLOT_GRID
 
-                sc = selfcheck(ds, ev.sample, level=level, window=window, replicates=int(selfcheck_replicates),
+                sc = ESTIMATORS["selfcheck"](ds, ev.sample, level=level, window=window, replicates=int(selfcheck_replicates),
                                sms_replicates=min(int(selfcheck_replicates), 5), grid=PLOT_GRID, seed=0,
                                n_jobs=os.cpu_count() or 1)   # the figures do not depend on it
             except Exception as exc:  # the report says what is missing instead of failing
@@ -451,13 +452,13 @@ def build_quarterly(data, quarter: str | Quarter, design: StudyDesign | str | os
         with _collect(notes, f"retention cohort ({rq})"), st("retention cohort (year earlier)"):
             try:
                 from ..cohorts import build_cohort
-                from ..outcomes.retention import retention
+                from ..outcomes.registry import ESTIMATORS
 
                 ret_cohort = build_cohort(ds, design.replace(study_start=rq.start, study_end=rq.end))
                 from ..evaluate import _check_both_groups
 
                 _check_both_groups(ret_cohort, f"retention cohort {rq}")
-                ret = retention(ds, ret_cohort.sample(), level=level, label=f"reached in {rq}")
+                ret = ESTIMATORS["retention"](ds, ret_cohort.sample(), level=level, label=f"reached in {rq}")
             except NotAvailableError as exc:
                 missing["retention"] = str(exc)
                 ret = ret_cohort = None
@@ -490,7 +491,7 @@ def _programme(ds, ev, design: StudyDesign, level: float, window: int, notes: li
     effect cohort's matched sample; durability and repeat contact every earlier case (12 months of follow-up
     need cases opened a year before the report).  Missing pieces are said in ``missing["programme.<name>"]``."""
     from ..cohorts import build_cohort
-    from ..outcomes import programme as pg
+    from ..outcomes.registry import ESTIMATORS as est  # through the registry: results memoised on disk
 
     out: dict = {}
 
@@ -502,10 +503,10 @@ def _programme(ds, ev, design: StudyDesign, level: float, window: int, notes: li
             except Exception as exc:  # the report says what is missing instead of failing
                 missing[f"programme.{name}"] = f"could not be computed ({type(exc).__name__}: {exc})"
 
-    run("timing", lambda: pg.answer_timing(ds, level=level))
-    run("speed", lambda: pg.case_speed(ds, ev.sample, level=level, window=window))
-    run("heterogeneity", lambda: pg.effect_heterogeneity(ds, ev.sample, level=level, window=window))
-    run("callers", lambda: pg.caller_profiles(ds, ev.sample, level=level, window=window))
+    run("timing", lambda: est["timing"](ds, level=level))
+    run("speed", lambda: est["speed"](ds, ev.sample, level=level, window=window))
+    run("heterogeneity", lambda: est["heterogeneity"](ds, ev.sample, level=level, window=window))
+    run("callers", lambda: est["callers"](ds, ev.sample, level=level, window=window))
     try:
         with _collect(notes, "every earlier case"), st("programme: every earlier case"):
             every = build_cohort(ds, design.replace(study_start=None)).sample()
@@ -513,6 +514,6 @@ def _programme(ds, ev, design: StudyDesign, level: float, window: int, notes: li
         for name in ("durability", "repeat"):
             missing[f"programme.{name}"] = f"could not be computed ({type(exc).__name__}: {exc})"
         return out
-    run("durability", lambda: pg.effect_durability(ds, every, level=level))
-    run("repeat", lambda: pg.repeat_contact(ds, every, level=level, window=window))
+    run("durability", lambda: est["durability"](ds, every, level=level))
+    run("repeat", lambda: est["repeat"](ds, every, level=level, window=window))
     return out

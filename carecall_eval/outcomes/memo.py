@@ -1,0 +1,135 @@
+"""On-disk memo of estimator results, so a second report or evaluation on unchanged data refits nothing.
+
+The aggregation layer's cache (:mod:`carecall_eval.cohorts.cache`) saves the scans; what a re-run then
+still spends is the estimators' model fitting.  An estimator's result is a function of the data, the
+matched sample, its level and options and the code, and the figures are reproducible (seeds are explicit),
+so a result computed once can be read back.  :func:`cached` wraps an estimator called through the registry
+(:data:`carecall_eval.outcomes.registry.ESTIMATORS`, which :func:`carecall_eval.evaluate` and the quarterly
+report use); calling an estimator function directly always computes.
+
+An entry is named by a SHA-256 of
+
+* the data's fingerprint (every byte of the input files and ``operator.toml``; only file data, since the
+  weaker fingerprint of a warehouse is not trusted for a whole result),
+* the sample's content: the cohort's rows, the matched rows with weights and subclasses, the design and
+  the matching settings (so a changed matching option or a hand-edited cohort misses),
+* the estimator's name, level and options (``n_jobs`` left out: it changes no figure),
+* a digest of the package's own source files (so any change to the code misses, not only a new release).
+
+Entries live beside the aggregates (``$CARECALL_CACHE_DIR``; ``CARECALL_CACHE=0`` or
+``cohorts.cache.caching(False)`` turns both off), as pickles written by the toolkit's one atomic writer.
+Like the aggregates they are as sensitive as the data, and they are only ever read from the user's own
+cache folder.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import json
+import pickle
+import warnings
+from pathlib import Path
+from typing import Callable
+
+from ..cohorts import cache
+
+__all__ = ["cached", "code_digest", "sample_digest"]
+
+#: Folder of the entries under the cache folder (:func:`carecall_eval.cohorts.cache.clear` empties it too).
+FOLDER = "results"
+
+#: Layout of an entry; part of every key.
+LAYOUT = 1
+
+#: Options that change no figure (left out of the key).
+NEUTRAL_OPTIONS = frozenset({"n_jobs", "progress"})
+
+
+@functools.lru_cache(maxsize=1)
+def code_digest() -> str:
+    """SHA-256 of every Python source file of the package (path and bytes)."""
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*.py")):
+        h.update(str(p.relative_to(root)).encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def sample_digest(sample) -> str:
+    """Digest of a MatchedSample's content (kept on the object: it is immutable once built)."""
+    got = getattr(sample, "_memo_digest", None)
+    if got is not None:
+        return got
+    matching = getattr(sample, "matching", None)
+    body = json.dumps({
+        "cohort": cache._frame_digest(sample.cohort.table),
+        "table": cache._frame_digest(sample.table),
+        "design": cache._canon(sample.design.to_dict()),
+        "matching": cache._canon(getattr(matching, "settings", None)),
+        "replace": sample.replace, "cluster": sample.cluster,
+    }, default=str)
+    got = hashlib.sha256(body.encode()).hexdigest()
+    object.__setattr__(sample, "_memo_digest", got)   # a frozen dataclass: cached like its cached_property
+    return got
+
+
+def _key(name: str, data, sample, options: dict) -> str | None:
+    from ..contract.dataset import Dataset
+
+    if not cache.enabled() or not isinstance(data, Dataset):
+        return None
+    opts = {k: v for k, v in options.items() if k not in NEUTRAL_OPTIONS}
+    if any(callable(v) for v in opts.values()):
+        return None
+    try:
+        sd = None if sample is None else sample_digest(sample)
+    except Exception:   # pragma: no cover - a sample whose content cannot be hashed is not memoised
+        return None
+    return cache.key(data, f"result:{name}", {"layout": LAYOUT, "code": code_digest(), "sample": sd,
+                                              "options": sorted((k, cache._canon(v)) for k, v in opts.items())})
+
+
+def _path(key: str) -> Path:
+    return cache.cache_dir() / FOLDER / key[:2] / f"{key}.pickle"
+
+
+def _say(said: list) -> None:
+    for category, message in said:
+        warnings.warn(message, category, stacklevel=3)
+
+
+def cached(name: str, func: Callable) -> Callable:
+    """``func`` (an estimator with the one signature) memoised on disk under ``name``."""
+
+    @functools.wraps(func)
+    def wrapper(data, sample=None, /, **options):
+        from ..cohorts.sample import MatchedSample
+
+        if sample is not None and not isinstance(sample, MatchedSample):
+            return func(data, sample, **options)      # a Cohort is matched inside: no content to key on yet
+        key = _key(name, data, sample, options)
+        if key is None:
+            return func(data, sample, **options) if sample is not None else func(data, **options)
+        with contextlib.suppress(Exception):          # absent or damaged: recompute and overwrite
+            result, said = pickle.loads(_path(key).read_bytes())
+            cache._note(f"result:{name}", "hit")
+            _say(said)
+            return result
+        cache._note(f"result:{name}", "miss")
+        # the warnings of the computation are kept with the result and said again on every read, so a
+        # re-run's report carries the same notes as the first
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = func(data, sample, **options) if sample is not None else func(data, **options)
+        said = [(w.category, str(w.message)) for w in caught]
+        from ..writer import write_bytes
+
+        with contextlib.suppress(Exception):          # a failure to store only costs the next run its time
+            write_bytes(_path(key), pickle.dumps((result, said), protocol=pickle.HIGHEST_PROTOCOL),
+                        what="result cache entry")
+        _say(said)
+        return result
+
+    return wrapper
+

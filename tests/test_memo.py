@@ -1,0 +1,122 @@
+"""The on-disk memo of estimator results (carecall_eval/outcomes/memo.py).
+
+Through the registry, a second call with the same data, sample, level and options reads the result back
+(identical summary, no refit); another level, another matching option, changed code or a switched-off
+cache computes; a damaged entry is recomputed; calling the function directly always computes.
+"""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from conftest import SAMPLE
+
+from carecall_eval.cohorts import build_cohort
+from carecall_eval.cohorts import cache as C
+from carecall_eval.contract import load
+from carecall_eval.outcomes import memo
+from carecall_eval.outcomes.registry import ESTIMATORS
+
+
+@pytest.fixture
+def cache_on(tmp_path, monkeypatch):
+    d = tmp_path / "cache"
+    monkeypatch.setenv("CARECALL_CACHE_DIR", str(d))
+    monkeypatch.setenv("CARECALL_CACHE", "1")
+    return d
+
+
+@pytest.fixture(scope="module")
+def data():
+    ds = load(SAMPLE, validate=False)
+    from carecall_eval.cohorts.cache import caching
+
+    with caching(False):
+        cohort = build_cohort(ds)
+    yield ds, cohort
+    ds.close()
+
+
+def _results(lookups):
+    return [o for f, o in lookups if f.startswith("result:")]
+
+
+def _entries(d):
+    return sorted((d / memo.FOLDER).glob("*/*.pickle")) if d.is_dir() else []
+
+
+def test_a_second_call_reads_the_result_back(data, cache_on, monkeypatch):
+    ds, cohort = data
+    spec = ESTIMATORS["retention"]
+    with C.lookups() as seen:
+        first = spec(ds, cohort.sample(), level=0.9, horizon=180)
+    assert _results(seen) == ["miss"] and len(_entries(cache_on)) == 1
+    calls = []
+    real = spec.func
+    monkeypatch.setattr(type(spec), "func", property(lambda self: lambda *a, **k: calls.append(1) or real(*a, **k)))
+    with C.lookups() as seen:
+        again = spec(ds, cohort.sample(), level=0.9, horizon=180)   # a new sample object, the same content
+    assert _results(seen) == ["hit"] and calls == []
+    pd.testing.assert_frame_equal(first.summary, again.summary, check_exact=True)
+    assert again.text == first.text and again.settings == first.settings
+    with C.lookups() as seen:
+        spec(ds, cohort.sample(), level=0.8, horizon=180)              # another level
+        spec(ds, cohort.sample(caliper=0.05), level=0.9, horizon=180)  # another matching option
+    assert _results(seen) == ["miss", "miss"] and len(calls) == 2
+
+
+def test_changed_code_or_a_switched_off_cache_computes(data, cache_on, monkeypatch):
+    ds, cohort = data
+    spec = ESTIMATORS["call_length"]
+    with C.lookups() as seen:
+        spec(ds)
+        spec(ds)
+    assert _results(seen) == ["miss", "hit"]
+    monkeypatch.setattr(memo, "code_digest", lambda: "another release")
+    with C.lookups() as seen:
+        spec(ds)
+    assert _results(seen) == ["miss"]
+    monkeypatch.setenv("CARECALL_CACHE", "0")
+    n = len(_entries(cache_on))
+    with C.lookups() as seen:
+        spec(ds)
+    assert _results(seen) == [] and len(_entries(cache_on)) == n
+
+
+def test_a_damaged_entry_is_recomputed_and_clear_removes_results(data, cache_on):
+    ds, _ = data
+    spec = ESTIMATORS["call_length"]
+    first = spec(ds)
+    (entry,) = _entries(cache_on)
+    entry.write_bytes(b"not a pickle")
+    with C.lookups() as seen:
+        again = spec(ds)
+    assert _results(seen) == ["miss"]
+    pd.testing.assert_frame_equal(first.summary, again.summary, check_exact=True)
+    assert C.clear() >= 1 and _entries(cache_on) == []
+
+
+def test_a_read_result_says_the_warnings_of_its_computation_again(data, cache_on, monkeypatch):
+    import warnings
+
+    from carecall_eval.errors import SmallSampleWarning
+
+    ds, _ = data
+    spec = ESTIMATORS["call_length"]
+    real = spec.func
+
+    def noisy(*a, **k):
+        warnings.warn("only 3 calls in a cell", SmallSampleWarning, stacklevel=2)
+        return real(*a, **k)
+
+    monkeypatch.setattr(type(spec), "func", property(lambda self: noisy))
+    for outcome in ("miss", "hit"):
+        with C.lookups() as seen, pytest.warns(SmallSampleWarning, match="only 3 calls"):
+            spec(ds)
+        assert _results(seen) == [outcome]
+
+
+def test_the_function_itself_always_computes(data, cache_on):
+    ds, cohort = data
+    with C.lookups() as seen:
+        ESTIMATORS["call_length"].func(ds)
+    assert _results(seen) == [] and _entries(cache_on) == []
