@@ -120,3 +120,19 @@ def test_the_function_itself_always_computes(data, cache_on):
     with C.lookups() as seen:
         ESTIMATORS["call_length"].func(ds)
     assert _results(seen) == [] and _entries(cache_on) == []
+
+
+def test_validation_and_key_figures_are_memoised_on_the_data_alone(data, cache_on):
+    from carecall_eval.contract.validation import validate_dataset
+    from carecall_eval.report.quarters import quarter_kpis
+
+    ds, _ = data
+    with C.lookups() as seen:
+        v1 = memo.memoised("validation", validate_dataset, ds)
+        v2 = memo.memoised("validation", validate_dataset, ds)
+        k1 = memo.memoised("quarter_kpis", quarter_kpis, ds, ["2025Q3", "2025Q4"], level=0.9)
+        k2 = memo.memoised("quarter_kpis", quarter_kpis, ds, ["2025Q3", "2025Q4"], level=0.9)
+        memo.memoised("quarter_kpis", quarter_kpis, ds, ["2025Q4"], level=0.9)     # other arguments
+    assert _results(seen) == ["miss", "hit", "miss", "hit", "miss"]
+    assert v1.ok == v2.ok and v1.text == v2.text
+    pd.testing.assert_frame_equal(k1, k2, check_exact=True)

@@ -34,7 +34,7 @@ from typing import Callable
 
 from ..cohorts import cache
 
-__all__ = ["cached", "code_digest", "sample_digest"]
+__all__ = ["cached", "memoised", "code_digest", "sample_digest"]
 
 #: Folder of the entries under the cache folder (:func:`carecall_eval.cohorts.cache.clear` empties it too).
 FOLDER = "results"
@@ -74,20 +74,52 @@ def sample_digest(sample) -> str:
     return got
 
 
-def _key(name: str, data, sample, options: dict) -> str | None:
+def _key(name: str, data, sample, options: dict, args: tuple = ()) -> str | None:
     from ..contract.dataset import Dataset
 
     if not cache.enabled() or not isinstance(data, Dataset):
         return None
     opts = {k: v for k, v in options.items() if k not in NEUTRAL_OPTIONS}
-    if any(callable(v) for v in opts.values()):
+    if any(callable(v) for v in (*opts.values(), *args)):
         return None
     try:
         sd = None if sample is None else sample_digest(sample)
     except Exception:   # pragma: no cover - a sample whose content cannot be hashed is not memoised
         return None
     return cache.key(data, f"result:{name}", {"layout": LAYOUT, "code": code_digest(), "sample": sd,
+                                              "args": cache._canon(args),
                                               "options": sorted((k, cache._canon(v)) for k, v in opts.items())})
+
+
+def _compute(name: str, key: str | None, compute: Callable[[], object]):
+    """Read entry ``key`` back, or run ``compute`` and store its result with the warnings it gave."""
+    if key is None:
+        return compute()
+    with contextlib.suppress(Exception):          # absent or damaged: recompute and overwrite
+        result, said = pickle.loads(_path(key).read_bytes())
+        cache._note(f"result:{name}", "hit")
+        _say(said)
+        return result
+    cache._note(f"result:{name}", "miss")
+    # the warnings of the computation are kept with the result and said again on every read, so a
+    # re-run's report carries the same notes as the first
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = compute()
+    said = [(w.category, str(w.message)) for w in caught]
+    from ..writer import write_bytes
+
+    with contextlib.suppress(Exception):          # a failure to store only costs the next run its time
+        write_bytes(_path(key), pickle.dumps((result, said), protocol=pickle.HIGHEST_PROTOCOL),
+                    what="result cache entry")
+    _say(said)
+    return result
+
+
+def memoised(name: str, func: Callable, data, *args, **kwargs):
+    """``func(data, *args, **kwargs)`` for a function of the data alone (validation, the quarter's key
+    figures), read from the memo when the same data, arguments and code ran before."""
+    return _compute(name, _key(name, data, None, kwargs, args), lambda: func(data, *args, **kwargs))
 
 
 def _path(key: str) -> Path:
@@ -108,28 +140,8 @@ def cached(name: str, func: Callable) -> Callable:
 
         if sample is not None and not isinstance(sample, MatchedSample):
             return func(data, sample, **options)      # a Cohort is matched inside: no content to key on yet
-        key = _key(name, data, sample, options)
-        if key is None:
-            return func(data, sample, **options) if sample is not None else func(data, **options)
-        with contextlib.suppress(Exception):          # absent or damaged: recompute and overwrite
-            result, said = pickle.loads(_path(key).read_bytes())
-            cache._note(f"result:{name}", "hit")
-            _say(said)
-            return result
-        cache._note(f"result:{name}", "miss")
-        # the warnings of the computation are kept with the result and said again on every read, so a
-        # re-run's report carries the same notes as the first
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            result = func(data, sample, **options) if sample is not None else func(data, **options)
-        said = [(w.category, str(w.message)) for w in caught]
-        from ..writer import write_bytes
-
-        with contextlib.suppress(Exception):          # a failure to store only costs the next run its time
-            write_bytes(_path(key), pickle.dumps((result, said), protocol=pickle.HIGHEST_PROTOCOL),
-                        what="result cache entry")
-        _say(said)
-        return result
+        return _compute(name, _key(name, data, sample, options),
+                        lambda: func(data, sample, **options) if sample is not None else func(data, **options))
 
     return wrapper
 

@@ -44,6 +44,7 @@ from .._version import __version__
 from ..calendar import Quarter, parse_quarter, quarter_of
 from ..cohorts import StudyDesign
 from ..errors import CarecallWarning, NotAvailableError
+from ..outcomes.memo import memoised
 from ..results import Result
 from .quarters import quarter_kpis
 
@@ -417,7 +418,7 @@ def build_quarterly(data, quarter: str | Quarter, design: StudyDesign | str | os
         with _collect(notes, "validation"), st("validate"):
             validation = validate(ds)
     with _collect(notes, "headline figures"), st("quarterly key figures"):
-        kpis = quarter_kpis(ds, q.previous(kpi_quarters), level=level)
+        kpis = memoised("quarter_kpis", quarter_kpis, ds, q.previous(kpi_quarters), level=level)
     ev = None
     with _collect(notes, "effect cohort"):
         try:

@@ -318,6 +318,7 @@ def render_report(data, quarter, out="reports", design=None, *, notebook=None, k
     from ..contract import Dataset, open_dataset
     from ..contract.validation import validate_dataset
     from ..errors import InputError
+    from ..outcomes.memo import memoised
     from ..stages import Stages
     from ..writer import check_output_path, output_dir, private_dir, write_bytes
     from .context import build_quarterly, check_quarter
@@ -348,7 +349,8 @@ def render_report(data, quarter, out="reports", design=None, *, notebook=None, k
     ds = given if given is not None else open_dataset(data)[0]
     try:
         with st("validate"):   # once: the report shows this one (on Spark or a warehouse: what connect() checked)
-            validation = validate_dataset(ds).raise_if_failed() if isinstance(ds, Dataset) else None
+            validation = memoised("validation", validate_dataset, ds).raise_if_failed() \
+                if isinstance(ds, Dataset) else None
         q = latest_complete_quarter(ds) if str(quarter).strip().lower() == "latest" else parse_quarter(quarter)
         problems = check_quarter(ds, q)
         if problems:
