@@ -152,11 +152,18 @@ def quarter_of(dates):
 
     A Series keeps its index; anything else (a list, an array, an Index) gets a default index.
     """
+    import numpy as np
     import pandas as pd
 
-    s = pd.to_datetime(dates if isinstance(dates, pd.Series) else pd.Series(dates))
-    out = s.dt.year.astype("Int64").astype(str) + "Q" + s.dt.quarter.astype("Int64").astype(str)
-    return out.where(s.notna())
+    s = dates if isinstance(dates, pd.Series) else pd.Series(dates)
+    if s.dtype != "datetime64[ns]":
+        s = pd.to_datetime(s)
+    # one label per distinct quarter, then looked up (a string per row is slow at millions of rows)
+    ok = s.notna().to_numpy()
+    code = np.where(ok, s.dt.year.fillna(0).to_numpy(int) * 4 + s.dt.quarter.fillna(1).to_numpy(int) - 1, -1)
+    uniq, inv = np.unique(code, return_inverse=True)
+    labels = np.array([f"{u // 4}Q{u % 4 + 1}" if u >= 0 else np.nan for u in uniq], dtype=object)
+    return pd.Series(labels[inv], index=s.index, dtype=object, name=s.name)
 
 
 def last_complete_quarter(data_end, what: str = "the data end") -> Quarter:

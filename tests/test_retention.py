@@ -97,6 +97,35 @@ def test_fast_cox_robust_variance_equals_lifelines_loop():
         rel=1e-3)                                                   # the robust variance is not the model one
 
 
+def test_fast_schoenfeld_residuals_and_ph_test_equal_lifelines_loop():
+    """The vectorised Schoenfeld residuals (Efron ties) equal lifelines' O(n^2) loop, and so does the PH test."""
+    from lifelines import CoxPHFitter
+    from lifelines.statistics import proportional_hazard_test
+
+    from carecall_eval.outcomes.retention import _cox_fitter
+
+    rng = np.random.default_rng(5)
+    n = 2000
+    x = rng.integers(0, 2, n)
+    df = pd.DataFrame({"duration": np.ceil(rng.exponential(150 * np.exp(-0.3 * x))).clip(max=300),
+                       "contact": x, "z": rng.normal(size=n), "weights": rng.choice([0.3, 1.0, 1.7], n),
+                       "cluster": rng.integers(0, 500, n)})
+    df["event"] = (df["duration"] < 300).astype(int)
+    assert df.loc[df["event"] == 1, "duration"].duplicated().any()      # tied event times
+    kw = dict(duration_col="duration", event_col="event", weights_col="weights", cluster_col="cluster",
+              robust=True)
+    ref = CoxPHFitter().fit(df, **kw)
+    fast = _cox_fitter(alpha=0.05).fit(df, **kw)
+    r_ref = ref.compute_residuals(df, kind="schoenfeld")
+    r_fast = fast.compute_residuals(df, kind="schoenfeld")
+    assert len(r_fast) == int(df["event"].sum())
+    pd.testing.assert_index_equal(r_fast.index, r_ref.index)
+    np.testing.assert_allclose(r_fast.to_numpy(), r_ref.to_numpy(), rtol=1e-9, atol=1e-12)
+    p_ref = proportional_hazard_test(ref, df, time_transform="rank").summary["p"]
+    p_fast = proportional_hazard_test(fast, df, time_transform="rank").summary["p"]
+    np.testing.assert_allclose(p_fast.to_numpy(), p_ref.to_numpy(), rtol=1e-9)
+
+
 # --------------------------------------------------------------------------- level, horizon, not observable
 @pytest.fixture(scope="module")
 def obs(sample):

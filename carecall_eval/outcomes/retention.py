@@ -149,8 +149,11 @@ def _cox_fitter(alpha: float):
     ``r_i = w_i * (E_i (x_i - a_i) - phi_i (x_i C_i - A_i))`` with ``a_j`` the
     risk-set mean of x at row j, ``C_i = sum_{j<=i} E_j w_j / R_j`` and
     ``A_i = sum_{j<=i} E_j w_j a_j / R_j`` (rows sorted by time, as lifelines
-    sorts them).  Everything else is lifelines' own; the test suite checks the
-    result equals lifelines' loop and R's survival.
+    sorts them).  The Schoenfeld residuals behind the proportional-hazards test
+    are also a loop in lifelines that grows its output with ``np.append`` row by
+    row (O(n^2)); :func:`_schoenfeld` computes the same Efron-tie residuals from
+    reverse cumulative sums.  Everything else is lifelines' own; the test suite
+    checks the results equal lifelines' loops and R's survival.
     """
     from lifelines import CoxPHFitter, utils
     from lifelines.fitters.coxph_fitter import SemiParametricPHFitter
@@ -169,6 +172,9 @@ def _cox_fitter(alpha: float):
             score = E[:, None] * (X - a) - phi[:, None] * (X * C[:, None] - A)
             return score * w[:, None]
 
+        def _compute_schoenfeld_within_strata(self, X, T, E, weights, entries):
+            return _schoenfeld(X.values, T.values, E.values, weights.values, np.asarray(self.params_, float))
+
     class _CoxPHFitter(CoxPHFitter):
         def _fit_model_breslow(self, *args, **kwargs):
             model = _SemiParametricPHFitter(penalizer=self.penalizer, l1_ratio=self.l1_ratio, strata=self.strata,
@@ -179,6 +185,38 @@ def _cox_fitter(alpha: float):
             return model
 
     return _CoxPHFitter(alpha=alpha)
+
+
+def _schoenfeld(X: np.ndarray, T: np.ndarray, E: np.ndarray, w: np.ndarray, beta: np.ndarray) -> np.ndarray:
+    """Schoenfeld residuals with Efron ties, as lifelines' ``_compute_schoenfeld_within_strata`` (rows sorted by time).
+
+    At a time with ``m`` events, the expected covariate is
+    ``sum_{l<m} (S_x - l/m D_x) / (m (S - l/m D))`` with ``S``, ``S_x`` the risk-set sums
+    of ``w exp(x b)`` and ``w exp(x b) x`` (rows at or after the time) and ``D``, ``D_x`` the same over the
+    time's events; an event's residual is its covariate minus that, every other row's zero.
+    """
+    n, d = X.shape
+    E = E.astype(bool)
+    if not E.any():
+        return np.zeros((n, d))
+    phi = w * np.exp(X @ beta)
+    phi_x = phi[:, None] * X
+    risk = np.cumsum(phi[::-1])[::-1]                        # sums over rows i..n-1, added as lifelines adds them
+    risk_x = np.cumsum(phi_x[::-1], axis=0)[::-1]
+    start = np.r_[True, T[1:] != T[:-1]]                     # first row of each distinct time
+    gid = np.cumsum(start) - 1
+    first = np.flatnonzero(start)
+    m = np.bincount(gid, weights=E, minlength=len(first))   # events at the time
+    tie = np.bincount(gid, weights=phi * E, minlength=len(first))
+    tie_x = np.column_stack([np.bincount(gid, weights=phi_x[:, j] * E, minlength=len(first)) for j in range(d)])
+    g = np.repeat(np.flatnonzero(m > 0), m[m > 0].astype(int))     # one entry per (time, l)
+    l_ = np.arange(len(g)) - np.repeat(np.cumsum(m[m > 0]) - m[m > 0], m[m > 0].astype(int))
+    mg = m[g]
+    num = risk_x[first[g]] - (l_ * 1.0)[:, None] * tie_x[g] / mg[:, None]
+    den = (risk[first[g]] - l_ * tie[g] / mg) * mg
+    mean = np.zeros((len(first), d))
+    np.add.at(mean, g, num / den[:, None])
+    return np.where(E[:, None], X - mean[gid], 0.0)
 
 
 def _not_observed(group: str, horizon: int) -> str:

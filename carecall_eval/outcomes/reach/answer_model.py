@@ -89,19 +89,59 @@ class Design:
             out += [f"{c}[{v}]" for v in lv[1:]]
         return out + list(self.continuous)
 
-    def matrix(self, df: pd.DataFrame) -> np.ndarray:
-        cols = [np.ones(len(df)), df[self.treat].to_numpy(float)]
+    @property
+    def columns(self) -> list[tuple]:
+        """What each column of :meth:`matrix` is: ``(kind, source column, level)``, kind one of
+        ``"const"``, ``"treat"``, ``"cat"`` (indicator of ``level``), ``"num"``."""
+        out: list[tuple] = [("const", None, None), ("treat", self.treat, None)]
         for c, lv in self.categorical.items():
-            v = df[c].to_numpy()
-            cols += [(v == x).astype(float) for x in lv[1:]]
-        cols += [df[c].to_numpy(float) for c in self.continuous]
-        return np.column_stack(cols)
+            out += [("cat", c, x) for x in lv[1:]]
+        return out + [("num", c, None) for c in self.continuous]
+
+    def matrix(self, df: pd.DataFrame, cols: np.ndarray | None = None) -> np.ndarray:
+        """The design matrix of ``df`` (C-contiguous), all columns or only ``cols`` (indices into :attr:`names`).
+
+        Columns are filled in place (Fortran order, one contiguous write each, then one copy to C order): the
+        values are those of stacking the columns, without a list of full-length temporaries.
+        """
+        spec = self.columns
+        take = range(len(spec)) if cols is None else [int(j) for j in cols]
+        X = np.empty((len(df), len(take)), order="F")
+        codes: dict = {}
+        for out, j in enumerate(take):
+            kind, c, x = spec[j]
+            if kind == "const":
+                X[:, out] = 1.0
+            elif kind == "cat":
+                if c not in codes:        # position of each row's level among the levels (-1: none of them)
+                    codes[c] = pd.Index(self.categorical[c]).get_indexer(df[c].to_numpy())
+                X[:, out] = codes[c] == self.categorical[c].index(x)
+            else:
+                X[:, out] = df[c].to_numpy(float)
+        return np.ascontiguousarray(X)
+
+
+def weighted_gram(X: np.ndarray, w: np.ndarray | None = None, chunk: int = 8192) -> np.ndarray:
+    """``X' diag(w) X`` (``X' X`` without ``w``; ``w >= 0``), summed over blocks of rows.
+
+    One product over all rows would first build the ``n x p`` array ``w * X`` (hundreds of megabytes at a
+    million attempts, paged in afresh at every Newton step); blocks of rows stay in the cache, and each
+    block's ``B' B`` with ``B = sqrt(w) X`` is one symmetric rank-k update (half the multiplications).
+    """
+    n, p = X.shape
+    out = np.zeros((p, p))
+    sw = None if w is None else np.sqrt(w)
+    for i in range(0, n, chunk):
+        B = X[i:i + chunk] if sw is None else X[i:i + chunk] * sw[i:i + chunk, None]
+        out += B.T @ B
+    return out
 
 
 def independent_columns(X: np.ndarray, protect: int = 2) -> np.ndarray:
     """Indices of a maximal set of linearly independent columns, keeping the first ``protect``."""
-    Xs = X / np.maximum(np.sqrt((X ** 2).mean(axis=0)), 1e-12)
-    G = Xs.T @ Xs / len(Xs)                      # scaled Gram matrix: p x p, cheap for any number of rows
+    G = weighted_gram(X)
+    scale = np.maximum(np.sqrt(np.diag(G) / len(X)), 1e-12)   # root mean square of each column
+    G = G / np.outer(scale, scale) / len(X)     # Gram matrix of the scaled columns: p x p, one pass over the rows
     keep: list[int] = []
     for j in range(X.shape[1]):
         trial = keep + [j]
@@ -122,12 +162,18 @@ class Predictor:
     """Everything needed to predict post-policy cases' reach with and without the policy term."""
 
     X_with: np.ndarray        # (n_rows, p): one row per (case, attempt, hour band)
-    X_without: np.ndarray
+    X_without: np.ndarray | None   # X_with with the policy term off; None: column ``treat`` of X_with set to 0
     weight: np.ndarray        # probability of the row's hour band (1 for observed attempts)
     cell: np.ndarray          # flat index case * K + (attempt - 1) of the row
     q: np.ndarray             # (n_cases, K): probability the attempt is made given the previous unanswered
     n_cases: int
     K: int
+    treat: int | None = None  # column of the policy term (when X_without is None)
+
+    def _eta_without(self, beta: np.ndarray, eta_with: np.ndarray) -> np.ndarray:
+        if self.X_without is not None:
+            return self.X_without @ beta
+        return eta_with - beta[self.treat] * self.X_with[:, self.treat]
 
     def prob(self, beta: np.ndarray, X: np.ndarray) -> np.ndarray:
         """(n_cases, K) chance of answering attempt k if it is made and all before it went unanswered."""
@@ -138,7 +184,8 @@ class Predictor:
         return self._reach(X @ beta)
 
     def effects(self, beta: np.ndarray, case_weight: np.ndarray | None = None) -> tuple[float, float, float]:
-        return self._effects(self.X_with @ beta, self.X_without @ beta, case_weight)
+        eta_with = self.X_with @ beta
+        return self._effects(eta_with, self._eta_without(beta, eta_with), case_weight)
 
     def _effects(self, eta_with: np.ndarray, eta_without: np.ndarray,
                  case_weight: np.ndarray | None = None) -> tuple[float, float, float]:
@@ -148,32 +195,59 @@ class Predictor:
         mw, mo = float(np.average(rw, weights=w)), float(np.average(ro, weights=w))
         return mw - mo, mw, mo
 
+    def _by_attempt(self) -> tuple[np.ndarray, np.ndarray]:
+        """The rows' cells numbered attempt-major, and ``q`` transposed: each attempt's cases contiguous."""
+        got = self.__dict__.get("_attempt_major")
+        if got is None:
+            cell = (self.cell % self.K) * self.n_cases + self.cell // self.K
+            got = self.__dict__["_attempt_major"] = (cell, np.ascontiguousarray(self.q.T))
+        return got
+
     def _reach(self, eta: np.ndarray) -> np.ndarray:
         """Each case's chance of being reached, from the linear predictor of its rows."""
-        p_rows = self.weight * _expit(eta)
-        p = np.bincount(self.cell, weights=p_rows, minlength=self.n_cases * self.K).reshape(self.n_cases, self.K)
+        cell, qT = self._by_attempt()
+        p_rows = np.negative(eta)                # weight * expit(eta), in place
+        np.exp(p_rows, out=p_rows)
+        p_rows += 1.0
+        np.divide(1.0, p_rows, out=p_rows)
+        p_rows *= self.weight
+        p = np.bincount(cell, weights=p_rows, minlength=self.n_cases * self.K).reshape(self.K, self.n_cases)
         alive = np.ones(self.n_cases)            # P(attempt k is made and all before unanswered)
         total = np.zeros(self.n_cases)
         for k in range(self.K):
-            alive = alive * self.q[:, k]
-            total += alive * p[:, k]
-            alive = alive * (1 - p[:, k])
+            alive = alive * qT[k]
+            total += alive * p[k]
+            alive = alive * (1 - p[k])
         return total
 
     def effect_se(self, beta: np.ndarray, cov: np.ndarray) -> float:
         """Delta-method SE of the effect, as :func:`delta_se` (same steps), without a matrix product per step.
 
         Moving coefficient j by h moves the linear predictors by h times column j, so each of the 2p
-        evaluations costs O(rows) instead of O(rows x p).
+        evaluations costs O(rows) instead of O(rows x p) (column j gathered once, buffers reused).
         """
-        eta_w, eta_o = self.X_with @ beta, self.X_without @ beta
+        eta_w = self.X_with @ beta
+        eta_o = self._eta_without(beta, eta_w)
         eps = _delta_steps(beta)
         grad = np.empty(len(beta))
+        step = np.empty_like(eta_w)
+        ew, eo = np.empty_like(eta_w), np.empty_like(eta_w)
+
+        def moved(eta, x, sign):                 # eta + sign * h * x, in a reused buffer
+            out = ew if eta is eta_w else eo
+            np.multiply(x, h, out=step)
+            return np.add(eta, step, out=out) if sign > 0 else np.subtract(eta, step, out=out)
+
         for j in range(len(beta)):
             h = eps[j]
-            xw, xo = self.X_with[:, j], self.X_without[:, j]
-            grad[j] = (self._effects(eta_w + h * xw, eta_o + h * xo)[0]
-                       - self._effects(eta_w - h * xw, eta_o - h * xo)[0]) / (2 * h)
+            xw = np.ascontiguousarray(self.X_with[:, j])
+            if self.X_without is None:              # the design without the policy term: its column j is 0
+                xo = None if j == self.treat else xw
+            else:
+                xo = np.ascontiguousarray(self.X_without[:, j])
+            up = self._effects(moved(eta_w, xw, 1), eta_o if xo is None else moved(eta_o, xo, 1))[0]
+            down = self._effects(moved(eta_w, xw, -1), eta_o if xo is None else moved(eta_o, xo, -1))[0]
+            grad[j] = (up - down) / (2 * h)
         return float(np.sqrt(grad @ cov @ grad))
 
 
@@ -235,27 +309,39 @@ def protocol(att: pd.DataFrame, cr: pd.DataFrame, data_end: pd.Timestamp, K: int
 
 
 def build_predictor(a: pd.DataFrame, cr_post: pd.DataFrame, design: Design, cols: np.ndarray,
-                     offset: np.ndarray, cont: np.ndarray, data_end: pd.Timestamp, s: int) -> Predictor:
+                     offset: np.ndarray, cont: np.ndarray, data_end: pd.Timestamp, s: int,
+                     X: np.ndarray | None = None) -> Predictor:
     """Rows for every (post-policy case, attempt 1..K): observed attempts as they were made, the others at the
-    protocol's typical day with the hour band marginalised over its observed distribution."""
+    protocol's typical day with the hour band marginalised over its observed distribution.
+
+    ``X`` is ``design.matrix(a, cols)`` when already built (the fit's matrix).  A row's case-level columns are
+    those of its case's first attempt in ``a``; its attempt-level ones (attempt number, weekday, hour band,
+    policy term) are set for the attempt it stands for.  The design without the policy term is this one with
+    that column off (``Predictor.treat``).
+    """
     K = len(offset)
+    if X is None:
+        X = design.matrix(a, cols)
+    spec = [design.columns[int(j)] for j in cols]
+    treat = next(i for i, (kind, _, _) in enumerate(spec) if kind == "treat")
     cases = cr_post.reset_index(drop=True)
     pos = pd.Series(np.arange(len(cases)), index=cases["case_id"])
-    obs = a[a["case_id"].isin(pos.index)].copy()
-    obs["i"] = obs["case_id"].map(pos).to_numpy()
-    obs["w"] = 1.0
+    case_i = a["case_id"].map(pos).to_numpy(float)           # position among the post cases, NaN for the others
+    is_obs = ~np.isnan(case_i)
+    attempt_no = a["attempt_no"].to_numpy(int)
+    X_obs = X[is_obs]
+    X_obs[:, treat] = (attempt_no[is_obs] > s).astype(float)
+    blocks, weights, cells = [X_obs], [np.ones(len(X_obs))], [case_i[is_obs].astype(int) * K + attempt_no[is_obs] - 1]
     # hour-band distribution per attempt number, from all attempts
     band = a.groupby(["attempt_no", "hour_band"]).size()
     band = band / band.groupby(level=0).transform("sum")
-    # case-level columns to copy onto hypothetical attempts
-    case_cols = [c for c in a.columns if c not in
-                 ("attempted_at", "answered", "attempt_no", "weekday", "hour_band", "attempt", "late_after")]
-    case_level = a.drop_duplicates("case_id").set_index("case_id")[[c for c in case_cols if c != "case_id"]]
+    # each post case's first attempt row: where its case-level columns are read
+    first_row = pd.Series(np.arange(len(a)), index=a["case_id"].to_numpy())
+    first_row = first_row[~first_row.index.duplicated()].reindex(cases["case_id"].to_numpy()).to_numpy()
     first_day = cases["first_attempt_at"].dt.normalize().to_numpy()
     n_obs = cases["n_attempts"].to_numpy()
     reached = cases["reached"].to_numpy(bool)
     q = np.zeros((len(cases), K))
-    hyp = []
     for k in range(1, K + 1):
         observed = n_obs >= k
         date_k = first_day + np.timedelta64(int(offset[k - 1]), "D")
@@ -267,33 +353,52 @@ def build_predictor(a: pd.DataFrame, cr_post: pd.DataFrame, design: Design, cols
         if idx.size == 0:
             continue
         kb = band.loc[k] if k in band.index.get_level_values(0) else band.groupby(level=1).mean()
-        base = case_level.loc[cases["case_id"].to_numpy()[idx]].reset_index()
-        base["i"] = idx
-        base["attempt_no"] = k
-        base["weekday"] = pd.DatetimeIndex(date_k[idx]).weekday.astype(str)
+        base = X[first_row[idx]]
+        weekday = pd.DatetimeIndex(date_k[idx]).weekday.astype(str).to_numpy()
+        for i, (kind, c, x) in enumerate(spec):
+            if kind == "treat":
+                base[:, i] = float(k > s)
+            elif kind == "cat" and c == "attempt":
+                base[:, i] = float(x == str(k))
+            elif kind == "cat" and c == "weekday":
+                base[:, i] = weekday == x
+        bands = [(i, x) for i, (kind, c, x) in enumerate(spec) if kind == "cat" and c == "hour_band"]
         for hb, w in kb.items():
-            hyp.append(base.assign(hour_band=hb, w=float(w)))
-    rows = pd.concat([obs] + hyp, ignore_index=True)
-    rows["attempt"] = rows["attempt_no"].astype(int).astype(str)
-    rows["late_after"] = (rows["attempt_no"] > s).astype(float)
-    X_with = design.matrix(rows)[:, cols]
-    X_without = design.matrix(rows.assign(late_after=0.0))[:, cols]
-    cell = rows["i"].to_numpy(int) * K + rows["attempt_no"].to_numpy(int) - 1
-    return Predictor(X_with, X_without, rows["w"].to_numpy(float), cell, q, len(cases), K)
+            block = base.copy()
+            for i, x in bands:
+                block[:, i] = float(x == hb)
+            blocks.append(block)
+            weights.append(np.full(idx.size, float(w)))
+            cells.append(idx * K + k - 1)
+    X_with = np.concatenate(blocks) if len(blocks) > 1 else X_obs
+    return Predictor(X_with, None, np.concatenate(weights), np.concatenate(cells), q, len(cases), K, treat)
+
+
+def _logit_class():
+    import statsmodels.api as sm
+
+    class Logit(sm.Logit):
+        """statsmodels' Logit with its Hessian summed over blocks of rows (:func:`weighted_gram`)."""
+
+        def hessian(self, params):
+            L = self.predict(params)
+            return -weighted_gram(self.exog, L * (1 - L))
+
+    return Logit
 
 
 def fit_logit(y, X, groups, names):
-    import statsmodels.api as sm
     from statsmodels.tools.sm_exceptions import ConvergenceWarning as SmConvergenceWarning
     from statsmodels.tools.sm_exceptions import PerfectSeparationWarning
 
+    _Logit = _logit_class()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PerfectSeparationWarning)
         warnings.simplefilter("ignore", SmConvergenceWarning)    # said below, as the project's own warning
         # a C-contiguous exog keeps statsmodels' Hessian fast (a DataFrame's Fortran-ordered values are ~20x slower)
         # no rank check: independent_columns() already kept a full-rank set (the check is a QR of the whole
         # design, seconds at 100k customers, and changes no estimate)
-        model = sm.Logit(np.asarray(y, float), np.ascontiguousarray(X, dtype=float), check_rank=False)
+        model = _Logit(np.asarray(y, float), np.ascontiguousarray(X, dtype=float), check_rank=False)
         model.data.xnames = list(names)
         model.data.ynames = "answered"
         fit = model.fit(disp=0, maxiter=200, cov_type="cluster", cov_kwds={"groups": groups})
@@ -404,14 +509,15 @@ def fit_sms_model(ds, cr: pd.DataFrame, att: pd.DataFrame, post_cases: pd.DataFr
     design = Design.from_frame(a, categorical, list(cov.columns))
     X_full = design.matrix(a)
     cols = independent_columns(X_full)
-    X = X_full[:, cols]
+    X = X_full if len(cols) == X_full.shape[1] else np.ascontiguousarray(X_full[:, cols])
+    del X_full
     names = [design.names[j] for j in cols]
     y = a["answered"].to_numpy(float)
     groups = pd.factorize(a["case_id"])[0]
     fit = fit_logit(y, X, groups, names)
     beta = np.asarray(fit.params)
     covb = np.asarray(fit.cov_params())
-    pred = build_predictor(a, post_cases, design, cols, offset, cont, data_end, s)
+    pred = build_predictor(a, post_cases, design, cols, offset, cont, data_end, s, X=X)
     eff, r_with, r_without = pred.effects(beta)
     z = z_quantile(level)
     what = "attempt-level DiD logit (late vs early attempts, after vs before)"

@@ -10,7 +10,7 @@ from ...contract.base import open_data
 from ...narrative import reach as narrative
 from ...results import Result, tidy
 from ..intervals import wilson_interval
-from .cases import PHONE_ARMS, case_reach, phone_tables, resolve_policy
+from .cases import PHONE_ARMS, reach_tables, resolve_policy
 
 __all__ = ["answer_rates", "answer_table", "answer_rows"]
 
@@ -78,8 +78,7 @@ def answer_rates(data, sample=None, /, *, level: float = 0.95, arms: Sequence = 
     check_no_sample(sample, "answer_rates")
     level = check_level(level)
     policy = resolve_policy(ds, policy_start)
-    cr = case_reach(ds, arms=arms, policy_start=policy)
-    _, att = phone_tables(ds, arms)
+    cr, att = reach_tables(ds, arms=arms, policy_start=policy)
     post = cr.set_index("case_id")["post_policy"] if policy is not None else None
     if post is not None and (post.all() or not post.any()):
         post = None

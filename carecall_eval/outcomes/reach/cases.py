@@ -18,7 +18,7 @@ from ...calendar import quarter_of
 from ...contract.base import open_data
 from ...errors import InputError
 
-__all__ = ["PHONE_ARMS", "case_reach", "phone_tables", "resolve_policy", "sms_rule"]
+__all__ = ["PHONE_ARMS", "case_reach", "reach_tables", "phone_tables", "resolve_policy", "sms_rule"]
 
 #: Arms whose phone cases count for reach by default: ordinary cases (arm null)
 #: and the call arm of a randomized study.
@@ -85,14 +85,22 @@ def phone_tables(ds, arms) -> tuple[pd.DataFrame, pd.DataFrame]:
                          f"(cases {bad} ...); every attempt must be recorded as answered or not")
     if att["attempted_at"].isna().any():
         raise InputError("call_attempts.attempted_at has missing values; every attempt needs its time")
-    sel = cases[(cases["channel"] == "phone") & _arm_mask(cases["arm"], arms)].copy()
-    att = att[att["case_id"].isin(sel["case_id"])].copy()
+    sel = cases[(cases["channel"] == "phone") & _arm_mask(cases["arm"], arms)]
+    att = att[att["case_id"].isin(sel["case_id"])]
+    # sorted by case and time (a stable sort: ties keep their order), as sort_values(kind="mergesort") sorts
+    code, _ = pd.factorize(att["case_id"], sort=True)
+    order = np.lexsort((att["attempted_at"].to_numpy("datetime64[ns]").view("int64"), code))
+    att = att.iloc[order].reset_index(drop=True)
     att["answered"] = att["answered"].astype(bool)
-    att = att.sort_values(["case_id", "attempted_at"], kind="mergesort").reset_index(drop=True)
-    att["attempt_no"] = att.groupby("case_id", sort=False).cumcount() + 1
-    first_ans = att[att["answered"]].groupby("case_id")["attempt_no"].min()
-    stop = att["case_id"].map(first_ans)
-    att = att[stop.isna() | (att["attempt_no"] <= stop)].reset_index(drop=True)
+    code = code[order]
+    start = np.r_[True, code[1:] != code[:-1]] if len(code) else np.zeros(0, bool)
+    first = np.maximum.accumulate(np.where(start, np.arange(len(code)), 0))     # each row's first row of its case
+    att["attempt_no"] = np.arange(len(code)) - first + 1
+    # keep attempts up to the first answered one: no answered attempt before them in the case
+    ans = att["answered"].to_numpy(int)
+    run = np.cumsum(ans)
+    before = run - ans - (run - ans)[first]
+    att = att[before == 0].reset_index(drop=True)
     sel = sel[sel["case_id"].isin(att["case_id"])].reset_index(drop=True)
     return sel, att
 
@@ -133,6 +141,18 @@ def case_reach(data, /, *, arms: Sequence = PHONE_ARMS, policy_start=None, sms_w
     A case belongs to the policy period when it was *opened* on or after the
     policy start.  Only phone cases with at least one attempt are rows.
     """
+    return reach_tables(data, arms=arms, policy_start=policy_start, sms_window_hours=sms_window_hours,
+                        sms_kind=sms_kind)[0]
+
+
+def _ns(s: pd.Series) -> pd.Series:
+    """``s`` as nanosecond datetimes (as ``pd.to_datetime(s).astype("datetime64[ns]")``; a no-op when it is)."""
+    return s if s.dtype == "datetime64[ns]" else pd.to_datetime(s).astype("datetime64[ns]")
+
+
+def reach_tables(data, /, *, arms: Sequence = PHONE_ARMS, policy_start=None, sms_window_hours: float | None = None,
+                 sms_kind: str = "missed_call_followup") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`case_reach` and the attempts it counts (:func:`phone_tables`), from one reading of the tables."""
     ds = open_data(data, "case_reach")
     _, sms_window_hours = sms_rule(ds, None, sms_window_hours)
     if isinstance(sms_window_hours, bool) or not isinstance(sms_window_hours, (int, float, np.number)) \
@@ -150,7 +170,7 @@ def case_reach(data, /, *, arms: Sequence = PHONE_ARMS, policy_start=None, sms_w
     per["attempts_to_reach"] = ans["attempt_no"].reindex(per.index).astype("Int64")
     out = sel[["case_id", "customer_id", "opened_on"]
               + [c for c in ("trigger", "arm") if c in sel.columns]].copy()
-    out["opened_on"] = pd.to_datetime(out["opened_on"]).astype("datetime64[ns]")
+    out["opened_on"] = _ns(out["opened_on"])
     out["quarter"] = quarter_of(out["opened_on"])
     out["week"] = _week_start(out["opened_on"])
     if policy is None:
@@ -163,11 +183,11 @@ def case_reach(data, /, *, arms: Sequence = PHONE_ARMS, policy_start=None, sms_w
         pd.DataFrame(columns=["case_id", "sent_at", "kind"])
     sms = sms[sms["kind"] == sms_kind]
     first_sms = sms.groupby("case_id")["sent_at"].min()
-    out["sms_at"] = pd.to_datetime(out["case_id"].map(first_sms)).astype("datetime64[ns]")
+    out["sms_at"] = _ns(out["case_id"].map(first_sms))
     out["sms_sent"] = out["sms_at"].notna()
     lag = out["reached_at"] - out["sms_at"]
     out["reached_after_sms"] = (lag > pd.Timedelta(0)) & (lag <= pd.Timedelta(hours=float(sms_window_hours)))
     cols = ["case_id", "customer_id", "opened_on", "trigger", "arm", "quarter", "week", "post_policy",
             "n_attempts", "reached", "attempts_to_reach", "first_attempt_at", "reached_at", "sms_at",
             "sms_sent", "reached_after_sms"]
-    return out[[c for c in cols if c in out.columns]].reset_index(drop=True)
+    return out[[c for c in cols if c in out.columns]].reset_index(drop=True), att

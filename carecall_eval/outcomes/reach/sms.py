@@ -34,7 +34,7 @@ from ...results import Result, tidy
 from ..intervals import wilson_interval
 from .answer_model import fit_sms_model, protocol
 from .answer_rates import answer_rows, answer_table
-from .cases import PHONE_ARMS, case_reach, phone_tables, resolve_policy, sms_rule
+from .cases import PHONE_ARMS, reach_tables, resolve_policy, sms_rule
 from .its import fit_its, weekly_reach
 
 __all__ = ["sms_effect"]
@@ -161,11 +161,10 @@ def sms_effect(data, sample=None, /, *, level: float = 0.95, sms_after_attempts:
     if interval == "bootstrap":
         n_boot = check_int("n_boot", n_boot, 20)
     policy = resolve_policy(ds, policy_start)
-    cr = case_reach(ds, arms=arms, policy_start=policy, sms_window_hours=window_hours)
+    cr, att = reach_tables(ds, arms=arms, policy_start=policy, sms_window_hours=window_hours)
     if cr.empty:
         raise NotAvailableError("no phone cases with attempts in call_cases/call_attempts "
                                 f"(arms={list(arms)!r}); nothing to estimate")
-    _, att = phone_tables(ds, arms)
     data_end = pd.Timestamp(ds.data_end)
     K = int(att["attempt_no"].max())
     offset, cont = protocol(att, cr, data_end, K)

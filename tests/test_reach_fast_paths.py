@@ -1,0 +1,169 @@
+"""The faster paths of the SMS answer model (issue 18) give the numbers of the plain code they replaced.
+
+Each reference below is the previous implementation, kept here verbatim in substance: the attempt
+numbering of ``phone_tables`` (a sort of the frame and a groupby), the design matrix stacked from full
+columns, the predictor rows built as a frame of hypothetical attempts and turned into two matrices (with
+and without the policy term), and statsmodels' own Logit (one product over all rows per Hessian).
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import SAMPLE
+
+from carecall_eval.contract import load
+from carecall_eval.outcomes.reach import answer_model as am
+from carecall_eval.outcomes.reach.cases import case_reach, phone_tables, reach_tables, resolve_policy, sms_rule
+
+
+@pytest.fixture(scope="module")
+def frame():
+    ds = load(SAMPLE)
+    policy = resolve_policy(ds, None)
+    s, _ = sms_rule(ds)
+    cr, att = reach_tables(ds)
+    cov = am.case_covariates(ds, cr)
+    a = am.attempt_frame(cr, att, cov, s, "quarter")
+    design = am.Design.from_frame(a, ["attempt", "period_fe", "weekday", "hour_band", "trigger"], list(cov.columns))
+    return ds, policy, s, cr, att, cov, a, design
+
+
+def _phone_tables_reference(ds, arms):
+    from carecall_eval.outcomes.reach.cases import _arm_mask
+
+    cases, att = ds.table("call_cases"), ds.table("call_attempts")
+    sel = cases[(cases["channel"] == "phone") & _arm_mask(cases["arm"], arms)].copy()
+    att = att[att["case_id"].isin(sel["case_id"])].copy()
+    att["answered"] = att["answered"].astype(bool)
+    att = att.sort_values(["case_id", "attempted_at"], kind="mergesort").reset_index(drop=True)
+    att["attempt_no"] = att.groupby("case_id", sort=False).cumcount() + 1
+    first_ans = att[att["answered"]].groupby("case_id")["attempt_no"].min()
+    stop = att["case_id"].map(first_ans)
+    att = att[stop.isna() | (att["attempt_no"] <= stop)].reset_index(drop=True)
+    sel = sel[sel["case_id"].isin(att["case_id"])].reset_index(drop=True)
+    return sel, att
+
+
+def _matrix_reference(design, df):
+    cols = [np.ones(len(df)), df[design.treat].to_numpy(float)]
+    for c, lv in design.categorical.items():
+        v = df[c].to_numpy()
+        cols += [(v == x).astype(float) for x in lv[1:]]
+    cols += [df[c].to_numpy(float) for c in design.continuous]
+    return np.column_stack(cols)
+
+
+def _predictor_reference(a, cr_post, design, cols, offset, cont, data_end, s):
+    K = len(offset)
+    cases = cr_post.reset_index(drop=True)
+    pos = pd.Series(np.arange(len(cases)), index=cases["case_id"])
+    obs = a[a["case_id"].isin(pos.index)].copy()
+    obs["i"] = obs["case_id"].map(pos).to_numpy()
+    obs["w"] = 1.0
+    band = a.groupby(["attempt_no", "hour_band"]).size()
+    band = band / band.groupby(level=0).transform("sum")
+    case_cols = [c for c in a.columns if c not in
+                 ("attempted_at", "answered", "attempt_no", "weekday", "hour_band", "attempt", "late_after")]
+    case_level = a.drop_duplicates("case_id").set_index("case_id")[[c for c in case_cols if c != "case_id"]]
+    first_day = cases["first_attempt_at"].dt.normalize().to_numpy()
+    n_obs = cases["n_attempts"].to_numpy()
+    reached = cases["reached"].to_numpy(bool)
+    q = np.zeros((len(cases), K))
+    hyp = []
+    for k in range(1, K + 1):
+        observed = n_obs >= k
+        date_k = first_day + np.timedelta64(int(offset[k - 1]), "D")
+        possible = ~observed & reached & (date_k <= np.datetime64(data_end))
+        q[:, k - 1] = np.where(observed, 1.0, np.where(possible, cont[k - 1], 0.0))
+        idx = np.flatnonzero(possible)
+        if idx.size == 0:
+            continue
+        kb = band.loc[k] if k in band.index.get_level_values(0) else band.groupby(level=1).mean()
+        base = case_level.loc[cases["case_id"].to_numpy()[idx]].reset_index()
+        base["i"] = idx
+        base["attempt_no"] = k
+        base["weekday"] = pd.DatetimeIndex(date_k[idx]).weekday.astype(str)
+        for hb, w in kb.items():
+            hyp.append(base.assign(hour_band=hb, w=float(w)))
+    rows = pd.concat([obs] + hyp, ignore_index=True)
+    rows["attempt"] = rows["attempt_no"].astype(int).astype(str)
+    rows["late_after"] = (rows["attempt_no"] > s).astype(float)
+    X_with = _matrix_reference(design, rows)[:, cols]
+    X_without = _matrix_reference(design, rows.assign(late_after=0.0))[:, cols]
+    cell = rows["i"].to_numpy(int) * K + rows["attempt_no"].to_numpy(int) - 1
+    return am.Predictor(X_with, X_without, rows["w"].to_numpy(float), cell, q, len(cases), K)
+
+
+def test_phone_tables_and_reach_tables_equal_the_plain_sort(frame):
+    ds = frame[0]
+    for arms in ((None, "call"), ("call",), (None,)):
+        sel, att = phone_tables(ds, arms)
+        ref_sel, ref_att = _phone_tables_reference(ds, arms)
+        pd.testing.assert_frame_equal(sel, ref_sel)
+        pd.testing.assert_frame_equal(att, ref_att)
+        cr, att2 = reach_tables(ds, arms=arms)
+        pd.testing.assert_frame_equal(att2, ref_att)
+        pd.testing.assert_frame_equal(cr, case_reach(ds, arms=arms))
+
+
+def test_design_matrix_equals_stacked_columns(frame):
+    design, a = frame[7], frame[6]
+    ref = _matrix_reference(design, a)
+    X = design.matrix(a)
+    assert X.flags.c_contiguous
+    np.testing.assert_array_equal(X, ref)
+    cols = np.array([0, 1, 3, X.shape[1] - 1])
+    np.testing.assert_array_equal(design.matrix(a, cols), ref[:, cols])
+    # independent columns from the one-pass Gram matrix: what the full scaled design gave
+    Xs = ref / np.maximum(np.sqrt((ref ** 2).mean(axis=0)), 1e-12)
+    np.testing.assert_allclose(am.weighted_gram(Xs) / len(Xs), Xs.T @ Xs / len(Xs), rtol=1e-12, atol=1e-14)
+    w = np.random.default_rng(0).uniform(0, 0.25, len(ref))
+    np.testing.assert_allclose(am.weighted_gram(ref, w, chunk=1000), (ref.T * w) @ ref, rtol=1e-12, atol=1e-12)
+
+
+def test_predictor_equals_the_frame_built_one(frame):
+    ds, policy, s, cr, att, cov, a, design = frame
+    data_end = pd.Timestamp(ds.data_end)
+    K = int(att["attempt_no"].max())
+    offset, cont = am.protocol(att, cr, data_end, K)
+    post = cr[cr["post_policy"].astype(bool).to_numpy()]
+    cols = am.independent_columns(design.matrix(a))
+    fast = am.build_predictor(a, post, design, cols, offset, cont, data_end, s)
+    ref = _predictor_reference(a, post, design, cols, offset, cont, data_end, s)
+    np.testing.assert_array_equal(fast.X_with, ref.X_with)
+    assert fast.X_without is None and fast.treat == 1
+    X_without = fast.X_with.copy()
+    X_without[:, fast.treat] = 0.0
+    np.testing.assert_array_equal(X_without, ref.X_without)
+    np.testing.assert_array_equal(fast.weight, ref.weight)
+    np.testing.assert_array_equal(fast.cell, ref.cell)
+    np.testing.assert_array_equal(fast.q, ref.q)
+    beta = np.random.default_rng(1).normal(scale=0.2, size=len(cols))
+    A = np.random.default_rng(2).normal(size=(len(cols), len(cols)))
+    cov_b = A @ A.T / 200
+    np.testing.assert_allclose(fast.effects(beta), ref.effects(beta), rtol=1e-12)
+    assert fast.effect_se(beta, cov_b) == pytest.approx(ref.effect_se(beta, cov_b), rel=1e-9)
+    assert fast.effect_se(beta, cov_b) == pytest.approx(am.delta_se(lambda b: ref.effects(b)[0], beta, cov_b),
+                                                        rel=1e-9)
+
+
+def test_blockwise_hessian_logit_equals_statsmodels(frame):
+    import statsmodels.api as sm
+
+    a, design = frame[6], frame[7]
+    X_full = design.matrix(a)
+    cols = am.independent_columns(X_full)
+    X = np.ascontiguousarray(X_full[:, cols])
+    y = a["answered"].to_numpy(float)
+    groups = pd.factorize(a["case_id"])[0]
+    fit = am.fit_logit(y, X, groups, [design.names[j] for j in cols])
+    assert type(fit.model).__name__ == "Logit" and type(fit.model) is not sm.Logit     # the blockwise path ran
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = sm.Logit(y, X).fit(disp=0, maxiter=200, cov_type="cluster", cov_kwds={"groups": groups})
+    np.testing.assert_allclose(fit.params, ref.params, rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(fit.cov_params(), ref.cov_params(), rtol=1e-8, atol=1e-14)
+    np.testing.assert_allclose(fit.model.hessian(ref.params), ref.model.hessian(ref.params), rtol=1e-12)
