@@ -18,12 +18,13 @@ import pandas as pd
 from ..._validation import check_choice, check_horizon, check_level
 from ...cohorts.build import build_cohort
 from ...cohorts.sample import as_sample
+from ...cohorts.windows import MEASURES
 from ...contract.base import open_data
 from ...errors import InputError, NotAvailableError
 from ...narrative import programme as narrative
 from ...results import Result, not_available, tidy
 from ..calls import _mean_interval, quantile_interval
-from ..reach.cases import PHONE_ARMS, case_reach
+from ..reach.cases import PHONE_ARMS, _ns, case_reach
 from ..spending import OUTCOMES, _followup, _ppml_covariates, _subgroups, add_outcomes, ppml
 from .pooling import one_blas_thread
 
@@ -66,14 +67,19 @@ def case_timeline(data, *, arms: Sequence = PHONE_ARMS, gap_days: int = 30) -> p
     """
     ds = open_data(data, "case_timeline")
     cr = case_reach(ds, arms=arms)
-    trig = ds.table("triggers")[["customer_id", "trigger", "triggered_on"]].copy()
-    trig["triggered_on"] = pd.to_datetime(trig["triggered_on"]).astype("datetime64[ns]")
+    trig = ds.table("triggers")[["customer_id", "trigger", "triggered_on"]]
     c = cr.sort_values("opened_on").reset_index(drop=True)
-    c = pd.merge_asof(c, trig.sort_values("triggered_on"), left_on="opened_on", right_on="triggered_on",
-                      by=["customer_id", "trigger"], direction="backward", tolerance=pd.Timedelta(days=gap_days))
+    # the (customer, trigger) pair as one integer key: merge_asof's "by" on two text columns is slow
+    both = pd.concat([c[["customer_id", "trigger"]], trig[["customer_id", "trigger"]]], ignore_index=True)
+    key = both.groupby(["customer_id", "trigger"], sort=False, dropna=False).ngroup().to_numpy()
+    c["_by"] = key[:len(c)]
+    right = pd.DataFrame({"_by": key[len(c):], "triggered_on": _ns(trig["triggered_on"]).to_numpy()})
+    c = pd.merge_asof(c, right.sort_values("triggered_on", kind="mergesort"), left_on="opened_on",
+                      right_on="triggered_on", by="_by", direction="backward",
+                      tolerance=pd.Timedelta(days=gap_days)).drop(columns="_by")
     for stem, start, end, _ in STEPS:
-        d0 = pd.to_datetime(c[start]).dt.normalize()
-        d1 = pd.to_datetime(c[end]).dt.normalize()
+        d0 = _ns(c[start]).dt.normalize()
+        d1 = _ns(c[end]).dt.normalize()
         c[f"days_{stem}"] = (d1 - d0).dt.days.astype(float)
     return c.sort_values(["opened_on", "case_id"]).reset_index(drop=True)
 
@@ -172,8 +178,14 @@ def case_speed(data, sample=None, /, *, level: float = 0.95, window: int = 84, o
     by_case = tl.set_index("case_id")
     days = by_case["days_trigger_to_reach"]
     frame = sample.sets if sample.sets is not None else sample.table
+    covariates = list(sample.cohort.covariates) + ["own_days_trigger_to_opening"]
+    # only the columns the fits read (in the table's order): copying the whole matched table costs seconds
+    # at operator scale, and every step below is a row subset
+    need = {"customer_id", "index_date", "case_id", "contact", "weights", "subclass", f"followup_{window}", "age",
+            *covariates, *(f"{mm}_{w}" for mm in MEASURES for w in ("pre", f"post{window}"))}
+    frame = frame[[c for c in frame.columns if c in need or c.startswith("share_")]]
     m = add_outcomes(ds, frame, (window,), design.pre_window)
-    m = m[_followup(m, window, ds.data_end)].copy()
+    m = m[_followup(m, window, ds.data_end).to_numpy()].copy()
     # each row's own days from trigger to opening: where in the decay of the peak its window starts
     own = m["case_id"].map(by_case["days_trigger_to_opening"])
     m["own_days_trigger_to_opening"] = own.fillna(own.median() if own.notna().any() else 0.0).to_numpy(float)
@@ -183,13 +195,12 @@ def case_speed(data, sample=None, /, *, level: float = 0.95, window: int = 84, o
         m["days_to_contact"] = m["subclass"].map(per_set).to_numpy()
     m = m[m["days_to_contact"].notna()]
     m["band"] = pd.cut(m["days_to_contact"], [-np.inf, *bands, np.inf], right=False, labels=labels).astype(str)
-    covariates = list(sample.cohort.covariates) + ["own_days_trigger_to_opening"]
     cl = "matched set" if sample.cluster == "subclass" else "customer"
     sub = _subgroups(m, outcome, window, covariates, level, sample.cluster_ids,
                      m if sample.sets is not None else None, by=("band",)) if len(m) else pd.DataFrame()
     got = sub.set_index("level") if len(sub) else pd.DataFrame()
     for lab in labels:
-        g = m[m["band"] == lab]
+        g = m.loc[(m["band"] == lab).to_numpy(), ["contact", "customer_id"]]
         base = {"metric": "speed.effect_by_days_to_contact", "group": lab, "window": window, "outcome": outcome,
                 "method": f"matched PPML within the band, cluster-robust by {cl} (se of the log ratio)"}
         if lab in got.index:
