@@ -69,3 +69,21 @@ def test_a_constant_regressor_is_dropped_and_a_poor_start_still_converges():
                          codes=pd.factorize(pd.Series(g))[0])
     assert far is not None
     np.testing.assert_allclose(far[0], r.params.to_numpy(), rtol=1e-8, atol=1e-10)
+
+
+def test_the_saturated_closed_form_is_the_ppml_maximum():
+    from carecall_eval.outcomes.spending import saturated_start
+
+    y, X, w, ex, g = _data(9)
+    post = (np.random.default_rng(9).random(len(y)) < 0.5).astype(float)
+    D = pd.DataFrame({"contact": X["contact"], "post": post, "contact_x_post": X["contact"] * post})
+    fit = ppml(y, D, term="contact_x_post", weights=w, groups=g, exposure=ex)          # from the default start
+    closed = saturated_start(y, D["contact"], D["post"], w, ex)
+    np.testing.assert_allclose([closed[c] for c in fit.params.index], fit.params.to_numpy(), rtol=1e-8, atol=1e-10)
+    one = ppml(y, X[["contact"]], term="contact", weights=w, groups=g)
+    closed = saturated_start(y, X["contact"], weights=w)
+    np.testing.assert_allclose([closed["const"], closed["contact"]], one.params.to_numpy(), rtol=1e-8, atol=1e-10)
+    # started there, ppml lands on the same maximum
+    again = ppml(y, D, term="contact_x_post", weights=w, groups=g, exposure=ex,
+                 start=saturated_start(y, D["contact"], D["post"], w, ex))
+    assert again.coef == pytest.approx(fit.coef, rel=1e-9) and again.se == pytest.approx(fit.se, rel=1e-9)

@@ -88,7 +88,7 @@ class RatioEstimate:
 
 
 def ppml(y, X: pd.DataFrame, *, term: str, weights=None, groups=None, exposure=None,
-         level: float = 0.95) -> RatioEstimate:
+         level: float = 0.95, start=None) -> RatioEstimate:
     """Poisson pseudo-likelihood fit; return ``exp(beta_term) - 1`` with a robust interval.
 
     Parameters
@@ -108,6 +108,10 @@ def ppml(y, X: pd.DataFrame, *, term: str, weights=None, groups=None, exposure=N
         Window lengths, so coefficients compare daily means.
     level : float
         Confidence level.
+    start : mapping or Series, optional
+        Starting coefficients by name (``const`` and columns of ``X``; others start at 0), e.g. a closed
+        form or a larger sample's fit: Newton then needs fewer steps to the same maximum.  Default: the
+        log of the weighted mean rate for the constant, 0 elsewhere.
     """
     y = np.asarray(y, dtype=float)
     if np.any(~np.isfinite(y)) or np.any(y < 0):
@@ -119,17 +123,24 @@ def ppml(y, X: pd.DataFrame, *, term: str, weights=None, groups=None, exposure=N
     wt = np.ones(len(y)) if weights is None else np.asarray(weights, float)
     ex = None if exposure is None else np.asarray(exposure, float)
     codes = None if groups is None else pd.factorize(pd.Series(np.asarray(groups)))[0]
-    start = np.zeros(Xa.shape[1])
+    start0 = np.zeros(Xa.shape[1])
     rate = y / (1.0 if ex is None else ex)
-    start[names.index("const")] = np.log(max(np.average(rate, weights=wt), 1e-12))
+    start0[names.index("const")] = np.log(max(np.average(rate, weights=wt), 1e-12))
     # the fast path: Newton on the analytic score and Hessian, statsmodels' sandwich (outcomes/poisson.py;
     # tests/test_poisson.py checks it against statsmodels); statsmodels itself for anything it cannot settle
-    fast = poisson_newton(y, Xa, weights=wt, offset=None if ex is None else np.log(ex), start=start, codes=codes)
+    first = start
+    if first is not None:
+        given = {str(k): float(v) for k, v in dict(first).items()}
+        first = np.array([given.get(n, v) for n, v in zip(names, start0)])
+        if not np.all(np.isfinite(first)):
+            first = None
+    fast = poisson_newton(y, Xa, weights=wt, offset=None if ex is None else np.log(ex),
+                          start=start0 if first is None else first, codes=codes)
     if fast is not None:
         params = pd.Series(fast[0], index=names)
         j = names.index(term)
         return _ratio(float(fast[0][j]), float(np.sqrt(fast[1][j, j])), len(y), params, True, level)
-    fit, converged = _statsmodels_ppml(y, pd.DataFrame(Xa, columns=names), wt, ex, codes, start)
+    fit, converged = _statsmodels_ppml(y, pd.DataFrame(Xa, columns=names), wt, ex, codes, start0)
     return _ratio(float(fit.params[term]), float(fit.bse[term]), len(y), fit.params.copy(), converged, level)
 
 
@@ -160,6 +171,33 @@ def _statsmodels_ppml(y, Xc: pd.DataFrame, wt, exposure, codes, start):
             fit = model.fit(maxiter=100, wls_method="qr", **cov)
             converged = bool(getattr(fit, "converged", False))
     return fit, converged
+
+
+def _cell_log_rates(y, w, exposure, cells) -> np.ndarray:
+    """log of the weighted rate sum(w y) / sum(w exposure) in each cell (NaN where it is not positive)."""
+    out = []
+    for c in cells:
+        num, den = np.sum(w[c] * y[c]), np.sum(w[c] * exposure[c])
+        out.append(np.log(num / den) if num > 0 and den > 0 else np.nan)
+    return np.array(out)
+
+
+def saturated_start(y, contact, post=None, weights=None, exposure=None) -> dict:
+    """Closed-form PPML coefficients of a saturated design: contact (and post, contact x post).
+
+    With only indicators and all their interactions, the Poisson fitted means are the cells' weighted
+    rates, so these are the maximum itself (NaN when a cell has no outcome; ``ppml`` then starts as usual).
+    """
+    y = np.asarray(y, float)
+    t = np.asarray(contact, float) == 1
+    w = np.ones(len(y)) if weights is None else np.asarray(weights, float)
+    e = np.ones(len(y)) if exposure is None else np.asarray(exposure, float)
+    if post is None:
+        r0, r1 = _cell_log_rates(y, w, e, [~t, t])
+        return {"const": r0, "contact": r1 - r0}
+    p = np.asarray(post, float) == 1
+    r00, r10, r01, r11 = _cell_log_rates(y, w, e, [~t & ~p, t & ~p, ~t & p, t & p])
+    return {"const": r00, "contact": r10 - r00, "post": r01 - r00, "contact_x_post": r11 - r10 - r01 + r00}
 
 
 def weighted_diff(y, treat, weights=None, groups=None, level: float = 0.95):
@@ -201,6 +239,21 @@ def _ppml_covariates(m: pd.DataFrame, covariates: list[str]) -> pd.DataFrame:
     return X.loc[:, X.std() > 0]
 
 
+def analysis_columns(table: pd.DataFrame, windows, covariates) -> pd.DataFrame:
+    """The columns of a cohort or matched table the spending estimators read, as a new frame.
+
+    A matched table carries every measure in every covariate and outcome window (well over a hundred
+    columns); the fits below take row subsets of it many times, and copying the unused columns each time
+    dominated at operator scale.  Kept: the row's identity, group, weights and set; the covariates and the
+    subgroup variables; follow-up flags; every measure's pre and post-window totals for ``windows``.
+    """
+    keep = {"customer_id", "case_id", "index_date", "contact", "group", "reached", "trigger", "gender", "age",
+            "weights", "subclass", "index_quarter", *covariates,
+            *(f"followup_{w}" for w in windows),
+            *(f"{m}_{n}" for m in MEASURES for n in ("pre", *post_windows(windows)))}
+    return table[[c for c in table.columns if c in keep or c.startswith("share_")]]
+
+
 def naive_change(table: pd.DataFrame, outcome: str = "tl", window: int = 84, pre_window: int = 84,
                  level: float = 0.95) -> RatioEstimate:
     """Contacts' post/pre ratio of daily means minus one (PPML on stacked windows, clustered by customer)."""
@@ -211,19 +264,22 @@ def naive_change(table: pd.DataFrame, outcome: str = "tl", window: int = 84, pre
         "days": np.r_[np.full(len(c), pre_window), np.full(len(c), window)],
         "g": np.r_[c["customer_id"].to_numpy(), c["customer_id"].to_numpy()],
     })
-    return ppml(long["y"], long[["post"]], term="post", groups=long["g"], exposure=long["days"], level=level)
+    pre_post = saturated_start(long["y"], long["post"], exposure=long["days"])   # "contact" here is post
+    return ppml(long["y"], long[["post"]], term="post", groups=long["g"], exposure=long["days"], level=level,
+                start={"const": pre_post["const"], "post": pre_post["contact"]})
 
 
 def matched_ppml(m: pd.DataFrame, outcome: str, window: int, covariates: list[str], *, groups,
-                 level: float = 0.95) -> RatioEstimate:
+                 level: float = 0.95, start=None) -> RatioEstimate:
     """The primary estimate: weighted PPML of the post-window outcome on contact plus baseline covariates.
 
-    ``groups`` are the cluster ids of ``m``'s rows (``sample.cluster_ids(m)``: the one cluster rule).
+    ``groups`` are the cluster ids of ``m``'s rows (``sample.cluster_ids(m)``: the one cluster rule);
+    ``start`` optional starting coefficients by name (see :func:`ppml`).
     """
     X = _ppml_covariates(m, covariates)
     X.insert(0, "contact", m["contact"].to_numpy(float))
     return ppml(m[f"{outcome}_post{window}"].to_numpy(float), X, term="contact",
-                weights=m["weights"].to_numpy(float), groups=groups, level=level)
+                weights=m["weights"].to_numpy(float), groups=groups, level=level, start=start)
 
 
 def matched_did(m: pd.DataFrame, outcome: str, window: int, *, groups, pre_window: int = 84,
@@ -243,8 +299,9 @@ def matched_did(m: pd.DataFrame, outcome: str, window: int, *, groups, pre_windo
     })
     long["contact_x_post"] = long["contact"] * long["post"]
     ly = np.r_[m[f"{outcome}_pre"].to_numpy(float), y]
-    return ppml(ly, long, term="contact_x_post", weights=np.r_[w, w], groups=np.r_[g, g],
-                exposure=np.r_[np.full(n, pre_window), np.full(n, window)], level=level)
+    ex = np.r_[np.full(n, pre_window), np.full(n, window)]
+    return ppml(ly, long, term="contact_x_post", weights=np.r_[w, w], groups=np.r_[g, g], exposure=ex, level=level,
+                start=saturated_start(ly, long["contact"], long["post"], np.r_[w, w], ex))
 
 
 def matched_estimates(m: pd.DataFrame, outcome: str, window: int, covariates: list[str], *, groups,
@@ -257,7 +314,8 @@ def matched_estimates(m: pd.DataFrame, outcome: str, window: int, covariates: li
     w = m["weights"].to_numpy(float)
     g = np.asarray(groups)
     out: dict[str, Any] = {"matched": matched_ppml(m, outcome, window, covariates, groups=g, level=level),
-           "post_only": ppml(y, m[["contact"]], term="contact", weights=w, groups=g, level=level)}
+           "post_only": ppml(y, m[["contact"]], term="contact", weights=w, groups=g, level=level,
+                             start=saturated_start(y, m["contact"], weights=w))}
     out["diff"] = weighted_diff(y, m["contact"], w, g, level=level)
     out["did"] = matched_did(m, outcome, window, groups=g, pre_window=pre_window, level=level)
     # comparison group's own post/pre change (weighted): "would have happened anyway"
@@ -502,8 +560,8 @@ def spending_effect(data, sample=None, /, *, level: float = 0.95, window: int = 
     cl = "matched set" if sample.cluster == "subclass" else "customer"
     unit = "days" if outcome == "active_days" else (getattr(ds.config, "currency", "") or "currency")
     methods = [(k, g, m.format(cl=cl, unit=unit, label=OUTCOMES[outcome])) for k, g, m in _WINDOW_METHODS]
-    full = add_outcomes(ds, cohort.table, windows, design.pre_window)
-    m_all = add_outcomes(ds, sample.table, windows, design.pre_window)
+    full = add_outcomes(ds, analysis_columns(cohort.table, windows, covariates), windows, design.pre_window)
+    m_all = add_outcomes(ds, analysis_columns(sample.table, windows, covariates), windows, design.pre_window)
     negative = [c for c in (f"{outcome}_pre", *(f"{outcome}_post{w}" for w in windows)) if (m_all[c] < 0).any()]
     if negative:
         raise InputError(f"spending_effect: outcome={outcome!r} is negative for some matched customers ({negative[0]}; "
@@ -563,9 +621,11 @@ def spending_effect(data, sample=None, /, *, level: float = 0.95, window: int = 
     if subgroups:
         sets = None
         if sample.sets is not None:
-            sets = add_outcomes(ds, sample.sets, (window,), design.pre_window)
+            sets = add_outcomes(ds, analysis_columns(sample.sets, (window,), covariates), (window,), design.pre_window)
             sets = sets[_followup(sets, window, ds.data_end)]
-        sub = _subgroups(m, outcome, window, covariates, level, sample.cluster_ids, sets)
+        # each subgroup's Newton starts at the whole sample's fit (the same maximum, fewer steps)
+        sub = _subgroups(m, outcome, window, covariates, level, sample.cluster_ids, sets,
+                         start=est["matched"].params if est["matched"].converged else None)
     for _, r in sub.iterrows():
         rows.append({"window": window, "outcome": outcome, "metric": "spending.subgroup_change",
                      "group": f"{r['by']}={r['level']}", "estimate": r["estimate"], "se": r["se"],
@@ -646,15 +706,16 @@ def subgroup_columns(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def _subgroups(m: pd.DataFrame, outcome, window, covariates, level, cluster_ids,
-               sets: pd.DataFrame | None = None, by: tuple = SUBGROUP_BY) -> pd.DataFrame:
+               sets: pd.DataFrame | None = None, by: tuple = SUBGROUP_BY, start=None) -> pd.DataFrame:
     """Matched PPML within subgroups.
 
     With nearest-neighbour matching (``sets`` = one row per unit and matched
     set), a subgroup is defined by the contact of each set and its controls
     follow it, so a control matched to a 30-year-old counts among the 25-34s.
     Otherwise each unit's own value is used.  Errors are clustered by
-    ``cluster_ids`` (the sample's one rule).  Subgroups with fewer than 20
-    contacts or comparisons, or without a finite estimate, are skipped.  ``by`` names the columns
+    ``cluster_ids`` (the sample's one rule); ``start`` gives every fit its starting coefficients (see
+    :func:`ppml`).  Subgroups with fewer than 20 contacts or comparisons, or without a finite estimate,
+    are skipped.  ``by`` names the columns
     (``age_band`` and ``main_product`` are derived here; others must be columns of the table).
     """
     src = sets if sets is not None else m
@@ -676,7 +737,7 @@ def _subgroups(m: pd.DataFrame, outcome, window, covariates, level, cluster_ids,
                 continue
             covs = [c for c in covariates if c != by]
             try:
-                e = matched_ppml(g, outcome, window, covs, groups=cluster_ids(g), level=level)
+                e = matched_ppml(g, outcome, window, covs, groups=cluster_ids(g), level=level, start=start)
             except Exception:  # pragma: no cover - tiny or separated subgroup
                 continue
             if not e.converged:      # separation in a small subgroup: no finite estimate
