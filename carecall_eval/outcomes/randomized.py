@@ -39,6 +39,7 @@ from ..errors import InputError, NotAvailableError
 from ..narrative import randomized as narrative
 from ..results import Result, not_available, tidy
 from ..trials import estimators as est
+from ._dates import as_datetime
 from .intervals import wilson_interval
 from .spending import OUTCOMES, add_outcomes
 
@@ -80,9 +81,15 @@ def _block_mode(t: pd.DataFrame, blocks: str) -> str:
 
 
 def _clusters(t: pd.DataFrame, mode: str) -> np.ndarray:
+    """Cluster of each row as an integer: the rank of its label (``customer:<id>``, ``block:<block>``) among
+    the sorted labels, so grouping by it is grouping by the label in the same order (``np.unique`` of the
+    labels), without sorting text once per standard error."""
     if mode in ("none", "fixed"):     # fixed effects: blocks are few and large, so errors by customer
-        return t["customer_id"].astype(str).to_numpy()
-    return np.where(t["block"].notna(), "block:" + t["block"].astype(str), "customer:" + t["customer_id"].astype(str))
+        labels = t["customer_id"].astype(str).to_numpy()
+    else:
+        labels = np.where(t["block"].notna(), "block:" + t["block"].astype(str),
+                          "customer:" + t["customer_id"].astype(str))
+    return pd.factorize(labels, sort=True)[0]
 
 
 def _design_matrix(t: pd.DataFrame, covariates, mode: str) -> np.ndarray:
@@ -183,7 +190,7 @@ def _retention_rows(ds, t, clusters, arms, horizon, level) -> list[dict]:
     from .retention import active_at_horizon, exit_times
 
     end = pd.Timestamp(ds.data_end)
-    complete = (pd.to_datetime(t["index_date"]) + pd.Timedelta(days=horizon - 1) <= end).to_numpy()
+    complete = (as_datetime(t["index_date"]) + pd.Timedelta(days=horizon - 1) <= end).to_numpy()
     ex = exit_times(ds, t)
     stayed = ~((ex["event"].to_numpy() == 1) & (ex["duration"].to_numpy() < horizon))
     account = np.where(complete, stayed.astype(float), np.nan)
@@ -200,12 +207,12 @@ def _action_rows(ds, t, clusters, arms, days, level) -> list[dict]:
     from .actions import ACTION_EVENTS
 
     end = pd.Timestamp(ds.data_end)
-    idx = pd.to_datetime(t["index_date"]).to_numpy()
-    complete = (pd.to_datetime(t["index_date"]) + pd.Timedelta(days=days - 1) <= end).to_numpy()
+    idx = as_datetime(t["index_date"]).to_numpy()
+    complete = (as_datetime(t["index_date"]) + pd.Timedelta(days=days - 1) <= end).to_numpy()
     rg = ds.table("rg_events")[["customer_id", "occurred_on", "event"]]
     keys = pd.DataFrame({"pos": np.arange(len(t)), "customer_id": t["customer_id"].to_numpy(), "index_date": idx})
     ev = keys.merge(rg, on="customer_id", how="inner")
-    lag = (pd.to_datetime(ev["occurred_on"]) - pd.to_datetime(ev["index_date"])).dt.days
+    lag = (as_datetime(ev["occurred_on"]) - as_datetime(ev["index_date"])).dt.days
     ev = ev[(lag >= 0) & (lag < days)]
     rows = []
     took_any = np.zeros(len(t))
@@ -244,7 +251,7 @@ def _consort(cohort, t: pd.DataFrame, windows, data_end) -> pd.DataFrame:
                      "detail": "; ".join(f"{r['step']}: {int(r[f'excluded_{arm}'])}"
                                          for _, r in flow.iloc[1:].iterrows() if r[f"excluded_{arm}"] > 0)})
         for w in windows:
-            done = (pd.to_datetime(a["index_date"]) + pd.Timedelta(days=w - 1) <= data_end).sum()
+            done = (as_datetime(a["index_date"]) + pd.Timedelta(days=w - 1) <= data_end).sum()
             rows.append({"arm": arm, "stage": "analysed", "window": w, "n": int(done)})
     out = pd.DataFrame(rows)
     for c in ("detail", "window"):
@@ -349,7 +356,7 @@ def randomized_effects(data, sample=None, /, *, level: float = 0.95, window: int
     rows: list[dict] = []
     fieller_parts: dict = {}     # per window: the Wald ratio's numerator, denominator and their (co)variances
     for w in wins:
-        f = (pd.to_datetime(t["index_date"]) + pd.Timedelta(days=w - 1) <= data_end).to_numpy()
+        f = (as_datetime(t["index_date"]) + pd.Timedelta(days=w - 1) <= data_end).to_numpy()
         tw = t[f]
         if not ((tw["group"] == "control").any() and tw["group"].isin(arms).any()):
             for metric, grp in [("spending.rct_itt_change", a) for a in arms] + [

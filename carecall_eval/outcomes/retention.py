@@ -31,6 +31,7 @@ from ..cohorts import windows
 from ..errors import ConvergenceWarning
 from ..narrative import retention as narrative
 from ..results import Result, not_available, tidy
+from ._dates import as_datetime
 from .intervals import wilson_interval
 
 __all__ = ["retention", "exit_times", "active_at_horizon", "DEFINITIONS", "DEFAULT_HORIZON"]
@@ -58,9 +59,12 @@ def exit_times(dataset, table: pd.DataFrame) -> pd.DataFrame:
     se = se[(se["last_play"].isna() | (se["last_play"] < se["occurred_on"]))
             & (se["occurred_on"] + pd.Timedelta(days=365) <= end)]
     for_good = se.groupby("customer_id")["occurred_on"].min().rename("self_excluded_on")
-    t = table[["customer_id", "index_date"]].merge(cust, on="customer_id", how="left") \
-        .merge(for_good, left_on="customer_id", right_index=True, how="left")
-    t.index = table.index
+    # each row's closure and lasting self-exclusion looked up by customer (as left merges on customer_id,
+    # without joining whole frames)
+    who = table["customer_id"].to_numpy()
+    t = pd.DataFrame({"index_date": table["index_date"].to_numpy(),
+                      "closed_on": cust.set_index("customer_id")["closed_on"].reindex(who).to_numpy(),
+                      "self_excluded_on": for_good.reindex(who).to_numpy()}, index=table.index)
     after = lambda s: s.where(s >= t["index_date"])  # noqa: E731 - exits before index do not count
     exit_on = pd.concat([after(t["closed_on"]), after(t["self_excluded_on"])], axis=1).min(axis=1)
     event = exit_on.notna() & (exit_on <= end)
@@ -87,7 +91,7 @@ def active_at_horizon(dataset, table: pd.DataFrame, horizon: int = 365,
         days = windows.window_totals(dataset, keys, {"end": (max(0, horizon - last_days), horizon - 1)})[
             "active_days_end"].to_numpy()
     active = (days > 0).astype(float)
-    complete = (pd.to_datetime(table["index_date"]) + pd.Timedelta(days=horizon - 1)) <= pd.Timestamp(dataset.data_end)
+    complete = (as_datetime(table["index_date"]) + pd.Timedelta(days=horizon - 1)) <= pd.Timestamp(dataset.data_end)
     return pd.Series(np.where(complete.to_numpy(), active, np.nan), index=table.index, name="active")
 
 
@@ -134,8 +138,7 @@ def retention(data, sample=None, /, *, level: float = 0.95, horizon: int = 365,
     level = check_level(level)
     horizon = check_horizon("horizon", horizon)
     sample = as_sample(sample if sample is not None else build_cohort(ds), "retention", randomized=False)
-    t = sample.table.copy()
-    t = t.join(exit_times(ds, t))
+    t = sample.table.join(exit_times(ds, sample.table))       # a new frame: the sample's table is not touched
     t["active"] = active_at_horizon(ds, t, horizon)
     return _retention_from_times(t, horizon=horizon, level=level, label=label, cluster=sample.cluster)
 
@@ -251,9 +254,8 @@ def _retention_from_times(t: pd.DataFrame, *, horizon: int = 365, level: float =
     horizon = check_horizon("horizon", horizon)
     hid = horizon_id(horizon, DEFAULT_HORIZON, "12m")
     account_id, active_id = f"retention.account_{hid}", f"retention.active_{hid}"
-    t = t.copy()
     if "weights" not in t.columns:
-        t["weights"] = 1.0
+        t = t.assign(weights=1.0)          # t itself is only read below
     z = z_quantile(level)
     rows, curves = [], []
     surv = {}
@@ -329,8 +331,10 @@ def _retention_from_times(t: pd.DataFrame, *, horizon: int = 365, level: float =
         cph = _cox_fitter(alpha=1 - level)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
+            # batch mode: the Efron sums by distinct time (durations are whole days, so few); lifelines'
+            # heuristic picks its row-by-row Python loop from about a million rows, seconds per Newton step
             cph.fit(cdf, duration_col="duration", event_col="event", weights_col="weights",
-                    cluster_col="cluster" if cl else None, robust=True)
+                    cluster_col="cluster" if cl else None, robust=True, batch_mode=True)
             try:
                 ph_p = float(proportional_hazard_test(cph, cdf, time_transform="rank").summary["p"].iloc[0])
             except (ValueError, np.linalg.LinAlgError, ZeroDivisionError):  # pragma: no cover - too few events

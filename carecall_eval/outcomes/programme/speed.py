@@ -23,8 +23,9 @@ from ...contract.base import open_data
 from ...errors import InputError, NotAvailableError
 from ...narrative import programme as narrative
 from ...results import Result, not_available, tidy
+from .._dates import as_datetime_ns
 from ..calls import _mean_interval, quantile_interval
-from ..reach.cases import PHONE_ARMS, _ns, case_reach
+from ..reach.cases import PHONE_ARMS, case_reach
 from ..spending import OUTCOMES, _followup, _ppml_covariates, _subgroups, add_outcomes, ppml
 from .pooling import one_blas_thread
 
@@ -73,13 +74,13 @@ def case_timeline(data, *, arms: Sequence = PHONE_ARMS, gap_days: int = 30) -> p
     both = pd.concat([c[["customer_id", "trigger"]], trig[["customer_id", "trigger"]]], ignore_index=True)
     key = both.groupby(["customer_id", "trigger"], sort=False, dropna=False).ngroup().to_numpy()
     c["_by"] = key[:len(c)]
-    right = pd.DataFrame({"_by": key[len(c):], "triggered_on": _ns(trig["triggered_on"]).to_numpy()})
+    right = pd.DataFrame({"_by": key[len(c):], "triggered_on": as_datetime_ns(trig["triggered_on"]).to_numpy()})
     c = pd.merge_asof(c, right.sort_values("triggered_on", kind="mergesort"), left_on="opened_on",
                       right_on="triggered_on", by="_by", direction="backward",
                       tolerance=pd.Timedelta(days=gap_days)).drop(columns="_by")
     for stem, start, end, _ in STEPS:
-        d0 = _ns(c[start]).dt.normalize()
-        d1 = _ns(c[end]).dt.normalize()
+        d0 = as_datetime_ns(c[start]).dt.normalize()
+        d1 = as_datetime_ns(c[end]).dt.normalize()
         c[f"days_{stem}"] = (d1 - d0).dt.days.astype(float)
     return c.sort_values(["opened_on", "case_id"]).reset_index(drop=True)
 

@@ -17,6 +17,7 @@ import pandas as pd
 from ...calendar import quarter_of
 from ...contract.base import open_data
 from ...errors import InputError
+from .._dates import as_datetime_ns
 
 __all__ = ["PHONE_ARMS", "case_reach", "reach_tables", "phone_tables", "resolve_policy", "sms_rule"]
 
@@ -145,11 +146,6 @@ def case_reach(data, /, *, arms: Sequence = PHONE_ARMS, policy_start=None, sms_w
                         sms_kind=sms_kind)[0]
 
 
-def _ns(s: pd.Series) -> pd.Series:
-    """``s`` as nanosecond datetimes (as ``pd.to_datetime(s).astype("datetime64[ns]")``; a no-op when it is)."""
-    return s if s.dtype == "datetime64[ns]" else pd.to_datetime(s).astype("datetime64[ns]")
-
-
 def reach_tables(data, /, *, arms: Sequence = PHONE_ARMS, policy_start=None, sms_window_hours: float | None = None,
                  sms_kind: str = "missed_call_followup") -> tuple[pd.DataFrame, pd.DataFrame]:
     """:func:`case_reach` and the attempts it counts (:func:`phone_tables`), from one reading of the tables."""
@@ -170,7 +166,7 @@ def reach_tables(data, /, *, arms: Sequence = PHONE_ARMS, policy_start=None, sms
     per["attempts_to_reach"] = ans["attempt_no"].reindex(per.index).astype("Int64")
     out = sel[["case_id", "customer_id", "opened_on"]
               + [c for c in ("trigger", "arm") if c in sel.columns]].copy()
-    out["opened_on"] = _ns(out["opened_on"])
+    out["opened_on"] = as_datetime_ns(out["opened_on"])
     out["quarter"] = quarter_of(out["opened_on"])
     out["week"] = _week_start(out["opened_on"])
     if policy is None:
@@ -183,7 +179,7 @@ def reach_tables(data, /, *, arms: Sequence = PHONE_ARMS, policy_start=None, sms
         pd.DataFrame(columns=["case_id", "sent_at", "kind"])
     sms = sms[sms["kind"] == sms_kind]
     first_sms = sms.groupby("case_id")["sent_at"].min()
-    out["sms_at"] = _ns(out["case_id"].map(first_sms))
+    out["sms_at"] = as_datetime_ns(out["case_id"].map(first_sms))
     out["sms_sent"] = out["sms_at"].notna()
     lag = out["reached_at"] - out["sms_at"]
     out["reached_after_sms"] = (lag > pd.Timedelta(0)) & (lag <= pd.Timedelta(hours=float(sms_window_hours)))
