@@ -239,15 +239,16 @@ def _ppml_covariates(m: pd.DataFrame, covariates: list[str]) -> pd.DataFrame:
     return X.loc[:, X.std() > 0]
 
 
-def analysis_columns(table: pd.DataFrame, windows, covariates) -> pd.DataFrame:
+def analysis_columns(table: pd.DataFrame, windows, covariates, extra=()) -> pd.DataFrame:
     """The columns of a cohort or matched table the spending estimators read, as a new frame.
 
     A matched table carries every measure in every covariate and outcome window (well over a hundred
     columns); the fits below take row subsets of it many times, and copying the unused columns each time
     dominated at operator scale.  Kept: the row's identity, group, weights and set; the covariates and the
-    subgroup variables; follow-up flags; every measure's pre and post-window totals for ``windows``.
+    subgroup variables (and any ``extra`` column); follow-up flags; every measure's pre and post-window
+    totals for ``windows``.
     """
-    keep = {"customer_id", "case_id", "index_date", "contact", "group", "reached", "trigger", "gender", "age",
+    keep = {*extra, "customer_id", "case_id", "index_date", "contact", "group", "reached", "trigger", "gender", "age",
             "weights", "subclass", "index_quarter", *covariates,
             *(f"followup_{w}" for w in windows),
             *(f"{m}_{n}" for m in MEASURES for n in ("pre", *post_windows(windows)))}

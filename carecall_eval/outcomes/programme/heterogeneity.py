@@ -21,7 +21,15 @@ from ...contract.base import open_data
 from ...errors import InputError
 from ...narrative import programme as narrative
 from ...results import Result, not_available, tidy
-from ..spending import OUTCOMES, _followup, _subgroups, add_outcomes, matched_ppml, subgroup_columns
+from ..spending import (
+    OUTCOMES,
+    _followup,
+    _subgroups,
+    add_outcomes,
+    analysis_columns,
+    matched_ppml,
+    subgroup_columns,
+)
 from .pooling import one_blas_thread, random_effects
 
 __all__ = ["effect_heterogeneity", "DIMENSIONS", "SPEND_LEVELS"]
@@ -103,11 +111,12 @@ def effect_heterogeneity(data, sample=None, /, *, level: float = 0.95, window: i
     design = sample.design
     covariates = list(sample.cohort.covariates)
     cl = "matched set" if sample.cluster == "subclass" else "customer"
-    units = add_outcomes(ds, sample.table, (window,), design.pre_window)
+    units = add_outcomes(ds, analysis_columns(sample.table, (window,), covariates, by), (window,), design.pre_window)
     units = units[_followup(units, window, ds.data_end)]
     sets = None
     if sample.sets is not None:
-        sets = add_outcomes(ds, sample.sets, (window,), design.pre_window)
+        sets = add_outcomes(ds, analysis_columns(sample.sets, (window,), covariates, by), (window,),
+                            design.pre_window)
         sets = sets[_followup(sets, window, ds.data_end)]
     frame = sets if sets is not None else units
     reached = frame[frame["contact"] == 1]
