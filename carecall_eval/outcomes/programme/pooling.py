@@ -27,6 +27,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from scipy import stats
 from threadpoolctl import threadpool_limits
 
@@ -154,59 +155,202 @@ def _expit(x):
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def _penalized_mode(y, X, g, J, tau2, start):
-    """Newton-Raphson (with step halving) for the mode of (beta, u) given tau2.
+def _row_codes(A: np.ndarray) -> np.ndarray:
+    """Codes ``0 .. k-1`` of the distinct rows of the 2-D array ``A`` (exact equality, hashed column by column)."""
+    code = np.zeros(A.shape[0], dtype=np.int64)
+    for j in range(A.shape[1]):
+        cj, levels = pd.factorize(A[:, j])
+        code = pd.factorize(code * len(levels) + cj)[0]     # both below the number of rows: no overflow
+    return code
 
-    The design is ``[X, Z]`` with ``Z`` the one-hot matrix of the groups ``g``; it is never built: its
-    products are group sums (``np.bincount``), so a step costs O(n p^2) rather than O(n (p + J)^2).
-    Returns (theta, hessian, loglik, weights).  A ridge of 1e-8 on the fixed effects keeps the Hessian
-    invertible when a factor level separates (every call of one trigger answered, say); it moves no
-    estimate that is identified.
+
+def _first_of(code: np.ndarray, k: int) -> np.ndarray:
+    """Index of the first row with each code ``0 .. k-1``."""
+    first = np.empty(k, dtype=np.intp)
+    first[code[::-1]] = np.arange(len(code) - 1, -1, -1)
+    return first
+
+
+class CellDesign:
+    """The design ``[X, Z]`` of a random-intercept model, its rows grouped two ways.
+
+    The columns of ``X`` that take only the values 0 and 1 (the constant, dummies) and the group indicators
+    ``Z`` form ``D``; the other columns form ``F``.  A *cell* is one pattern of ``D`` (a pattern of the 0/1
+    columns and a group), a *profile* one pattern of ``F`` (the case mix at opening is shared by a case's
+    attempts); a row is a pair (cell, profile).  Every product of the model is a sum over the rows, taken
+    over cells and profiles instead: the linear predictor is a cell's part plus a profile's part, ``D'r``
+    and ``F'r`` are sums of ``r`` by cell and by profile, ``D'WD`` is a set of weighted cross-tabulations of
+    the cells' codes (``D``'s columns fall into blocks with at most one 1 in a row, such as a factor's dummies),
+    ``F'WF`` a weighted sum over profiles, and ``D'WF`` runs once over the rows (a sparse product).  So a Newton
+    step costs a few passes over the ``n`` rows rather than O(n p^2).  The same sums as over the rows of
+    ``[X, Z]``, in another order.  Rows are kept sorted by cell.
     """
-    p = X.shape[1]
-    theta = start.copy()
+
+    def __init__(self, y: np.ndarray, X: np.ndarray, g: np.ndarray, J: int) -> None:
+        import scipy.sparse as sp
+
+        n, p = X.shape
+        self.n, self.p, self.J = n, p, J
+        binary = np.all((X == 0.0) | (X == 1.0), axis=0)
+        ib, self.ic = np.flatnonzero(binary), np.flatnonzero(~binary)
+        # cells: the 0/1 columns packed into 56-bit words, and the group
+        bits = np.packbits(X[:, ib] != 0.0, axis=1)
+        bits = np.pad(bits, ((0, 0), (0, -bits.shape[1] % 7)))
+        words = [sum(bits[:, 7 * k + b].astype(np.int64) << (8 * b) for b in range(7))
+                 for k in range(bits.shape[1] // 7)]
+        cell = _row_codes(np.column_stack([*words, g.astype(np.int64)]))
+        self.m = m = int(cell.max()) + 1
+        order = np.argsort(cell, kind="stable")
+        self.rows = order                       # the rows in the order kept here
+        self.cell = cell[order]
+        self.y = y[order]
+        first = order[_first_of(self.cell, m)]
+        # profiles: distinct rows of F (each row its own when few repeat)
+        F = X[:, self.ic][order]
+        prof = _row_codes(F) if len(self.ic) else np.zeros(n, dtype=np.int64)
+        K = int(prof.max()) + 1
+        if K > 0.7 * n:
+            prof, K = np.arange(n), n
+        self.prof, self.K = prof, K
+        self.Fk = np.ascontiguousarray(F[_first_of(prof, K)])
+        # the rows as a sparse cell x profile matrix whose entries are replaced by each weight vector
+        self._M = sp.csr_matrix((np.ones(n), prof, np.r_[0, np.cumsum(np.bincount(self.cell, minlength=m))]),
+                                shape=(m, K))
+        # D at the cells: 0/1 columns and group indicators, their places in theta = (beta, u)
+        gc = g[first]
+        Dc = np.hstack([X[np.ix_(first, ib)], (gc[:, None] == np.arange(J)).astype(float)])
+        iD = np.r_[ib, p + np.arange(J)]
+        self._Dt = sp.csr_matrix(Dc.T)          # (b + J) x m
+        self._D = sp.csr_matrix(Dc)
+        self.iD = iD
+        # blocks of D's columns never 1 together in a cell, each cell coded by its 1 in the block (0: none)
+        co = Dc.T @ Dc
+        blocks: list[list[int]] = []
+        for j in range(Dc.shape[1]):
+            for blk in blocks:
+                if not co[j, blk].any():
+                    blk.append(j)
+                    break
+            else:
+                blocks.append([j])
+        self._blocks = [(iD[blk], (Dc[:, blk] @ np.arange(1, len(blk) + 1)).astype(np.intp)) for blk in blocks]
+        self._pairs = [(a, b, self._blocks[a][1] * (len(self._blocks[b][0]) + 1) + self._blocks[b][1])
+                       for a in range(len(blocks)) for b in range(a + 1, len(blocks))]
+        self.gc = gc
+        self.yc = np.bincount(self.cell, weights=self.y, minlength=m)
+        self.yk = np.bincount(prof, weights=self.y, minlength=K)
+
+    def eta(self, theta: np.ndarray) -> tuple[np.ndarray, float]:
+        """Linear predictor of the (sorted) rows and ``sum(y * eta)``."""
+        a, e = self._D @ theta[self.iD], self.Fk @ theta[self.ic]
+        return a[self.cell] + e[self.prof], float(self.yc @ a + self.yk @ e)
+
+    def loglik(self, eta: np.ndarray, yeta: float) -> tuple[float, np.ndarray]:
+        """Log-likelihood at the linear predictor ``eta`` (with ``yeta = sum(y * eta)``) and ``exp(-|eta|)``."""
+        t = np.exp(-np.abs(eta))
+        return yeta - float(np.sum(np.maximum(eta, 0.0)) + np.sum(np.log1p(t))), t
+
+    @staticmethod
+    def mean(eta: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """``expit(eta)`` from ``t = exp(-|eta|)``."""
+        return np.where(eta >= 0, 1.0, t) / (1.0 + t)
+
+    def gradient(self, r: np.ndarray) -> np.ndarray:
+        """``[X, Z]' r``."""
+        out = np.empty(self.p + self.J)
+        out[self.iD] = self._Dt @ np.bincount(self.cell, weights=r, minlength=self.m)
+        out[self.ic] = self.Fk.T @ np.bincount(self.prof, weights=r, minlength=self.K)
+        return out
+
+    def hessian(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``[X, Z]' diag(w) [X, Z]`` and the groups' sums of ``w``."""
+        wc = np.bincount(self.cell, weights=w, minlength=self.m)
+        H = np.zeros((self.p + self.J, self.p + self.J))
+        blocks = self._blocks
+        for idx, code in blocks:
+            H[idx, idx] = np.bincount(code, weights=wc, minlength=len(idx) + 1)[1:]
+        for a, b, code in self._pairs:
+            ia, ib = blocks[a][0], blocks[b][0]
+            T = np.bincount(code, weights=wc, minlength=(len(ia) + 1) * (len(ib) + 1))
+            T = T.reshape(len(ia) + 1, len(ib) + 1)[1:, 1:]
+            H[np.ix_(ia, ib)] = T
+            H[np.ix_(ib, ia)] = T.T
+        ic = self.ic
+        if len(ic):
+            self._M.data = w
+            DF = self._Dt @ (self._M @ self.Fk)
+            H[np.ix_(self.iD, ic)] = DF
+            H[np.ix_(ic, self.iD)] = DF.T
+            wk = np.bincount(self.prof, weights=w, minlength=self.K)
+            H[np.ix_(ic, ic)] = (self.Fk * wk[:, None]).T @ self.Fk
+        return H, np.bincount(self.gc, weights=wc, minlength=self.J)
+
+
+@dataclass
+class _Point:
+    """The data's part of the objective at ``theta``: linear predictor, log-likelihood, gradient, Hessian."""
+
+    theta: np.ndarray
+    eta: np.ndarray
+    ll: float
+    grad: np.ndarray
+    w: np.ndarray                   # p (1 - p)
+    H: np.ndarray | None = None     # computed when first needed
+    d: np.ndarray | None = None     # the groups' sums of p (1 - p)
+
+    @classmethod
+    def at(cls, cells: CellDesign, theta: np.ndarray, eta: np.ndarray | None = None,
+           loglik: tuple[float, np.ndarray] | None = None) -> "_Point":
+        if eta is None or loglik is None:
+            eta, yeta = cells.eta(theta)
+            loglik = cells.loglik(eta, yeta)
+        ll, t = loglik
+        mu = cells.mean(eta, t)
+        return cls(theta, eta, ll, cells.gradient(cells.y - mu), mu * (1 - mu))
+
+    def hessian(self, cells: CellDesign) -> np.ndarray:
+        if self.H is None:
+            self.H, self.d = cells.hessian(self.w)
+        return self.H
+
+
+def _penalized_mode(cells: CellDesign, tau2: float, start: _Point) -> _Point:
+    """Newton-Raphson (with step halving) for the mode of (beta, u) given tau2, from ``start``.
+
+    The objective is the log-likelihood minus ``u'u / (2 tau2)``.  A ridge of 1e-8 on the fixed effects keeps
+    the Hessian invertible when a factor level separates (every call of one trigger answered, say); it moves no
+    estimate that is identified.  ``start`` keeps its Hessian (the data's part, without the penalty), so the
+    first step from the previous grid point's mode costs no new pass over the rows.  Returns the mode with its
+    Hessian computed.
+    """
+    p, J = cells.p, cells.J
     pen = np.r_[np.full(p, 1e-8), np.full(J, 1.0 / tau2)]
-
-    def eta_of(th):
-        return X @ th[:p] + th[p:][g]
-
-    def objective(th):
-        eta = eta_of(th)
-        return float(np.sum(y * eta - np.logaddexp(0, eta)) - 0.5 * np.sum(pen * th ** 2))
-
-    def hessian(w):
-        Xw = X * w[:, None]
-        H = np.empty((p + J, p + J))
-        H[:p, :p] = Xw.T @ X
-        xz = np.stack([np.bincount(g, weights=Xw[:, j], minlength=J) for j in range(p)])
-        H[:p, p:] = xz
-        H[p:, :p] = xz.T
-        H[p:, p:] = np.diag(np.bincount(g, weights=w, minlength=J))
-        return H + np.diag(pen)
-
-    f = objective(theta)
+    pt = start
+    theta = pt.theta
+    f = pt.ll - 0.5 * float(np.sum(pen * theta ** 2))
     for _ in range(100):
-        eta = eta_of(theta)
-        mu = _expit(eta)
-        w = mu * (1 - mu)
-        r = y - mu
-        grad = np.r_[X.T @ r, np.bincount(g, weights=r, minlength=J)] - pen * theta
-        step = np.linalg.solve(hessian(w), grad)
+        grad = pt.grad - pen * theta
+        step = np.linalg.solve(pt.hessian(cells) + np.diag(pen), grad)
         t = 1.0
         while t > 1e-4:
-            f_new = objective(theta + t * step)
+            trial = theta + t * step
+            eta, yeta = cells.eta(trial)
+            ll = cells.loglik(eta, yeta)
+            f_new = ll[0] - 0.5 * float(np.sum(pen * trial ** 2))
             if f_new >= f - 1e-12:
                 break
             t /= 2
-        theta = theta + t * step
+        else:                   # no step up: the smallest one is taken, as it stands
+            trial = theta + t * step
+            eta, yeta = cells.eta(trial)
+            ll = cells.loglik(eta, yeta)
+        theta = trial
         f = f_new
+        pt = _Point.at(cells, theta, eta, ll)
         if np.max(np.abs(t * step)) < 1e-8:
             break
-    eta = eta_of(theta)
-    mu = _expit(eta)
-    w = mu * (1 - mu)
-    ll = float(np.sum(y * eta - np.logaddexp(0, eta)))
-    return theta, hessian(w), ll, w
+    pt.hessian(cells)
+    return pt
 
 
 def glmm_logit(y, X, groups, *, n_groups: int | None = None, level: float = 0.95, tau_max: float = 3.0,
@@ -240,19 +384,20 @@ def glmm_logit(y, X, groups, *, n_groups: int | None = None, level: float = 0.95
     J = int(n_groups if n_groups is not None else g.max() + 1)
     n, p = X.shape
     grid = np.linspace(tau_max / (grid_size - 1) / 10, tau_max, grid_size)
-    theta = np.zeros(p + J)
     logl, means, sds, betas = [], [], [], []
     # one BLAS thread: small dense products are faster so, and the sums do not depend on the thread count
     with threadpool_limits(limits=1, user_api="blas"):
+        cells = CellDesign(y, X, g, J)
+        pt = _Point.at(cells, np.zeros(p + J))
         for tau in grid:
-            theta, H, ll, w = _penalized_mode(y, X, g, J, tau ** 2, theta)
-            u = theta[p:]
-            d = np.bincount(g, weights=w, minlength=J)
-            logl.append(ll - 0.5 * np.sum(u ** 2) / tau ** 2 - 0.5 * np.sum(np.log1p(tau ** 2 * d)))
-            cov = np.linalg.inv(H)
+            pt = _penalized_mode(cells, tau ** 2, pt)     # from the previous grid point's mode
+            assert pt.H is not None and pt.d is not None
+            u = pt.theta[p:]
+            logl.append(pt.ll - 0.5 * np.sum(u ** 2) / tau ** 2 - 0.5 * np.sum(np.log1p(tau ** 2 * pt.d)))
+            cov = np.linalg.inv(pt.H + np.diag(np.r_[np.full(p, 1e-8), np.full(J, 1.0 / tau ** 2)]))
             means.append(u.copy())
             sds.append(np.sqrt(np.diag(cov)[p:]))
-            betas.append(theta[:p].copy())
+            betas.append(pt.theta[:p].copy())
     ll_grid = np.array(logl)
     mean, sd, tau, tau_ci, _ = _mixture(grid, ll_grid, np.array(means), np.array(sds), level)
     return GroupEffects(effect=mean, sd=sd, tau=tau, tau_ci=tau_ci, mu=0.0, n=np.bincount(g, minlength=J),
