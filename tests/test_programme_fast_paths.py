@@ -3,8 +3,14 @@
 * ``pooling.glmm_logit`` takes its products over cells and profiles (:class:`pooling.CellDesign`); the
   reference here is the dense Newton on ``[X, Z]`` it replaced, run on the same simulated design (factors,
   continuous case covariates shared by a case's rows, groups): the same estimates to 1e-9.
+* ``pooling.lmm`` fits the REML criterion from the groups' sufficient statistics; statsmodels ``MixedLM``'s
+  own profile likelihood is the reference: the same criterion (to a constant) at every variance ratio, the
+  same GLS fixed effects at a given ratio, and the fitted ratio is its maximum (statsmodels' optimiser can
+  stop short of it, near the boundary in particular: there it differs).
 """
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import pytest
@@ -106,3 +112,51 @@ def test_cell_design_products_equal_the_dense_ones(attempts):
     H, d = cells.hessian(w)
     np.testing.assert_allclose(H, (XZ[cells.rows] * w[:, None]).T @ XZ[cells.rows], rtol=1e-12, atol=1e-9)
     np.testing.assert_allclose(d, np.bincount(g[cells.rows], weights=w, minlength=J), rtol=1e-12)
+
+
+def _sm_profile(y, X, g):
+    import statsmodels.api as sm
+    from statsmodels.regression.mixed_linear_model import MixedLMParams
+
+    m = sm.MixedLM(y, X, groups=g)
+    m.reml, m.cov_pen, m.fe_pen, m._freepat, m._cov_sing = True, None, None, None, 0
+    p = X.shape[1]
+
+    def loglike(gam):
+        return m.loglike(MixedLMParams.from_components(np.zeros(p), cov_re=np.array([[gam]])), profile_fe=True)
+
+    def fe(gam):
+        return m.get_fe_params(np.array([[gam]]), np.zeros(0))[0]
+    return m, loglike, fe
+
+
+@pytest.mark.parametrize("tau", [0.4, 0.0])
+def test_lmm_reml_is_statsmodels_criterion_at_its_maximum(tau):
+    """REML against statsmodels' own profile likelihood: ``-2 loglike`` differs from our criterion by a
+    constant, the GLS fixed effects agree at a given ratio, and our ratio is the likelihood's maximum."""
+    rng = np.random.default_rng(5)
+    J = 12
+    g = np.repeat(np.arange(J), rng.integers(60, 240, J))
+    n = len(g)
+    X = np.column_stack([np.ones(n), rng.normal(size=n), rng.random(n) < 0.3])
+    y = X @ np.array([5.6, 0.2, -0.3]) + rng.normal(0, tau, J)[g] + rng.normal(0, 0.55, n)
+    _, loglike, fe = _sm_profile(y, X, g)
+    gam, beta, scale, _ = pooling._reml_ratio(y, X, g, J)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for probe in (1e-4, 0.05, 0.5, 2.0):
+            np.testing.assert_allclose(pooling._reml_ratio(y, X, g, J, at=probe)[1], fe(probe), rtol=1e-10)
+        ours = [pooling._reml_ratio(y, X, g, J, at=x)[3] for x in (1e-4, 0.05, 0.5, 2.0)]
+        theirs = [-2 * loglike(x) for x in (1e-4, 0.05, 0.5, 2.0)]
+        np.testing.assert_allclose(np.diff(ours), np.diff(theirs), rtol=1e-9)
+        if tau > 0:
+            assert gam > 0
+            for step in (1 + 1e-3, 1 - 1e-3):
+                assert loglike(gam * step) < loglike(gam)
+        else:
+            # no variation between groups: the maximum is on the boundary, where the fit is least squares
+            assert gam == 0.0
+            assert loglike(1e-9) > loglike(1e-3)
+            np.testing.assert_allclose(beta, np.linalg.lstsq(X, y, rcond=None)[0], rtol=1e-10)
+            resid = y - X @ beta
+            assert scale == pytest.approx(resid @ resid / (n - X.shape[1]), rel=1e-12)

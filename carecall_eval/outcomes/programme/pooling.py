@@ -405,33 +405,88 @@ def glmm_logit(y, X, groups, *, n_groups: int | None = None, level: float = 0.95
                                "between-caller sd", beta=betas[int(np.argmax(ll_grid))])
 
 
-def lmm(y, X, groups, *, n_groups: int | None = None, level: float = 0.95) -> GroupEffects:
-    """Random-intercept linear model: fixed effects by REML (statsmodels ``MixedLM``), group effects pooled.
+def _reml_ratio(y: np.ndarray, X: np.ndarray, g: np.ndarray, J: int,
+                at: float | None = None) -> tuple[float, np.ndarray, float, float]:
+    """REML fit of the random-intercept model ``y = X beta + u_g + e`` from the groups' sufficient statistics.
 
-    The groups' mean residuals ``r_j`` (se ``sigma / sqrt(n_j)``) are pooled by :func:`normal_pooling`,
-    so the effects are deviations from the average group in the outcome's units.
+    With ``gamma = var(u) / var(e)`` each group's covariance is ``var(e) (I + gamma 11')``, whose inverse is
+    ``I - c 11'`` with ``c = gamma / (1 + n_j gamma)``; so ``X'V^-1 X``, ``X'V^-1 y`` and ``y'V^-1 y`` are
+    ``X'X``, ``X'y`` and ``y'y`` less ``c`` times the groups' sums of ``X`` and ``y``, and the REML criterion
+    profiled over ``beta`` and ``var(e)``, ``(n - p) log RSS + sum_j log(1 + n_j gamma) + log det X'V^-1 X``,
+    costs O(J p^2) at any ``gamma`` (the same criterion as statsmodels ``MixedLM(reml=True)``'s profile
+    likelihood, to a constant).  It is minimised over ``gamma >= 0``: on a grid, then to machine precision at
+    the zero of its analytic derivative (``gamma = 0``, no variation between groups, when the derivative there is
+    not negative).  Returns ``(gamma, beta, scale, criterion)`` with ``scale = RSS / (n - p)``, REML's residual
+    variance; ``at``: the same at that ratio instead of the fitted one.
     """
-    import statsmodels.api as sm
-    from statsmodels.tools.sm_exceptions import ConvergenceWarning as SmConvergenceWarning
-    from statsmodels.tools.sm_exceptions import SingularMatrixWarning
+    from scipy import optimize
 
+    n, p = X.shape
+    nj = np.bincount(g, minlength=J).astype(float)
+    S = np.stack([np.bincount(g, weights=X[:, k], minlength=J) for k in range(p)], axis=1)    # J x p
+    T = np.bincount(g, weights=y, minlength=J)
+    XX, Xy, yy = X.T @ X, X.T @ y, float(y @ y)
+
+    def fit(gam: float):
+        c = gam / (1.0 + nj * gam)
+        A = XX - (S * c[:, None]).T @ S
+        b = Xy - S.T @ (c * T)
+        beta = np.linalg.solve(A, b)
+        return A, beta, yy - float(np.sum(c * T * T)) - float(beta @ b)
+
+    def crit(gam: float) -> float:
+        A, _, rss = fit(gam)
+        return float((n - p) * np.log(rss) + np.sum(np.log1p(nj * gam)) + np.linalg.slogdet(A)[1])
+
+    def slope(gam: float) -> float:
+        A, beta, rss = fit(gam)
+        c1 = 1.0 / (1.0 + nj * gam) ** 2
+        e = T - S @ beta
+        lev = np.einsum("jk,jk->j", S, np.linalg.solve(A, S.T).T)
+        return float(-(n - p) * np.sum(c1 * e * e) / rss + np.sum(nj / (1.0 + nj * gam)) - np.sum(c1 * lev))
+
+    if at is not None:
+        _, beta, rss = fit(at)
+        return at, beta, rss / (n - p), crit(at)
+    scale0 = 1.0 / float(np.mean(nj[nj > 0]))
+    grid = np.r_[0.0, scale0 * 10.0 ** np.arange(-8.0, 6.25, 0.25)]
+    vals = np.array([crit(x) for x in grid])
+    while np.argmin(vals) == len(grid) - 1 and grid[-1] < 1e12 * scale0:      # groups far apart: look further
+        more = grid[-1] * 10.0 ** np.arange(0.25, 4.25, 0.25)
+        grid, vals = np.r_[grid, more], np.r_[vals, [crit(x) for x in more]]
+    k = int(np.argmin(vals))
+    if k == 0 and slope(0.0) >= 0:
+        gam = 0.0
+    else:
+        lo, hi = grid[max(k - 1, 0)], grid[min(k + 1, len(grid) - 1)]
+        if slope(lo) < 0 < slope(hi):
+            gam = float(optimize.brentq(slope, lo, hi, xtol=1e-300, maxiter=200))
+        else:                                   # the slope does not change sign across the bracket: its minimum
+            gam = float(optimize.minimize_scalar(crit, bounds=(lo, hi), method="bounded",
+                                                 options={"xatol": 1e-15 * max(hi, 1e-300)}).x)
+    _, beta, rss = fit(gam)
+    return gam, beta, rss / (n - p), crit(gam)
+
+
+def lmm(y, X, groups, *, n_groups: int | None = None, level: float = 0.95) -> GroupEffects:
+    """Random-intercept linear model: fixed effects by REML, group effects pooled.
+
+    The fixed effects and the residual variance come from the REML fit (:func:`_reml_ratio`, from the groups'
+    sufficient statistics; the same criterion as statsmodels ``MixedLM(reml=True)``, minimised to machine
+    precision, the boundary of no variation between groups included).  The groups' mean residuals ``r_j``
+    (se ``sigma / sqrt(n_j)``) are pooled by :func:`normal_pooling`, so the effects are deviations from the
+    average group in the outcome's units.
+    """
     y = np.asarray(y, dtype=float)
     X = np.asarray(X, dtype=float)
     g = np.asarray(groups, dtype=int)
     J = int(n_groups if n_groups is not None else g.max() + 1)
-    with warnings.catch_warnings():
-        # a variance on the boundary (no variation between groups) is an answer, not a failure: only the fixed
-        # effects are taken from this fit, and the groups' variation is pooled below
-        warnings.filterwarnings("ignore", category=SmConvergenceWarning)
-        warnings.filterwarnings("ignore", category=SingularMatrixWarning)
-        warnings.filterwarnings("ignore", message="The MLE may be on the boundary", category=UserWarning)
-        fit = sm.MixedLM(y, X, groups=g).fit(reml=True)
-    beta = np.asarray(fit.fe_params)
+    _, beta, scale, _ = _reml_ratio(y, X, g, J)
     r = y - X @ beta
     n = np.bincount(g, minlength=J)
     have = n > 0
     rj = np.bincount(g, weights=r, minlength=J)[have] / n[have]
-    sigma = float(np.sqrt(fit.scale))
+    sigma = float(np.sqrt(scale))
     pooled = normal_pooling(rj, sigma / np.sqrt(n[have]), level=level)
     eff, sd = np.zeros(J), np.full(J, np.nan)
     eff[have], sd[have] = pooled.effect - pooled.mu, pooled.sd
