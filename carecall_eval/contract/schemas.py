@@ -20,13 +20,16 @@ from __future__ import annotations
 import datetime as _dt
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable, Iterable, Literal
+from typing import TYPE_CHECKING, Callable, Iterable, Literal
 
 import pandas as pd
-import pandera.pandas as pa
-from pandera.engines import pandas_engine
 
 from .spec import TABLES, Column, Table, expected_text
+
+if TYPE_CHECKING:
+    # pandera is imported where a schema is built: opening data or reading a report does not need it
+    # (about 0.6 s to import)
+    import pandera.pandas as pa
 
 #: Column-value rules that pandera and SQL both implement.
 VALUE_RULES = ("not_null", "vocabulary", "range", "unique")
@@ -47,6 +50,8 @@ def rule_from_pandera(check: str) -> str:
 
 # --------------------------------------------------------------------------- pandera
 def _pandas_dtype(col: Column, datetime_unit: str):
+    from pandera.engines import pandas_engine
+
     if col.kind in ("date", "timestamp"):
         return pandas_engine.DateTime(unit=datetime_unit)
     return {"string": str, "int": "int64", "float": "float64", "bool": bool}[col.kind]
@@ -60,6 +65,8 @@ def _bound(col: Column, value):
 
 def pandera_checks(col: Column) -> list[pa.Check]:
     """The pandera checks for `col`'s vocabulary and range rules."""
+    import pandera.pandas as pa
+
     checks = []
     if col.vocabulary is not None:
         checks.append(pa.Check.isin(list(col.vocabulary), name="vocabulary", error="vocabulary"))
@@ -109,6 +116,8 @@ def pandera_schema(table: str, *, columns: Iterable[str] | None = None, dtypes: 
 @lru_cache(maxsize=None)
 def _pandera_schema(table: str, columns: frozenset[str] | None, dtypes: bool,
                     datetime_unit: str) -> pa.DataFrameSchema:
+    import pandera.pandas as pa
+
     spec = TABLES[table]
     keep = set(spec.column_names if columns is None else columns)
     cols = {}

@@ -28,7 +28,6 @@ from typing import Iterable, Iterator, Mapping
 import duckdb
 import numpy as np
 import pandas as pd
-import pandera.pandas as pa
 
 from .dataset import Dataset, open_dataset
 from .files import probe_readable
@@ -345,6 +344,8 @@ class _Validator:
                 self.problems.append(offset_problem(t.name, c, int(n), ex))
 
     def pandera(self, t: Table) -> None:
+        import pandera.pandas as pa
+
         cols = [c for c in t.column_names if c not in self.unreadable[t.name]]
         if not cols:
             return

@@ -27,8 +27,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import statsmodels.api as sm
-from statsmodels.tools import sm_exceptions
 
 from .._validation import check_choice, check_horizon, check_int, check_level, z_quantile
 from ..cohorts.build import Cohort, build_cohort, post_windows, recompute_covariates
@@ -153,6 +151,10 @@ def _ratio(b: float, se: float, n: int, params: pd.Series, converged: bool, leve
 
 def _statsmodels_ppml(y, Xc: pd.DataFrame, wt, exposure, codes, start):
     """statsmodels' GLM Poisson with robust errors: Newton from ``start``, IRLS if Newton fails."""
+    # imported when needed: reading a saved result does not import statsmodels
+    import statsmodels.api as sm
+    from statsmodels.tools import sm_exceptions
+
     model = sm.GLM(y, Xc, family=sm.families.Poisson(), var_weights=wt, exposure=exposure)
     cov = {"cov_type": "cluster", "cov_kwds": {"groups": codes}} if codes is not None else {"cov_type": "HC0"}
     with warnings.catch_warnings():
@@ -202,6 +204,8 @@ def saturated_start(y, contact, post=None, weights=None, exposure=None) -> dict:
 
 def weighted_diff(y, treat, weights=None, groups=None, level: float = 0.95):
     """Difference in weighted means (treated - control) with a cluster-robust interval (WLS)."""
+    import statsmodels.api as sm
+
     X = sm.add_constant(pd.DataFrame({"contact": np.asarray(treat, float)}))
     model = sm.WLS(np.asarray(y, float), X, weights=np.ones(len(X)) if weights is None else weights)
     if groups is not None:
