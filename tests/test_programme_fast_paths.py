@@ -82,11 +82,11 @@ def attempts():
     u = rng.normal(0, 0.4, J)
     eta = -0.4 + 0.3 * (hour - 2.5) / 2.5 + 0.5 * late + cov @ np.array([0.3, -0.5, 0.8]) + u[g]
     y = (rng.random(n) < 1 / (1 + np.exp(-eta))).astype(float)
-    return y, X.astype(float), g, J
+    return y, X.astype(float), g, J, case
 
 
 def test_glmm_logit_over_cells_equals_the_dense_newton(attempts):
-    y, X, g, J = attempts
+    y, X, g, J, case = attempts
     cells = pooling.CellDesign(y, X, g, J)
     assert cells.m < len(y) and cells.K < len(y)          # both groupings do group rows
     fit = pooling.glmm_logit(y, X, g, n_groups=J)
@@ -98,7 +98,7 @@ def test_glmm_logit_over_cells_equals_the_dense_newton(attempts):
 
 
 def test_cell_design_products_equal_the_dense_ones(attempts):
-    y, X, g, J = attempts
+    y, X, g, J, case = attempts
     cells = pooling.CellDesign(y, X, g, J)
     XZ = np.hstack([X, (g[:, None] == np.arange(J)).astype(float)])
     rng = np.random.default_rng(1)
@@ -160,3 +160,19 @@ def test_lmm_reml_is_statsmodels_criterion_at_its_maximum(tau):
             np.testing.assert_allclose(beta, np.linalg.lstsq(X, y, rcond=None)[0], rtol=1e-10)
             resid = y - X @ beta
             assert scale == pytest.approx(resid @ resid / (n - X.shape[1]), rel=1e-12)
+
+
+def test_attempt_logit_equals_statsmodels_with_cluster_errors(attempts):
+    """The answer model's fast Newton and CRV1 sandwich against statsmodels ``Logit(...).fit(cov_type="cluster")``."""
+    import statsmodels.api as sm
+
+    from carecall_eval.outcomes.programme.timing import fit_attempt_logit
+
+    y, X, g, J, case = attempts
+    X = np.column_stack([X, *(g == j for j in range(1, J))]).astype(float)     # callers as fixed effects
+    names = [f"x{j}" for j in range(X.shape[1])]
+    fit, keep = fit_attempt_logit(y, X, names, case, "test")
+    assert list(keep) == list(range(X.shape[1])) and fit.converged
+    ref = sm.Logit(y, X).fit(disp=0, cov_type="cluster", cov_kwds={"groups": case})
+    np.testing.assert_allclose(fit.params, ref.params, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(fit.cov_params(), ref.cov_params(), rtol=1e-8, atol=1e-14)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import warnings
 import weakref
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -27,11 +28,11 @@ from ...narrative import programme as narrative
 from ...results import Result, not_available, tidy
 from ..calls import quantile_interval
 from ..intervals import wilson_interval
-from ..reach.answer_model import case_covariates, independent_columns
+from ..reach.answer_model import case_covariates
 from ..reach.cases import PHONE_ARMS, case_reach, phone_tables, resolve_policy, sms_rule
-from .pooling import one_blas_thread
+from .pooling import CellDesign, one_blas_thread
 
-__all__ = ["answer_timing", "attempt_table", "design_matrix", "fit_attempt_logit", "WEEKDAYS"]
+__all__ = ["answer_timing", "attempt_table", "design_matrix", "fit_attempt_logit", "AttemptLogit", "WEEKDAYS"]
 
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 #: Label of hours with too few attempts to be shown (their attempts still inform the model).
@@ -125,60 +126,155 @@ def design_matrix(df: pd.DataFrame, categorical: Sequence[str], continuous: Sequ
                   levels: dict | None = None) -> tuple[np.ndarray, list[str], dict]:
     """Dummy-coded design with a constant; each factor's reference is its most common level.
 
-    Returns ``(X, names, levels)``; pass ``levels`` back to code other rows the same way.
+    Returns ``(X, names, levels)``; pass ``levels`` back to code other rows the same way.  Each factor is
+    coded once (``pd.factorize``) and its dummies written in one scatter, not compared level by level.
     """
     if levels is None:
         levels = {}
         for c in categorical:
             n = df[c].value_counts()
             levels[c] = sorted(n.index.tolist(), key=lambda v: (-n[v], str(v)))
-    cols, names = [np.ones(len(df))], ["const"]
+    names = ["const"] + [f"{c}[{lv}]" for c in categorical for lv in levels[c][1:]] + list(continuous)
+    n_rows = len(df)
+    X = np.zeros((n_rows, len(names)))
+    X[:, 0] = 1.0
+    j = 1
     for c in categorical:
-        v = df[c].to_numpy()
-        for lv in levels[c][1:]:
-            cols.append((v == lv).astype(float))
-            names.append(f"{c}[{lv}]")
+        codes, uniques = pd.factorize(df[c], use_na_sentinel=True)
+        position = {v: k for k, v in enumerate(uniques)}
+        column = np.full(len(uniques) + 1, -1)                  # code -> column of X (-1: reference, missing)
+        for k, lv in enumerate(levels[c][1:]):
+            if lv in position:
+                column[position[lv]] = j + k
+        col = column[codes]                                     # code -1 (missing) reads the last entry: -1
+        hit = np.flatnonzero(col >= 0)
+        X[hit, col[hit]] = 1.0
+        j += len(levels[c]) - 1
     for c in continuous:
-        cols.append(df[c].to_numpy(float))
-        names.append(c)
-    return np.column_stack(cols), names, levels
+        X[:, j] = df[c].to_numpy(float)
+        j += 1
+    return X, names, levels
+
+
+def _independent(gram: np.ndarray, n: int, protect: int) -> np.ndarray:
+    """:func:`~carecall_eval.outcomes.reach.answer_model.independent_columns` from ``X'X`` (``n`` rows).
+
+    The same scaled Gram matrix and the same column-by-column rule, without another pass over ``X``.
+    """
+    scale = np.maximum(np.sqrt(np.diag(gram) / n), 1e-12)
+    G = gram / np.outer(scale, scale) / n
+    keep: list[int] = []
+    for j in range(len(G)):
+        trial = keep + [j]
+        if np.linalg.eigvalsh(G[np.ix_(trial, trial)])[0] > 1e-10:
+            keep.append(j)
+        elif j < protect:
+            raise NotAvailableError("the late-attempt x after-policy term cannot be separated from the other terms "
+                                    "(are there late attempts both before and after the policy?)")
+    return np.array(keep)
+
+
+@dataclass
+class AttemptLogit:
+    """Maximum-likelihood logit with case-clustered errors (statsmodels ``Logit(...).fit(cov_type="cluster")``'s
+    CRV1 sandwich with its small-sample factor ``G / (G - 1) (n - 1) / (n - k)``)."""
+
+    params: np.ndarray
+    cov: np.ndarray
+    names: list[str]
+    converged: bool
+    iterations: int
+    cells: CellDesign                      # the design of the fit, rows sorted by cell
+
+    def cov_params(self) -> np.ndarray:
+        return self.cov
+
+    @property
+    def bse(self) -> np.ndarray:
+        return np.sqrt(np.diag(self.cov))
+
+
+def _logit_newton(cells: CellDesign, maxiter: int = 200, tol: float = 1e-8):
+    """Newton-Raphson for the logit MLE (statsmodels' ``newton``: full steps until every coefficient moves less
+    than ``tol``; a step that lowers the likelihood is halved), on the cells' products."""
+    p = cells.p
+    theta = np.zeros(p)
+    eta, yeta = cells.eta(np.r_[theta, np.zeros(cells.J)])
+    ll, t = cells.loglik(eta, yeta)
+    converged, iterations = False, 0
+    while iterations < maxiter:
+        iterations += 1
+        mu = cells.mean(eta, t)
+        H = cells.hessian(mu * (1 - mu))[0][:p, :p]
+        step = np.linalg.solve(H, cells.gradient(cells.y - mu)[:p])
+        s = 1.0
+        while True:
+            trial = theta + s * step
+            eta_t, yeta_t = cells.eta(np.r_[trial, np.zeros(cells.J)])
+            ll_t, t_t = cells.loglik(eta_t, yeta_t)
+            if ll_t >= ll - 1e-12 or s < 1e-4:
+                break
+            s /= 2
+        theta, eta, ll, t = trial, eta_t, ll_t, t_t
+        if np.max(np.abs(s * step)) < tol:
+            converged = True
+            break
+    mu = cells.mean(eta, t)
+    return theta, mu, cells.hessian(mu * (1 - mu))[0][:p, :p], converged, iterations
 
 
 def fit_attempt_logit(y, X: np.ndarray, names: list[str], groups, who: str):
     """Logit of answering with case-clustered errors, on linearly independent columns.
 
-    Returns ``(fit, keep)`` where ``keep`` indexes the columns of ``X`` used.
+    The fit runs over cells and profiles (:class:`~.pooling.CellDesign`: products of the dummies are
+    cross-tabulations, of the case mix sums over cases) rather than row by row; the estimates and the
+    cluster-robust covariance are statsmodels' (``Logit``, Newton, ``cov_type="cluster"``, CRV1 with its
+    small-sample factor).  Returns ``(fit, keep)`` where ``keep`` indexes the columns of ``X`` used.
     """
-    import statsmodels.api as sm
-    from statsmodels.tools.sm_exceptions import ConvergenceWarning as SmConvergenceWarning
-    from statsmodels.tools.sm_exceptions import PerfectSeparationWarning
+    import scipy.sparse as sp
 
-    keep = independent_columns(X, protect=1)
-    Xk = np.ascontiguousarray(X[:, keep])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", PerfectSeparationWarning)
-        warnings.simplefilter("ignore", SmConvergenceWarning)     # said below as the project's own warning
-        model = sm.Logit(np.asarray(y, float), Xk, check_rank=False)   # independent columns, as above
-        model.data.xnames = [names[j] for j in keep]
-        fit = model.fit(disp=0, maxiter=200, cov_type="cluster", cov_kwds={"groups": groups})
-    if not fit.mle_retvals.get("converged", True):
+    y = np.asarray(y, float)
+    n = len(y)
+    no_groups = np.zeros(n, dtype=np.int64)
+    cells = CellDesign(y, X, no_groups, 0)
+    gram = cells.hessian(np.ones(n))[0]
+    keep = _independent(gram, n, protect=1)
+    if len(keep) < X.shape[1]:
+        cells = CellDesign(y, np.ascontiguousarray(X[:, keep]), no_groups, 0)
+    beta, mu, H, converged, iterations = _logit_newton(cells)
+    # CRV1: the bread inv(X'WX), the meat the cases' sums of the scores x_i (y_i - p_i)
+    r = np.empty(n)
+    r[cells.rows] = cells.y - mu
+    codes = pd.factorize(np.asarray(groups))[0]
+    G = int(codes.max()) + 1
+    sums = sp.csr_matrix((r, (codes, np.arange(n))), shape=(G, n)) @ (X if len(keep) == X.shape[1] else X[:, keep])
+    bread = np.linalg.inv(H)
+    k = len(keep)
+    cov = bread @ (sums.T @ sums) @ bread.T * (G / (G - 1.0) * ((n - 1.0) / (n - k)))
+    if not converged:
         warnings.warn(f"{who}: the attempt-level answer model did not converge; treat its figures with caution",
                       ConvergenceWarning, stacklevel=3)
-    return fit, keep
+    return AttemptLogit(beta, cov, [names[j] for j in keep], converged, iterations, cells), keep
 
 
 class _Standardiser:
-    """Mean predicted answer probability of every modelled attempt with some factors set to one level."""
+    """Mean predicted answer probability of every modelled attempt with some factors set to one level.
 
-    def __init__(self, Xk: np.ndarray, kept: list[str], beta: np.ndarray) -> None:
-        self.Xk, self.kept, self.beta = Xk, kept, beta
-        self.eta = Xk @ beta
+    Works on the fit's cells (rows sorted by cell): a factor's part of the linear predictor is one pass, the
+    gradient ``X'w / n`` two sums (by cell and by profile).
+    """
+
+    def __init__(self, cells: CellDesign, kept: list[str], beta: np.ndarray) -> None:
+        self.cells, self.kept, self.beta = cells, kept, beta
+        self.eta = cells.eta(beta)[0]
         self._factor: dict[str, tuple[list[int], np.ndarray | None]] = {}   # factor -> its columns and their part of eta
 
     def _part(self, factor: str) -> tuple[list[int], np.ndarray | None]:
         if factor not in self._factor:
             idx = [j for j, nm in enumerate(self.kept) if nm.startswith(factor + "[")]
-            self._factor[factor] = (idx, self.Xk[:, idx] @ self.beta[idx] if idx else None)
+            only = np.zeros(len(self.beta))
+            only[idx] = self.beta[idx]
+            self._factor[factor] = (idx, self.cells.eta(only)[0] if idx else None)
         return self._factor[factor]
 
     def __call__(self, set_cols: dict[str, str]) -> tuple[float, np.ndarray]:
@@ -198,7 +294,7 @@ class _Standardiser:
                 eta += self.beta[self.kept.index(target)]
         p = 1.0 / (1.0 + np.exp(-eta))
         w = p * (1 - p)
-        grad = self.Xk.T @ w / len(p)
+        grad = self.cells.gradient(w) / len(p)
         for j, v in cols.items():
             grad[j] = v * w.mean()
         return float(p.mean()), grad
@@ -321,12 +417,13 @@ def answer_timing(data, sample=None, /, *, level: float = 0.95, arms: Sequence =
     fit, keep = fit_attempt_logit(y, X, names, groups, "answer_timing")
     beta, V = np.asarray(fit.params), np.asarray(fit.cov_params())
     kept = [names[j] for j in keep]
-    standardise = _Standardiser(np.ascontiguousarray(X[:, keep]), kept, beta)
+    standardise = _Standardiser(fit.cells, kept, beta)
     z = z_quantile(level)
     method = ("standardised prediction of the attempt-level logit (attempt, hour, weekday, month, SMS, case mix"
               + (", caller" if "caller_cat" in categorical else "") + "), delta method, case-clustered")
 
     hours = sorted(h for h in levels["hour_cat"] if h != OTHER_HOURS)
+    counts = {f: a[f].value_counts() for f in ("hour_cat", "weekday")}     # attempts per level
     made = a.groupby(["weekday", "hour_cat"]).agg(n=("answered", "size"), answered=("answered", "sum"))
     rows, grid, grads = [], [], {}
     for d in WEEKDAYS:
@@ -364,13 +461,13 @@ def answer_timing(data, sample=None, /, *, level: float = 0.95, arms: Sequence =
             se = float(np.sqrt(g @ V @ g))
             rows.append({"metric": metric, "group": label(v), "estimate": rate, "se": se,
                          "ci_low": max(0.0, rate - z * se), "ci_high": min(1.0, rate + z * se),
-                         "n": int((a[factor] == v).sum()), "method": method})
+                         "n": int(counts[factor].get(v, 0)), "method": method})
     # coefficients against the reference level
     for factor, values, label, metric in (("hour_cat", hours, lambda v: f"{int(v):02d}h", "timing.hour_log_odds"),
                                           ("weekday", list(WEEKDAYS), str, "timing.weekday_log_odds")):
         ref = levels[factor][0]
         for v in values:
-            base = {"metric": metric, "group": label(v), "n": int((a[factor] == v).sum()),
+            base = {"metric": metric, "group": label(v), "n": int(counts[factor].get(v, 0)),
                     "method": f"log-odds of answering against {label(ref)} (the most common), case-clustered Wald "
                               "interval (se on the log-odds scale)", "reference": label(ref)}
             nm = f"{factor}[{v}]"
@@ -380,7 +477,7 @@ def answer_timing(data, sample=None, /, *, level: float = 0.95, arms: Sequence =
                 j = kept.index(nm)
                 b, sb = float(beta[j]), float(np.sqrt(V[j, j]))
                 rows.append({**base, "estimate": b, "se": sb, "ci_low": b - z * sb, "ci_high": b + z * sb})
-            elif (a[factor] == v).any():
+            elif counts[factor].get(v, 0) > 0:
                 rows.append(not_available(base, "the level cannot be separated from the others"))
     for factor, metric, what in (("hour_cat", "timing.hour_test", "hour of day"),
                                  ("weekday", "timing.weekday_test", "weekday")):
