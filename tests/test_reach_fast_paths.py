@@ -1,12 +1,14 @@
 """The faster paths of the SMS answer model (issue 18) give the numbers of the plain code they replaced.
 
 Each reference below is the previous implementation, kept here verbatim in substance: the attempt
-numbering of ``phone_tables`` (a sort of the frame and a groupby), the design matrix stacked from full
-columns, the predictor rows built as a frame of hypothetical attempts and turned into two matrices (with
-and without the policy term), and statsmodels' own Logit (one product over all rows per Hessian).
+numbering of ``phone_tables`` (a sort of the frame and a groupby), ``protocol`` on per-case Series,
+``answer_table`` on a concatenated frame, the design matrix stacked from full columns, the predictor rows
+built as a frame of hypothetical attempts and turned into two matrices (with and without the policy term),
+and statsmodels' own Logit (one product over all rows per Hessian).
 """
 from __future__ import annotations
 
+import importlib
 import warnings
 
 import numpy as np
@@ -17,6 +19,8 @@ from conftest import SAMPLE
 from carecall_eval.contract import load
 from carecall_eval.outcomes.reach import answer_model as am
 from carecall_eval.outcomes.reach.cases import case_reach, phone_tables, reach_tables, resolve_policy, sms_rule
+
+rates = importlib.import_module("carecall_eval.outcomes.reach.answer_rates")   # the package exports the function
 
 
 @pytest.fixture(scope="module")
@@ -167,3 +171,74 @@ def test_blockwise_hessian_logit_equals_statsmodels(frame):
     np.testing.assert_allclose(fit.params, ref.params, rtol=1e-9, atol=1e-11)
     np.testing.assert_allclose(fit.cov_params(), ref.cov_params(), rtol=1e-8, atol=1e-14)
     np.testing.assert_allclose(fit.model.hessian(ref.params), ref.model.hessian(ref.params), rtol=1e-12)
+
+
+def _protocol_reference(att, cr, data_end, K):
+    first = att[att["attempt_no"] == 1].set_index("case_id")["attempted_at"].dt.normalize()
+    a = att.assign(day=(att["attempted_at"].dt.normalize() - att["case_id"].map(first)).dt.days)
+    offset = a.groupby("attempt_no")["day"].median().reindex(range(1, K + 1)).ffill().to_numpy()
+    cont = np.ones(K)
+    n_by = att.groupby("case_id")["attempt_no"].max()
+    reached = cr.set_index("case_id")["reached"]
+    for k in range(2, K + 1):
+        at_risk = n_by[(n_by >= k - 1) & ~((n_by == k - 1) & reached.reindex(n_by.index))].index
+        due = first.reindex(at_risk) + pd.to_timedelta(offset[k - 1], unit="D") <= data_end
+        at_risk = at_risk[due.to_numpy()]
+        if len(at_risk):
+            cont[k - 1] = float((n_by.reindex(at_risk) >= k).mean())
+    return offset, cont
+
+
+def _answer_table_reference(att, post, level):
+    from carecall_eval.outcomes.intervals import wilson_interval
+
+    parts = [att.assign(period="all")]
+    if post is not None:
+        p = att["case_id"].map(post).astype(bool)
+        parts += [att[~p].assign(period="before_sms"), att[p].assign(period="after_sms")]
+    a = pd.concat(parts, ignore_index=True)
+    t = a.groupby(["period", "attempt_no"], sort=False)["answered"].agg(n="size", answered="sum").reset_index()
+    t["answered"] = t["answered"].astype(int)
+    t["rate"] = t["answered"] / t["n"]
+    t["ci_low"], t["ci_high"] = wilson_interval(t["answered"].to_numpy(), t["n"].to_numpy(), level)
+    order = {"all": 0, "before_sms": 1, "after_sms": 2}
+    t = t.sort_values(["period", "attempt_no"], key=lambda s: s.map(order) if s.name == "period" else s)
+    return t.rename(columns={"attempt_no": "attempt"}).reset_index(drop=True)
+
+
+def _synthetic_attempts(seed=9, n=3000, K=6):
+    """Cases that stop early unanswered, are answered at any attempt, and run past the data end."""
+    rng = np.random.default_rng(seed)
+    opened = pd.Timestamp("2025-01-01") + pd.to_timedelta(rng.integers(0, 200, n), unit="D")
+    rows, cases = [], []
+    for i in range(n):
+        made = int(rng.integers(1, K + 1))
+        hit = rng.random() < 0.6
+        t = opened[i] + pd.Timedelta(hours=int(rng.integers(8, 20)))
+        for k in range(1, made + 1):
+            rows.append((f"c{i:05d}", t, hit and k == made, k))
+            t += pd.Timedelta(days=float(rng.choice([0.5, 1, 1, 2, 3])))
+        cases.append((f"c{i:05d}", hit))
+    att = pd.DataFrame(rows, columns=["case_id", "attempted_at", "answered", "attempt_no"])
+    att = att.sample(frac=1.0, random_state=1).reset_index(drop=True)          # not sorted by case
+    cr = pd.DataFrame(cases, columns=["case_id", "reached"])
+    return att, cr, K
+
+
+def test_protocol_equals_the_per_case_series_version():
+    att, cr, K = _synthetic_attempts()
+    for end in ("2025-04-01", "2025-07-25", "2026-01-01"):
+        off, cont = am.protocol(att, cr, pd.Timestamp(end), K)
+        ref_off, ref_cont = _protocol_reference(att, cr, pd.Timestamp(end), K)
+        np.testing.assert_array_equal(off, ref_off)
+        np.testing.assert_array_equal(cont, ref_cont)
+        assert (cont[1:] < 1).all()                          # early stops: continuation below one
+
+
+def test_answer_table_equals_the_concatenated_groupby(frame):
+    att, cr = frame[4], frame[3]
+    post = cr.set_index("case_id")["post_policy"]
+    for p in (None, post):
+        for level in (0.9, 0.95):
+            pd.testing.assert_frame_equal(rates.answer_table(att, p, level),
+                                          _answer_table_reference(att, p, level))

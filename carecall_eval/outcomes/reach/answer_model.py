@@ -98,11 +98,11 @@ class Design:
             out += [("cat", c, x) for x in lv[1:]]
         return out + [("num", c, None) for c in self.continuous]
 
-    def matrix(self, df: pd.DataFrame, cols: np.ndarray | None = None) -> np.ndarray:
-        """The design matrix of ``df`` (C-contiguous), all columns or only ``cols`` (indices into :attr:`names`).
+    def matrix(self, df: pd.DataFrame, cols: np.ndarray | None = None, order: str = "C") -> np.ndarray:
+        """The design matrix of ``df``, all columns or only ``cols`` (indices into :attr:`names`).
 
-        Columns are filled in place (Fortran order, one contiguous write each, then one copy to C order): the
-        values are those of stacking the columns, without a list of full-length temporaries.
+        Columns are filled in place (Fortran order, one contiguous write each; ``order="C"`` then copies to
+        C order): the values are those of stacking the columns, without a list of full-length temporaries.
         """
         spec = self.columns
         take = range(len(spec)) if cols is None else [int(j) for j in cols]
@@ -118,7 +118,7 @@ class Design:
                 X[:, out] = codes[c] == self.categorical[c].index(x)
             else:
                 X[:, out] = df[c].to_numpy(float)
-        return np.ascontiguousarray(X)
+        return X if order == "F" else np.ascontiguousarray(X)
 
 
 def weighted_gram(X: np.ndarray, w: np.ndarray | None = None, chunk: int = 8192) -> np.ndarray:
@@ -259,10 +259,17 @@ def attempt_frame(cr: pd.DataFrame, att: pd.DataFrame, cov: pd.DataFrame, s: int
                       else c["opened_on"].dt.strftime("%Y-%m")) + np.where(c["post_policy"].astype(bool),
                                                                            "|after", "|before")
     c["trigger"] = c["trigger"].fillna("(none)").astype(str) if "trigger" in c else "(none)"
-    a = att[["case_id", "attempted_at", "answered", "attempt_no"]].merge(c, on="case_id", how="inner")
-    a["weekday"] = a["attempted_at"].dt.weekday.astype(str)
-    a["hour_band"] = hour_band(a["attempted_at"].dt.hour)
-    a["attempt"] = a["attempt_no"].astype(str)
+    # an inner merge on case_id (the attempts' order, each with its case's columns), by position
+    pos = pd.Index(c["case_id"]).get_indexer(att["case_id"])
+    keep = pos >= 0
+    left = att.loc[keep, ["case_id", "attempted_at", "answered", "attempt_no"]].reset_index(drop=True)
+    a = pd.concat([left, c.drop(columns="case_id").take(pos[keep]).reset_index(drop=True)], axis=1)
+    # text labels looked up from the few distinct values (as .astype(str) and hour_band() give them)
+    when = a["attempted_at"].dt
+    a["weekday"] = np.array([str(d) for d in range(7)], dtype=object)[when.weekday.to_numpy()]
+    a["hour_band"] = hour_band(pd.Series(np.arange(24))).to_numpy(dtype=object)[when.hour.to_numpy()]
+    number, inv = np.unique(a["attempt_no"].to_numpy(), return_inverse=True)
+    a["attempt"] = np.array([str(k) for k in number], dtype=object)[inv.reshape(-1)]
     a["late_after"] = ((a["attempt_no"] > s) & a["post_policy"].astype(bool)).astype(float)
     a["period_fe"] = merge_small_periods(a, min_cases=min_period_cases)
     return a
@@ -292,19 +299,26 @@ def merge_small_periods(a: pd.DataFrame, min_cases: int) -> pd.Series:
 
 def protocol(att: pd.DataFrame, cr: pd.DataFrame, data_end: pd.Timestamp, K: int):
     """Typical day offset of attempt k from attempt 1, and the chance attempt k is made after k-1 unanswered."""
-    first = att[att["attempt_no"] == 1].set_index("case_id")["attempted_at"].dt.normalize()
-    a = att.assign(day=(att["attempted_at"].dt.normalize() - att["case_id"].map(first)).dt.days)
-    offset = a.groupby("attempt_no")["day"].median().reindex(range(1, K + 1)).ffill().to_numpy()
+    # cases as integers: the day of each case's first attempt, its number of attempts, whether it was reached
+    code, ids = pd.factorize(att["case_id"])
+    n_att = att["attempt_no"].to_numpy()
+    day = att["attempted_at"].dt.normalize().to_numpy()
+    first = np.full(len(ids), np.datetime64("NaT"), dtype=day.dtype)
+    one = n_att == 1
+    first[code[one]] = day[one]
+    days = pd.Series(day - first[code]).dt.days          # from the case's first attempt
+    offset = days.groupby(n_att).median().reindex(range(1, K + 1)).ffill().to_numpy()
     cont = np.ones(K)
-    n_by = att.groupby("case_id")["attempt_no"].max()
-    reached = cr.set_index("case_id")["reached"]
+    n_by = np.zeros(len(ids), dtype=n_att.dtype)
+    np.maximum.at(n_by, code, n_att)
+    reached = cr.set_index("case_id")["reached"].reindex(ids, fill_value=False).to_numpy(bool)
+    end = pd.Timestamp(data_end).to_datetime64()
     for k in range(2, K + 1):
         # cases unanswered after k-1 attempts whose attempt k would still fall inside the data
-        at_risk = n_by[(n_by >= k - 1) & ~((n_by == k - 1) & reached.reindex(n_by.index))].index
-        due = first.reindex(at_risk) + pd.to_timedelta(offset[k - 1], unit="D") <= data_end
-        at_risk = at_risk[due.to_numpy()]
-        if len(at_risk):
-            cont[k - 1] = float((n_by.reindex(at_risk) >= k).mean())
+        at_risk = (n_by >= k - 1) & ~((n_by == k - 1) & reached)
+        at_risk &= first + pd.to_timedelta(offset[k - 1], unit="D").to_timedelta64() <= end
+        if at_risk.any():
+            cont[k - 1] = float((n_by[at_risk] >= k).mean())
     return offset, cont
 
 
@@ -321,7 +335,7 @@ def build_predictor(a: pd.DataFrame, cr_post: pd.DataFrame, design: Design, cols
     """
     K = len(offset)
     if X is None:
-        X = design.matrix(a, cols)
+        X = design.matrix(a, cols, order="F")
     spec = [design.columns[int(j)] for j in cols]
     treat = next(i for i, (kind, _, _) in enumerate(spec) if kind == "treat")
     cases = cr_post.reset_index(drop=True)
@@ -370,7 +384,12 @@ def build_predictor(a: pd.DataFrame, cr_post: pd.DataFrame, design: Design, cols
             blocks.append(block)
             weights.append(np.full(idx.size, float(w)))
             cells.append(idx * K + k - 1)
-    X_with = np.concatenate(blocks) if len(blocks) > 1 else X_obs
+    # Fortran order: the delta method moves the linear predictor along one column at a time
+    X_with = np.empty((sum(len(b) for b in blocks), X.shape[1]), order="F")
+    start = 0
+    for b in blocks:
+        X_with[start:start + len(b)] = b
+        start += len(b)
     return Predictor(X_with, None, np.concatenate(weights), np.concatenate(cells), q, len(cases), K, treat)
 
 
@@ -395,10 +414,11 @@ def fit_logit(y, X, groups, names):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PerfectSeparationWarning)
         warnings.simplefilter("ignore", SmConvergenceWarning)    # said below, as the project's own warning
-        # a C-contiguous exog keeps statsmodels' Hessian fast (a DataFrame's Fortran-ordered values are ~20x slower)
-        # no rank check: independent_columns() already kept a full-rank set (the check is a QR of the whole
-        # design, seconds at 100k customers, and changes no estimate)
-        model = _Logit(np.asarray(y, float), np.ascontiguousarray(X, dtype=float), check_rank=False)
+        # the Hessian is summed over blocks of rows (Logit above), as fast on a Fortran-ordered design, whose
+        # columns (the score's cluster sums, the delta method) are then contiguous.  No rank check:
+        # independent_columns() already kept a full-rank set (the check is a QR of the whole design, seconds
+        # at 100k customers, and changes no estimate)
+        model = _Logit(np.asarray(y, float), np.asarray(X, dtype=float), check_rank=False)
         model.data.xnames = list(names)
         model.data.ynames = "answered"
         fit = model.fit(disp=0, maxiter=200, cov_type="cluster", cov_kwds={"groups": groups})
@@ -507,9 +527,9 @@ def fit_sms_model(ds, cr: pd.DataFrame, att: pd.DataFrame, post_cases: pd.DataFr
                                 "estimate the SMS effect")
     categorical = ["attempt", "period_fe", "weekday", "hour_band", "trigger"]
     design = Design.from_frame(a, categorical, list(cov.columns))
-    X_full = design.matrix(a)
+    X_full = design.matrix(a, order="F")
     cols = independent_columns(X_full)
-    X = X_full if len(cols) == X_full.shape[1] else np.ascontiguousarray(X_full[:, cols])
+    X = X_full if len(cols) == X_full.shape[1] else np.asfortranarray(X_full[:, cols])
     del X_full
     names = [design.names[j] for j in cols]
     y = a["answered"].to_numpy(float)

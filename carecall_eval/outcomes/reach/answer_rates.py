@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import pandas as pd
 
 from ..._validation import check_level, check_no_sample
@@ -19,18 +20,23 @@ _METHOD = "share answered, Wilson interval"
 
 def answer_table(att: pd.DataFrame, post: pd.Series | None, level: float) -> pd.DataFrame:
     """Attempts made and answered by period (``all``, and ``before_sms``/``after_sms`` given ``post``) and number."""
-    parts = [att.assign(period="all")]
+    number = att["attempt_no"].to_numpy()
+    answered = att["answered"].to_numpy().astype(int)
+    periods = [("all", np.ones(len(att), bool))]
     if post is not None:
-        p = att["case_id"].map(post).astype(bool)
-        parts += [att[~p].assign(period="before_sms"), att[p].assign(period="after_sms")]
-    a = pd.concat(parts, ignore_index=True)
-    t = a.groupby(["period", "attempt_no"], sort=False)["answered"].agg(n="size", answered="sum").reset_index()
-    t["answered"] = t["answered"].astype(int)
+        p = att["case_id"].map(post).astype(bool).to_numpy()
+        periods += [("before_sms", ~p), ("after_sms", p)]
+    parts = []
+    for name, mask in periods:              # counts by attempt number, without copying the attempts
+        k, inv = np.unique(number[mask], return_inverse=True)
+        parts.append(pd.DataFrame({"period": name, "attempt_no": k,
+                                   "n": np.bincount(inv.reshape(-1), minlength=len(k)).astype(np.int64),
+                                   "answered": np.bincount(inv.reshape(-1), weights=answered[mask],
+                                                           minlength=len(k)).astype(int)}))
+    t = pd.concat(parts, ignore_index=True)
     t["rate"] = t["answered"] / t["n"]
     t["ci_low"], t["ci_high"] = wilson_interval(t["answered"].to_numpy(), t["n"].to_numpy(), level)
-    order = {"all": 0, "before_sms": 1, "after_sms": 2}
-    t = t.sort_values(["period", "attempt_no"], key=lambda s: s.map(order) if s.name == "period" else s)
-    return t.rename(columns={"attempt_no": "attempt"}).reset_index(drop=True)
+    return t.rename(columns={"attempt_no": "attempt"})
 
 
 def answer_rows(tab: pd.DataFrame) -> list[dict]:
