@@ -107,18 +107,25 @@ def m_scores(y, *, inner: float = 0.0, trim: float = 2.5, lam: float = 0.5) -> n
     use = (n_i >= 2) & ~np.isnan(y[:, 0])
     y, n_i = y[use], n_i[use]
     J = y.shape[1]
-    d = y[:, :, None] - y[:, None, :]                       # d[i, j, k] = y_ij - y_ik
-    off = ~np.eye(J, dtype=bool)
-    if (np.isfinite(trim) or inner > 0) and d.size:
-        vals = np.abs(d[:, off])
-        vals = vals[~np.isnan(vals)]
+    # ψ is odd and y_j - y_k = -(y_k - y_j) exactly, so ψ((y_ij - y_ik) / scale) is computed once per
+    # unordered pair (j < k) and used with its sign for (k, j)
+    jj, kk = np.triu_indices(J, 1)
+    pair = y[:, jj] - y[:, kk]
+    if (np.isfinite(trim) or inner > 0) and pair.size:
+        vals = np.abs(pair[~np.isnan(pair)])
+        vals = np.concatenate([vals, vals])                 # each pair twice, as (j, k) and (k, j)
         scale = float(np.quantile(vals, lam)) if vals.size else 0.0
         if scale <= 0:
             raise ValueError(f"m_scores: the {lam:g} quantile of the absolute pair differences is 0; "
                              "raise lam (more of the differences must be non-zero)")
-        d = _psi(d / scale, inner, trim)
-    # the diagonal (a unit against itself) is a difference of 0, and psi(0) = 0: summing it adds nothing
-    s = np.nansum(d, axis=2) if np.isnan(d).any() else d.sum(axis=2)
+        pair = _psi(pair / scale, inner, trim)
+    pair = np.where(np.isnan(pair), 0.0, pair)              # a missing partner adds nothing (nansum)
+    col = {(int(j), int(k)): i for i, (j, k) in enumerate(zip(jj, kk))}
+    s = np.zeros((len(y), J))
+    for j in range(J):              # over places in a set (a handful), added in the order k = 0, 1, ...
+        for k in range(J):          # (the diagonal, a unit against itself, is psi(0) = 0 and adds nothing)
+            if k != j:
+                s[:, j] += pair[:, col[(j, k)]] if j < k else -pair[:, col[(k, j)]]
     s[np.isnan(y)] = np.nan
     return s / n_i[:, None]
 
