@@ -339,19 +339,24 @@ def build_predictor(a: pd.DataFrame, cr_post: pd.DataFrame, design: Design, cols
     spec = [design.columns[int(j)] for j in cols]
     treat = next(i for i, (kind, _, _) in enumerate(spec) if kind == "treat")
     cases = cr_post.reset_index(drop=True)
-    pos = pd.Series(np.arange(len(cases)), index=cases["case_id"])
-    case_i = a["case_id"].map(pos).to_numpy(float)           # position among the post cases, NaN for the others
-    is_obs = ~np.isnan(case_i)
+    # each attempt's case as its position among the post cases (-1 for the others), and each post case's
+    # first attempt row (where its case-level columns are read)
+    code, ids = pd.factorize(a["case_id"])
+    post_of_code = pd.Index(cases["case_id"]).get_indexer(ids)
+    case_i = post_of_code[code]
+    obs_rows = np.flatnonzero(case_i >= 0)
+    first_of_code = np.unique(code, return_index=True)[1]           # the first row of each case
+    first_row = np.full(len(cases), -1)
+    first_row[post_of_code[post_of_code >= 0]] = first_of_code[post_of_code >= 0]
+    if (first_row < 0).any():
+        raise ValueError("build_predictor: post-policy cases without attempts in the attempt frame")
     attempt_no = a["attempt_no"].to_numpy(int)
-    X_obs = X[is_obs]
-    X_obs[:, treat] = (attempt_no[is_obs] > s).astype(float)
-    blocks, weights, cells = [X_obs], [np.ones(len(X_obs))], [case_i[is_obs].astype(int) * K + attempt_no[is_obs] - 1]
+    # rows of X the predictor's rows copy (observed attempts, then each hypothetical block), and the blocks
+    sources, weights, cells = [obs_rows], [np.ones(len(obs_rows))], [case_i[obs_rows] * K + attempt_no[obs_rows] - 1]
+    blocks: list[tuple] = []          # (k, hour band, weekday labels) of each hypothetical block, in order
     # hour-band distribution per attempt number, from all attempts
     band = a.groupby(["attempt_no", "hour_band"]).size()
     band = band / band.groupby(level=0).transform("sum")
-    # each post case's first attempt row: where its case-level columns are read
-    first_row = pd.Series(np.arange(len(a)), index=a["case_id"].to_numpy())
-    first_row = first_row[~first_row.index.duplicated()].reindex(cases["case_id"].to_numpy()).to_numpy()
     first_day = cases["first_attempt_at"].dt.normalize().to_numpy()
     n_obs = cases["n_attempts"].to_numpy()
     reached = cases["reached"].to_numpy(bool)
@@ -367,29 +372,32 @@ def build_predictor(a: pd.DataFrame, cr_post: pd.DataFrame, design: Design, cols
         if idx.size == 0:
             continue
         kb = band.loc[k] if k in band.index.get_level_values(0) else band.groupby(level=1).mean()
-        base = X[first_row[idx]]
         weekday = pd.DatetimeIndex(date_k[idx]).weekday.astype(str).to_numpy()
-        for i, (kind, c, x) in enumerate(spec):
-            if kind == "treat":
-                base[:, i] = float(k > s)
-            elif kind == "cat" and c == "attempt":
-                base[:, i] = float(x == str(k))
-            elif kind == "cat" and c == "weekday":
-                base[:, i] = weekday == x
-        bands = [(i, x) for i, (kind, c, x) in enumerate(spec) if kind == "cat" and c == "hour_band"]
         for hb, w in kb.items():
-            block = base.copy()
-            for i, x in bands:
-                block[:, i] = float(x == hb)
-            blocks.append(block)
+            sources.append(first_row[idx])
             weights.append(np.full(idx.size, float(w)))
             cells.append(idx * K + k - 1)
-    # Fortran order: the delta method moves the linear predictor along one column at a time
-    X_with = np.empty((sum(len(b) for b in blocks), X.shape[1]), order="F")
-    start = 0
-    for b in blocks:
-        X_with[start:start + len(b)] = b
-        start += len(b)
+            blocks.append((k, hb, weekday))
+    # Fortran order (the delta method moves the linear predictor along one column at a time), filled by
+    # gathering each column of X, then the attempt-level columns set block by block
+    src = np.concatenate(sources)
+    X_with = np.empty((len(src), X.shape[1]), order="F")
+    for j in range(X.shape[1]):
+        np.take(X[:, j], src, out=X_with[:, j])
+    X_with[:len(obs_rows), treat] = attempt_no[obs_rows] > s
+    start = len(obs_rows)
+    for k, hb, weekday in blocks:
+        rows = slice(start, start + len(weekday))
+        for i, (kind, c, x) in enumerate(spec):
+            if kind == "treat":
+                X_with[rows, i] = float(k > s)
+            elif kind == "cat" and c == "attempt":
+                X_with[rows, i] = float(x == str(k))
+            elif kind == "cat" and c == "weekday":
+                X_with[rows, i] = weekday == x
+            elif kind == "cat" and c == "hour_band":
+                X_with[rows, i] = float(x == hb)
+        start += len(weekday)
     return Predictor(X_with, None, np.concatenate(weights), np.concatenate(cells), q, len(cases), K, treat)
 
 
