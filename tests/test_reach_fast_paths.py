@@ -242,3 +242,40 @@ def test_answer_table_equals_the_concatenated_groupby(frame):
         for level in (0.9, 0.95):
             pd.testing.assert_frame_equal(rates.answer_table(att, p, level),
                                           _answer_table_reference(att, p, level))
+
+
+def _case_reach_reference(ds, arms=(None, "call"), sms_kind="missed_call_followup"):
+    from carecall_eval.calendar import quarter_of
+    from carecall_eval.outcomes.reach.cases import _week_start
+
+    _, window = sms_rule(ds)
+    policy = resolve_policy(ds, None)
+    sel, att = _phone_tables_reference(ds, arms)
+    g = att.groupby("case_id", sort=False)
+    per = pd.DataFrame({"n_attempts": g.size(), "first_attempt_at": g["attempted_at"].min()})
+    ans = att[att["answered"]].set_index("case_id")
+    per["reached_at"] = ans["attempted_at"].reindex(per.index)
+    per["attempts_to_reach"] = ans["attempt_no"].reindex(per.index).astype("Int64")
+    out = sel[["case_id", "customer_id", "opened_on"] + [c for c in ("trigger", "arm") if c in sel.columns]].copy()
+    out["opened_on"] = pd.to_datetime(out["opened_on"]).astype("datetime64[ns]")
+    out["quarter"] = quarter_of(out["opened_on"])
+    out["week"] = _week_start(out["opened_on"])
+    out["post_policy"] = pd.array(out["opened_on"] >= policy, dtype="boolean")
+    out = out.join(per, on="case_id")
+    out["reached"] = out["reached_at"].notna()
+    sms = ds.table("sms")
+    first_sms = sms[sms["kind"] == sms_kind].groupby("case_id")["sent_at"].min()
+    out["sms_at"] = pd.to_datetime(out["case_id"].map(first_sms)).astype("datetime64[ns]")
+    out["sms_sent"] = out["sms_at"].notna()
+    lag = out["reached_at"] - out["sms_at"]
+    out["reached_after_sms"] = (lag > pd.Timedelta(0)) & (lag <= pd.Timedelta(hours=float(window)))
+    cols = ["case_id", "customer_id", "opened_on", "trigger", "arm", "quarter", "week", "post_policy",
+            "n_attempts", "reached", "attempts_to_reach", "first_attempt_at", "reached_at", "sms_at",
+            "sms_sent", "reached_after_sms"]
+    return out[[c for c in cols if c in out.columns]].reset_index(drop=True)
+
+
+def test_case_reach_equals_the_groupby_join_version(frame):
+    ds = frame[0]
+    for arms in ((None, "call"), ("call",)):
+        pd.testing.assert_frame_equal(case_reach(ds, arms=arms), _case_reach_reference(ds, arms))

@@ -156,14 +156,18 @@ def reach_tables(data, /, *, arms: Sequence = PHONE_ARMS, policy_start=None, sms
         raise InputError(f"sms_window_hours must be a number of hours > 0, got {sms_window_hours!r}")
     policy = resolve_policy(ds, policy_start)
     sel, att = phone_tables(ds, arms)
-    g = att.groupby("case_id", sort=False)
-    per = pd.DataFrame({
-        "n_attempts": g.size(),
-        "first_attempt_at": g["attempted_at"].min(),
-    })
-    ans = att[att["answered"]].set_index("case_id")
-    per["reached_at"] = ans["attempted_at"].reindex(per.index)
-    per["attempts_to_reach"] = ans["attempt_no"].reindex(per.index).astype("Int64")
+    # per case, from the runs of phone_tables' attempts (sorted by case, then time; a case's answered attempt,
+    # if any, is its last): attempts made, the first, and the answered one
+    ids = att["case_id"].to_numpy()
+    start = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]]) if len(ids) else np.zeros(0, int)
+    last = np.r_[start[1:], len(ids)] - 1
+    at = att["attempted_at"].to_numpy()
+    hit = att["answered"].to_numpy(bool)[last]
+    to_reach = pd.array(att["attempt_no"].to_numpy()[last], dtype="Int64")
+    to_reach[~hit] = pd.NA
+    per = pd.DataFrame({"n_attempts": last - start + 1, "first_attempt_at": at[start],
+                        "reached_at": np.where(hit, at[last], np.datetime64("NaT")).astype(at.dtype),
+                        "attempts_to_reach": to_reach})
     out = sel[["case_id", "customer_id", "opened_on"]
               + [c for c in ("trigger", "arm") if c in sel.columns]].copy()
     out["opened_on"] = as_datetime_ns(out["opened_on"])
@@ -173,7 +177,7 @@ def reach_tables(data, /, *, arms: Sequence = PHONE_ARMS, policy_start=None, sms
         out["post_policy"] = pd.array([pd.NA] * len(out), dtype="boolean")
     else:
         out["post_policy"] = pd.array(out["opened_on"] >= policy, dtype="boolean")
-    out = out.join(per, on="case_id")
+    out = pd.concat([out, per.take(pd.Index(ids[start]).get_indexer(out["case_id"])).set_axis(out.index)], axis=1)
     out["reached"] = out["reached_at"].notna()
     sms = ds.table("sms") if (not hasattr(ds, "has") or ds.has("sms")) else \
         pd.DataFrame(columns=["case_id", "sent_at", "kind"])
