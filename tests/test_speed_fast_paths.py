@@ -42,6 +42,9 @@ def test_case_timeline_trigger_link_equals_the_two_column_merge(tmp_path):
     trig.loc[(u >= 0.15) & (u < 0.25), "trigger"] = "other_trigger"          # another type: no link
     trig = trig[(u < 0.25) | (u >= 0.35)]                                    # removed
     trig.to_parquet(d / "triggers.parquet", index=False)
+    cases = pd.read_parquet(d / "call_cases.parquet")
+    cases.loc[cases.index % 17 == 0, "trigger"] = None                      # cases without a trigger type
+    cases.to_parquet(d / "call_cases.parquet", index=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ds = load(d, validate=False)

@@ -71,8 +71,9 @@ def case_timeline(data, *, arms: Sequence = PHONE_ARMS, gap_days: int = 30) -> p
     trig = ds.table("triggers")[["customer_id", "trigger", "triggered_on"]]
     c = cr.sort_values("opened_on").reset_index(drop=True)
     # the (customer, trigger) pair as one integer key: merge_asof's "by" on two text columns is slow
-    both = pd.concat([c[["customer_id", "trigger"]], trig[["customer_id", "trigger"]]], ignore_index=True)
-    key = both.groupby(["customer_id", "trigger"], sort=False, dropna=False).ngroup().to_numpy()
+    cust, _ = pd.factorize(np.concatenate([c["customer_id"].to_numpy(), trig["customer_id"].to_numpy()]))
+    kind, kinds = pd.factorize(np.concatenate([c["trigger"].to_numpy(), trig["trigger"].to_numpy()]))
+    key = cust.astype(np.int64) * (len(kinds) + 1) + kind + 1          # missing values (-1) stay their own key
     c["_by"] = key[:len(c)]
     right = pd.DataFrame({"_by": key[len(c):], "triggered_on": as_datetime_ns(trig["triggered_on"]).to_numpy()})
     c = pd.merge_asof(c, right.sort_values("triggered_on", kind="mergesort"), left_on="opened_on",
