@@ -13,6 +13,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from carecall_eval.outcomes.programme import pooling
@@ -176,3 +177,19 @@ def test_attempt_logit_equals_statsmodels_with_cluster_errors(attempts):
     ref = sm.Logit(y, X).fit(disp=0, cov_type="cluster", cov_kwds={"groups": case})
     np.testing.assert_allclose(fit.params, ref.params, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(fit.cov_params(), ref.cov_params(), rtol=1e-8, atol=1e-14)
+
+
+def test_the_shared_attempt_table_is_left_as_built(sample):
+    """Timing and callers read the cached attempt table without copying it; neither writes into it."""
+    import carecall_eval as ce
+    from carecall_eval.outcomes.programme import timing
+    from carecall_eval.outcomes.registry import ESTIMATORS
+
+    ds, _ = sample
+    before = timing.attempt_table(ds)
+    ESTIMATORS["timing"].func(ds)
+    ESTIMATORS["callers"].func(ds, ce.build_cohort(ds).sample())
+    after = timing.attempt_table(ds)
+    assert list(after.columns) == list(before.columns)
+    pd.testing.assert_frame_equal(after, before)
+    assert timing._cached_attempt_table(ds) is timing._cached_attempt_table(ds)

@@ -34,7 +34,7 @@ from ..calls import _pseudonyms
 from ..reach.answer_model import independent_columns
 from ..spending import OUTCOMES, _followup, _subgroups, add_outcomes
 from .pooling import glmm_logit, lmm, normal_pooling, one_blas_thread, random_effects
-from .timing import attempt_table, design_matrix
+from .timing import design_matrix, shared_attempt_table
 
 __all__ = ["caller_profiles", "ACTION_OUTCOMES"]
 
@@ -119,22 +119,26 @@ def caller_profiles(data, sample=None, /, *, level: float = 0.95, window: int = 
     check_choice("outcome", outcome, OUTCOMES)
     sample = as_sample(sample if sample is not None else build_cohort(ds), "caller_profiles", randomized=False)
     z = z_quantile(level)
-    a = attempt_table(ds)
+    a = shared_attempt_table(ds)
     covariates = a.attrs["covariates"]
-    a = a[a["agent_id"].notna()].copy()
+    a = a[a["agent_id"].notna().to_numpy()].copy(deep=False)       # new rows: the cached table is not touched
     if a["agent_id"].nunique() < 2:
         raise NotAvailableError("caller_profiles: fewer than two callers are recorded in call_attempts.agent_id")
     a["caller"], mapping = _pseudonyms(a["agent_id"])
     labels = sorted(set(mapping.values()))
-    code_of = {lab: j for j, lab in enumerate(labels)}
     J = len(labels)
+
+    def code(callers: pd.Series) -> np.ndarray:
+        """The callers' positions in ``labels`` (every caller of ``a`` has one)."""
+        return pd.Categorical(callers, categories=labels).codes.astype(int)
+
     rows, cat = [], []
 
     # answering (attempt level)
     X, names, _ = design_matrix(a, ["attempt_cat", "hour_cat", "weekday", "month_cat", "trigger"],
                                 ["late_after"] + covariates)
     X = X[:, independent_columns(X, protect=1)]
-    g = a["caller"].map(code_of).to_numpy()
+    g = code(a["caller"])
     fit = glmm_logit(a["answered"].to_numpy(float), X, g, n_groups=J, level=level)
     n = np.bincount(g, minlength=J)
     raw = np.bincount(g, weights=a["answered"].to_numpy(float), minlength=J) / np.maximum(n, 1)
@@ -144,10 +148,10 @@ def caller_profiles(data, sample=None, /, *, level: float = 0.95, window: int = 
     cat += c
 
     # answered calls: outcome mix, reception, length
-    ans = a[a["answered"].astype(bool)].copy()
+    ans = a[a["answered"].astype(bool).to_numpy()]                    # read only
     Xa, _, _ = design_matrix(ans, ["trigger"], covariates)
     Xa = Xa[:, independent_columns(Xa, protect=1)]
-    ga = ans["caller"].map(code_of).to_numpy()
+    ga = code(ans["caller"])
     na = np.bincount(ga, minlength=J)
     y_act = ans["outcome"].isin(ACTION_OUTCOMES).to_numpy(float)
     fit = glmm_logit(y_act, Xa, ga, n_groups=J, level=level)

@@ -156,9 +156,22 @@ def _expit(x):
 
 
 def _row_codes(A: np.ndarray) -> np.ndarray:
-    """Codes ``0 .. k-1`` of the distinct rows of the 2-D array ``A`` (exact equality, hashed column by column)."""
-    code = np.zeros(A.shape[0], dtype=np.int64)
-    for j in range(A.shape[1]):
+    """Codes ``0 .. k-1`` of the distinct rows of the 2-D array ``A`` (exact equality).
+
+    The rows are hashed column by column and the hashes factorised; the grouping is then checked against the
+    values themselves, and only a hash collision (never seen) falls back to combining the columns' codes.
+    """
+    n, q = A.shape
+    if q == 1:
+        return pd.factorize(A[:, 0])[0]
+    h = np.zeros(n, dtype=np.uint64)
+    for j in range(q):
+        h = (h * np.uint64(0x100000001B3)) ^ pd.util.hash_array(np.ascontiguousarray(A[:, j]))
+    code = pd.factorize(h)[0]
+    if np.array_equal(A[_first_of(code, int(code.max()) + 1)][code], A):
+        return code
+    code = np.zeros(n, dtype=np.int64)                                  # pragma: no cover - a collision
+    for j in range(q):
         cj, levels = pd.factorize(A[:, j])
         code = pd.factorize(code * len(levels) + cj)[0]     # both below the number of rows: no overflow
     return code
@@ -191,14 +204,19 @@ class CellDesign:
 
         n, p = X.shape
         self.n, self.p, self.J = n, p, J
-        binary = np.all((X == 0.0) | (X == 1.0), axis=0)
+        # which columns take only 0 and 1, and their bits packed by row: in chunks of rows, so that the passes
+        # over X stay in cache
+        chunks = [slice(s, s + (1 << 15)) for s in range(0, n, 1 << 15)]
+        binary = np.ones(p, dtype=bool)
+        for c in chunks:
+            binary &= ((X[c] == 0.0) | (X[c] == 1.0)).all(axis=0)
         ib, self.ic = np.flatnonzero(binary), np.flatnonzero(~binary)
-        # cells: the 0/1 columns packed into 56-bit words, and the group
-        bits = np.packbits(X[:, ib] != 0.0, axis=1)
-        bits = np.pad(bits, ((0, 0), (0, -bits.shape[1] % 7)))
-        words = [sum(bits[:, 7 * k + b].astype(np.int64) << (8 * b) for b in range(7))
-                 for k in range(bits.shape[1] // 7)]
-        cell = _row_codes(np.column_stack([*words, g.astype(np.int64)]))
+        nbytes = -(-len(ib) // 8)
+        bits = np.zeros((n, -(-nbytes // 8) * 8), dtype=np.uint8)
+        for c in chunks:
+            bits[c, :nbytes] = np.packbits(X[c][:, ib] != 0.0, axis=1)
+        words = bits.view(np.uint64)            # the 0/1 pattern of a row in 64-bit words
+        cell = _row_codes(np.column_stack([words, g.astype(np.uint64)]))
         self.m = m = int(cell.max()) + 1
         order = np.argsort(cell, kind="stable")
         self.rows = order                       # the rows in the order kept here

@@ -82,6 +82,15 @@ def attempt_table(data, *, arms: Sequence = PHONE_ARMS, sms_after_attempts: int 
     opening (:func:`~carecall_eval.outcomes.reach.answer_model.case_covariates`).  A copy is returned;
     the table is built once per open dataset and arguments.
     """
+    table = _cached_attempt_table(data, arms, sms_after_attempts, policy_start, min_attempts)
+    out = table.copy()
+    out.attrs = dict(table.attrs)
+    return out
+
+
+def _cached_attempt_table(data, arms: Sequence = PHONE_ARMS, sms_after_attempts: int | None = None,
+                          policy_start=None, min_attempts: int = 20) -> pd.DataFrame:
+    """The attempt table as cached (no copy: never written into; :func:`shared_attempt_table` for readers)."""
     ds = open_data(data, "attempt_table")
     s, _ = sms_rule(ds, sms_after_attempts, None)
     policy = resolve_policy(ds, policy_start)
@@ -92,8 +101,16 @@ def attempt_table(data, *, arms: Sequence = PHONE_ARMS, sms_after_attempts: int 
         cache = {}
     if key not in cache:
         cache[key] = _attempt_table(ds, arms, int(s), policy, int(min_attempts))
-    out = cache[key].copy()
-    out.attrs = dict(cache[key].attrs)
+    return cache[key]
+
+
+def shared_attempt_table(data, *, arms: Sequence = PHONE_ARMS, sms_after_attempts: int | None = None,
+                         policy_start=None, min_attempts: int = 20) -> pd.DataFrame:
+    """:func:`attempt_table` as a shallow copy of the cached table, for readers that may add columns but never
+    write into the existing ones (the timing and callers analyses): no copy of a million rows per call."""
+    table = _cached_attempt_table(data, arms, sms_after_attempts, policy_start, min_attempts)
+    out = table.copy(deep=False)
+    out.attrs = dict(table.attrs)
     return out
 
 
@@ -107,8 +124,10 @@ def _attempt_table(ds, arms, s: int, policy, min_attempts: int) -> pd.DataFrame:
     a = att.merge(cases, on="case_id", how="inner", validate="many_to_one")
     a["hour"] = a["attempted_at"].dt.hour.astype(int)
     a["weekday"] = pd.Categorical.from_codes(a["attempted_at"].dt.weekday.to_numpy(), WEEKDAYS).astype(str)
-    counts = a["hour"].value_counts()
-    a["hour_cat"] = np.where(a["hour"].map(counts) >= min_attempts, a["hour"].map("{:02d}".format), OTHER_HOURS)
+    hour = a["hour"].to_numpy()
+    per_hour = np.bincount(hour, minlength=24)
+    label = np.array([f"{h:02d}" if per_hour[h] >= min_attempts else OTHER_HOURS for h in range(24)], dtype=object)
+    a["hour_cat"] = label[hour]
     ym = a["attempted_at"].dt.year.to_numpy() * 12 + a["attempted_at"].dt.month.to_numpy() - 1
     codes, months = pd.factorize(ym)               # "YYYY-MM" formatted once per month, not per attempt
     labels = np.array([f"{m // 12:04d}-{m % 12 + 1:02d}" for m in months], dtype=object)
@@ -394,7 +413,8 @@ def answer_timing(data, sample=None, /, *, level: float = 0.95, arms: Sequence =
     level = check_level(level)
     min_attempts = check_int("min_attempts", min_attempts, 1)
     s, window_hours = sms_rule(ds, sms_after_attempts, None)
-    a = attempt_table(ds, arms=arms, sms_after_attempts=s, policy_start=policy_start, min_attempts=min_attempts)
+    a = shared_attempt_table(ds, arms=arms, sms_after_attempts=s, policy_start=policy_start,
+                             min_attempts=min_attempts)
     covariates = a.attrs["covariates"]
     categorical = ["attempt_cat", "hour_cat", "weekday", "month_cat", "trigger"]
     caller_note = None
