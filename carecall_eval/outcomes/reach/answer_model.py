@@ -383,7 +383,7 @@ def build_predictor(a: pd.DataFrame, cr_post: pd.DataFrame, design: Design, cols
     src = np.concatenate(sources)
     X_with = np.empty((len(src), X.shape[1]), order="F")
     for j in range(X.shape[1]):
-        np.take(X[:, j], src, out=X_with[:, j])
+        X_with[:, j] = X[:, j].take(src)
     X_with[:len(obs_rows), treat] = attempt_no[obs_rows] > s
     start = len(obs_rows)
     for k, hb, weekday in blocks:
