@@ -409,3 +409,20 @@ def test_plots_draw_the_plot_data(prog):
     ax = plotting.caterpillar_plot(res["callers"], measure="answer")
     assert [t.get_text() for t in ax.get_xticklabels()] == [str(i) for i in range(1, 13)]
     plt.close("all")
+
+
+def test_repeat_later_cases_equal_those_of_the_whole_cohort(prog):
+    """The cohort of later cases is built on the customers with a second case only; its rows are those the
+    cohort of every case gives them (build_cohort decides each row from the row's own customer)."""
+    from carecall_eval.outcomes.programme.repeat import _CasesOf
+
+    ds, _, sample = prog
+    r = _run("repeat", ds, sample)
+    design = sample.design.replace(prior_contact_days=1, one_index_per_customer=False, study_start=None,
+                                   study_end=None)
+    sub = r.details["later_cases"]
+    assert len(sub) >= 40
+    full = ce.build_cohort(ds, design).table
+    mine = ce.build_cohort(_CasesOf(ds, sub["customer_id"].unique()), design).table
+    whole = full[full["customer_id"].isin(sub["customer_id"])].reset_index(drop=True)
+    pd.testing.assert_frame_equal(mine.reset_index(drop=True), whole, check_exact=True)

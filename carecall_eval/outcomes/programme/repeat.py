@@ -50,6 +50,35 @@ def _next_case_days(cases: pd.DataFrame, keys: pd.DataFrame) -> np.ndarray:
     return (nxt["next_on"] - pd.to_datetime(nxt["index_date"])).dt.days.to_numpy(float)
 
 
+class _CasesOf:
+    """The dataset with only some customers' cases: ``call_cases`` and ``call_attempts`` hold their cases, every
+    other table, the data's dates, fingerprint and connection are the dataset's own.
+
+    :func:`~carecall_eval.cohorts.build.build_cohort` decides each row from the row's own customer (their cases,
+    account, events and activity), so the cohort built on it has exactly the rows the whole data gives those
+    customers, and its pass over activity covers only their index dates.
+    """
+
+    def __init__(self, ds, customers) -> None:
+        self._ds = ds
+        self._customers = pd.Index(customers)
+        self._tables: dict[str, pd.DataFrame] = {}
+
+    def table(self, name: str) -> pd.DataFrame:
+        if name not in ("call_cases", "call_attempts"):
+            return self._ds.table(name)
+        if name not in self._tables:
+            cases = self._ds.table("call_cases")
+            cases = cases[cases["customer_id"].isin(self._customers).to_numpy()]
+            self._tables["call_cases"] = cases
+            att = self._ds.table("call_attempts")
+            self._tables["call_attempts"] = att[att["case_id"].isin(cases["case_id"]).to_numpy()]
+        return self._tables[name]
+
+    def __getattr__(self, name: str):
+        return getattr(self._ds, name)
+
+
 @one_blas_thread
 def repeat_contact(data, sample=None, /, *, level: float = 0.95, horizon: int = DEFAULT_HORIZON, window: int = 84,
                    outcome: str = "tl", previous: str = "reached") -> Result:
@@ -181,8 +210,10 @@ def repeat_contact(data, sample=None, /, *, level: float = 0.95, horizon: int = 
 
     # a later case exists at all? (building the cohort of later cases scans activity; skip it when none does)
     later_phone = phone.rename(columns={"opened_on": "index_date"})
-    if after_previous(later_phone).any():
-        later = build_cohort(ds, later_design)
+    second_case = after_previous(later_phone).to_numpy()
+    if second_case.any():
+        # only the customers with such a case can give a row below: the cohort is built on their cases alone
+        later = build_cohort(_CasesOf(ds, later_phone.loc[second_case, "customer_id"].unique()), later_design)
         lt = later.table
         sub = lt[after_previous(lt).to_numpy()]
         sub = sub[sub[f"followup_{window}"]] if f"followup_{window}" in sub.columns else sub
