@@ -145,7 +145,7 @@ def _spending_rows(pool: pd.DataFrame, treat: np.ndarray, sample: MatchedSample,
     difference-in-differences fits are saturated, so their estimates at other effect sizes follow exactly
     from the fit with no effect (:func:`scale_ratio`).
     """
-    from ..outcomes.spending import matched_did, matched_ppml, naive_change
+    from ..outcomes.spending import analysis_columns, matched_did, matched_ppml, naive_change
 
     design = sample.design
     table = pool.copy()
@@ -154,7 +154,7 @@ def _spending_rows(pool: pd.DataFrame, treat: np.ndarray, sample: MatchedSample,
     pseudo = Cohort(table=table, flow=sample.cohort.flow, design=design, data_end=sample.cohort.data_end)
     ps = MatchedSample(pseudo, pseudo.match())
     full = table[table[f"followup_{window}"].astype(bool)]
-    m0 = ps.table
+    m0 = analysis_columns(ps.table, (window,), sample.cohort.covariates)    # the columns the fits read
     m0 = m0[m0[f"followup_{window}"].astype(bool)]
     n_c, n_k = int((m0["contact"] == 1).sum()), int((m0["contact"] == 0).sum())
     if n_c == 0 or n_k == 0:
@@ -166,10 +166,18 @@ def _spending_rows(pool: pd.DataFrame, treat: np.ndarray, sample: MatchedSample,
     c1 = m0["contact"].to_numpy() == 1
     y0 = m0[col].to_numpy(dtype=float)
     rows = []
+    prev = None
     for e in effects:
         m = m0.copy()
         m[col] = np.where(c1, y0 * (1.0 + e), y0)
-        mt = matched_ppml(m, outcome, window, sample.cohort.covariates, groups=groups, level=level)
+        # the previous effect size's fit, its contact coefficient moved by the change in log(1 + effect), is
+        # close to this maximum: Newton starts there (the same maximum, fewer steps)
+        start = None
+        if prev is not None and prev[1].converged:
+            start = prev[1].params.copy()
+            start["contact"] += np.log1p(e) - np.log1p(prev[0])
+        mt = matched_ppml(m, outcome, window, sample.cohort.covariates, groups=groups, level=level, start=start)
+        prev = (e, mt)
         for metric, r in (("spending.matched_change", mt), ("spending.naive_change", scale_ratio(nv0, e)),
                           ("spending.did_change", scale_ratio(did0, e))):
             rows.append({"estimator": metric, "injected": float(e), "truth": float(e), "estimate": r.estimate,
