@@ -287,6 +287,7 @@ class _Standardiser:
         self.cells, self.kept, self.beta = cells, kept, beta
         self.eta = cells.eta(beta)[0]
         self._factor: dict[str, tuple[list[int], np.ndarray | None]] = {}   # factor -> its columns and their part of eta
+        self._bases: dict[tuple[str, ...], np.ndarray] = {}
 
     def _part(self, factor: str) -> tuple[list[int], np.ndarray | None]:
         if factor not in self._factor:
@@ -296,26 +297,39 @@ class _Standardiser:
             self._factor[factor] = (idx, self.cells.eta(only)[0] if idx else None)
         return self._factor[factor]
 
+    def _base(self, factors: tuple[str, ...]) -> np.ndarray:
+        """The linear predictor without the parts of ``factors`` (kept for the slots that set the same ones)."""
+        if factors not in self._bases:
+            eta = self.eta.copy()
+            for factor in factors:
+                part = self._part(factor)[1]
+                if part is not None:
+                    eta -= part
+            self._bases[factors] = eta
+        return self._bases[factors]
+
     def __call__(self, set_cols: dict[str, str]) -> tuple[float, np.ndarray]:
         """``set_cols``: factor -> the column name of its level (a name not among the columns: the reference).
 
         Returns the mean probability and its gradient with respect to the coefficients.
         """
-        eta = self.eta.copy()
         cols = {}
+        shift = 0.0
         for factor, target in set_cols.items():
-            idx, part = self._part(factor)
-            if part is not None:
-                eta -= part
-            for j in idx:
+            for j in self._part(factor)[0]:
                 cols[j] = 1.0 if self.kept[j] == target else 0.0
             if target in self.kept:
-                eta += self.beta[self.kept.index(target)]
-        p = 1.0 / (1.0 + np.exp(-eta))
+                shift += self.beta[self.kept.index(target)]
+        p = self._base(tuple(set_cols)) + shift
+        np.negative(p, out=p)
+        np.exp(p, out=p)
+        p += 1.0
+        np.reciprocal(p, out=p)                   # 1 / (1 + exp(-eta))
         w = p * (1 - p)
         grad = self.cells.gradient(w) / len(p)
+        w_mean = w.mean()
         for j, v in cols.items():
-            grad[j] = v * w.mean()
+            grad[j] = v * w_mean
         return float(p.mean()), grad
 
 
