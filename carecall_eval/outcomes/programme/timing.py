@@ -114,6 +114,21 @@ def shared_attempt_table(data, *, arms: Sequence = PHONE_ARMS, sms_after_attempt
     return out
 
 
+def _attach_cases(att: pd.DataFrame, cases: pd.DataFrame) -> pd.DataFrame:
+    """``att.merge(cases, on="case_id", how="inner", validate="many_to_one")`` by one lookup of the cases' index:
+    the attempts of known cases in their order, the case's columns beside them."""
+    from pandas.errors import MergeError
+
+    index = pd.Index(cases["case_id"])
+    if not index.is_unique:
+        raise MergeError("Merge keys are not unique in right dataset; not a many-to-one merge")
+    pos = index.get_indexer(att["case_id"])
+    known = pos >= 0
+    left = att[known].reset_index(drop=True) if not known.all() else att.reset_index(drop=True)
+    right = cases.drop(columns="case_id").iloc[pos[known]].reset_index(drop=True)
+    return pd.concat([left, right], axis=1)
+
+
 def _attempt_table(ds, arms, s: int, policy, min_attempts: int) -> pd.DataFrame:
     cr = case_reach(ds, arms=arms, policy_start=policy)
     if cr.empty:
@@ -121,7 +136,7 @@ def _attempt_table(ds, arms, s: int, policy, min_attempts: int) -> pd.DataFrame:
     _, att = phone_tables(ds, arms)
     cov = case_covariates(ds, cr)
     cases = cr[["case_id", "customer_id", "opened_on", "trigger", "post_policy"]].reset_index(drop=True).join(cov)
-    a = att.merge(cases, on="case_id", how="inner", validate="many_to_one")
+    a = _attach_cases(att, cases)
     a["hour"] = a["attempted_at"].dt.hour.astype(int)
     a["weekday"] = pd.Categorical.from_codes(a["attempted_at"].dt.weekday.to_numpy(), WEEKDAYS).astype(str)
     hour = a["hour"].to_numpy()
