@@ -279,3 +279,28 @@ def test_case_reach_equals_the_groupby_join_version(frame):
     ds = frame[0]
     for arms in ((None, "call"), ("call",)):
         pd.testing.assert_frame_equal(case_reach(ds, arms=arms), _case_reach_reference(ds, arms))
+
+
+def test_case_table_is_computed_once_per_dataset_and_handed_out_as_copies(monkeypatch):
+    from carecall_eval.outcomes.reach import cases as cases_mod
+
+    ds = load(SAMPLE)
+    calls = []
+    real = cases_mod._reach_tables
+
+    def counting(*args):
+        calls.append(args[1:])
+        return real(*args)
+
+    monkeypatch.setattr(cases_mod, "_reach_tables", counting)
+    first = case_reach(ds)
+    first["reached"] = False                                      # a caller's change stays its own
+    again, att = reach_tables(ds)
+    assert len(calls) == 1                                         # the second call read the memo
+    assert again["reached"].any()
+    pd.testing.assert_frame_equal(again, _case_reach_reference(ds))
+    case_reach(ds, arms=("call",))                                 # other options: computed
+    assert len(calls) == 2
+    ds._frames.pop("call_attempts")                                # the dataset reads the table again
+    case_reach(ds)
+    assert len(calls) == 3

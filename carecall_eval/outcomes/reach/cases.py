@@ -67,12 +67,47 @@ def _week_start(s: pd.Series) -> pd.Series:
     return s - pd.to_timedelta(s.dt.weekday, unit="D")
 
 
+#: Tables the case table is read from (a memo entry is valid while the dataset holds the same reads of them).
+_SOURCES = ("call_cases", "call_attempts", "sms")
+
+
+def _memoized(ds, key: tuple, compute) -> tuple:
+    """``compute()`` once per dataset and ``key``; copies of its frames are returned.
+
+    A dataset's small tables are read once and handed out as copies (:meth:`TablesBase.table`), so what is
+    computed from them stays valid while the dataset holds the same reads: an entry remembers them and is
+    dropped when they change (``close()``).  The SMS estimator, the case-speed and timing analyses and the
+    quarterly report all start from the same case table; at a million customers it takes seconds.
+    """
+    from ...contract.tables import TablesBase
+
+    if not isinstance(ds, TablesBase) or type(ds).table is not TablesBase.table:
+        return compute()           # only datasets whose tables are one cached read each
+    frames, store = ds._frames, ds.__dict__
+    try:
+        hash(key)
+    except TypeError:              # arms that are not hashable: computed each time
+        return compute()
+    memo = store.setdefault("_reach_memo", {})
+    current = tuple(frames.get(n) for n in _SOURCES)
+    hit = memo.get(key)
+    if hit is None or not all(a is b for a, b in zip(hit[0], current)):
+        out = compute()
+        memo[key] = hit = (tuple(frames.get(n) for n in _SOURCES), out)
+    return tuple(f.copy() for f in hit[1])
+
+
 def phone_tables(ds, arms) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Phone cases (of the chosen arms) with at least one attempt, and their attempts.
 
     Attempts are numbered 1, 2, ... by time within the case (``attempt_no``);
     attempts after the first answered one are dropped (a case is reached once).
+    Computed once per dataset and ``arms`` (copies are returned).
     """
+    return _memoized(ds, ("phone_tables", tuple(arms)), lambda: _phone_tables(ds, arms))
+
+
+def _phone_tables(ds, arms) -> tuple[pd.DataFrame, pd.DataFrame]:
     cases = ds.table("call_cases")
     att = ds.table("call_attempts")
     for name, df, cols in (("call_cases", cases, ("case_id", "customer_id", "opened_on", "channel", "arm")),
@@ -148,13 +183,23 @@ def case_reach(data, /, *, arms: Sequence = PHONE_ARMS, policy_start=None, sms_w
 
 def reach_tables(data, /, *, arms: Sequence = PHONE_ARMS, policy_start=None, sms_window_hours: float | None = None,
                  sms_kind: str = "missed_call_followup") -> tuple[pd.DataFrame, pd.DataFrame]:
-    """:func:`case_reach` and the attempts it counts (:func:`phone_tables`), from one reading of the tables."""
+    """:func:`case_reach` and the attempts it counts (:func:`phone_tables`), from one reading of the tables.
+
+    Computed once per dataset and options (copies are returned): every estimator that starts from the case
+    table shares it.
+    """
     ds = open_data(data, "case_reach")
     _, sms_window_hours = sms_rule(ds, None, sms_window_hours)
     if isinstance(sms_window_hours, bool) or not isinstance(sms_window_hours, (int, float, np.number)) \
             or not 0 < float(sms_window_hours) < np.inf:
         raise InputError(f"sms_window_hours must be a number of hours > 0, got {sms_window_hours!r}")
     policy = resolve_policy(ds, policy_start)
+    key = ("reach_tables", tuple(arms), policy, float(sms_window_hours), sms_kind)
+    cr, att = _memoized(ds, key, lambda: _reach_tables(ds, arms, policy, sms_window_hours, sms_kind))
+    return cr, att
+
+
+def _reach_tables(ds, arms, policy, sms_window_hours, sms_kind) -> tuple[pd.DataFrame, pd.DataFrame]:
     sel, att = phone_tables(ds, arms)
     # per case, from the runs of phone_tables' attempts (sorted by case, then time; a case's answered attempt,
     # if any, is its last): attempts made, the first, and the answered one
