@@ -238,8 +238,6 @@ class CellDesign:
         gc = g[first]
         Dc = np.hstack([X[np.ix_(first, ib)], (gc[:, None] == np.arange(J)).astype(float)])
         iD = np.r_[ib, p + np.arange(J)]
-        self._Dt = sp.csr_matrix(Dc.T)          # (b + J) x m
-        self._D = sp.csr_matrix(Dc)
         self.iD = iD
         # blocks of D's columns never 1 together in a cell, each cell coded by its 1 in the block (0: none)
         co = Dc.T @ Dc
@@ -251,7 +249,13 @@ class CellDesign:
                     break
             else:
                 blocks.append([j])
-        self._blocks = [(iD[blk], (Dc[:, blk] @ np.arange(1, len(blk) + 1)).astype(np.intp)) for blk in blocks]
+        codes = [(Dc[:, blk] @ np.arange(1, len(blk) + 1)).astype(np.intp) for blk in blocks]
+        self._blocks = [(iD[blk], code) for blk, code in zip(blocks, codes)]
+        # D as a sparse matrix, from the codes: each cell's 1 in each block
+        rows = np.concatenate([np.flatnonzero(code) for code in codes])
+        cols = np.concatenate([np.asarray(blk)[code[code > 0] - 1] for blk, code in zip(blocks, codes)])
+        self._D = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=Dc.shape)
+        self._Dt = self._D.T.tocsr()            # (b + J) x m
         self._pairs = [(a, b, self._blocks[a][1] * (len(self._blocks[b][0]) + 1) + self._blocks[b][1])
                        for a in range(len(blocks)) for b in range(a + 1, len(blocks))]
         self.gc = gc
