@@ -164,7 +164,7 @@ def test_blockwise_hessian_logit_equals_statsmodels(frame):
     y = a["answered"].to_numpy(float)
     groups = pd.factorize(a["case_id"])[0]
     fit = am.fit_logit(y, X, groups, [design.names[j] for j in cols])
-    assert type(fit.model).__name__ == "Logit" and type(fit.model) is not sm.Logit     # the blockwise path ran
+    assert type(fit.model).__name__ == "BlockLogit"                                    # the blockwise path ran
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ref = sm.Logit(y, X).fit(disp=0, maxiter=200, cov_type="cluster", cov_kwds={"groups": groups})
@@ -304,3 +304,23 @@ def test_case_table_is_computed_once_per_dataset_and_handed_out_as_copies(monkey
     ds._frames.pop("call_attempts")                                # the dataset reads the table again
     case_reach(ds)
     assert len(calls) == 3
+
+
+def test_the_fit_pickles(frame):
+    """Results are cached as pickles: the fit and its blockwise model class load back by name."""
+    import pickle
+    import subprocess
+    import sys
+
+    a, design = frame[6], frame[7]
+    X = design.matrix(a, order="F")
+    cols = am.independent_columns(X)
+    X = np.asfortranarray(X[:, cols])
+    fit = am.fit_logit(a["answered"].to_numpy(float), X, pd.factorize(a["case_id"])[0],
+                       [design.names[j] for j in cols])
+    blob = pickle.dumps(fit)
+    np.testing.assert_array_equal(pickle.loads(blob).params, fit.params)
+    code = ("import pickle, sys; f = pickle.loads(sys.stdin.buffer.read()); "
+            "print(type(f.model).__name__, len(f.params))")
+    out = subprocess.run([sys.executable, "-c", code], input=blob, capture_output=True, check=True)
+    assert out.stdout.decode().split() == ["BlockLogit", str(len(cols))]     # a fresh process finds the class

@@ -401,17 +401,31 @@ def build_predictor(a: pd.DataFrame, cr_post: pd.DataFrame, design: Design, cols
     return Predictor(X_with, None, np.concatenate(weights), np.concatenate(cells), q, len(cases), K, treat)
 
 
+_BLOCK_LOGIT: list = []
+
+
 def _logit_class():
-    import statsmodels.api as sm
+    """The class ``BlockLogit`` (made on first use: importing statsmodels costs half a second)."""
+    if not _BLOCK_LOGIT:
+        import statsmodels.api as sm
 
-    class Logit(sm.Logit):
-        """statsmodels' Logit with its Hessian summed over blocks of rows (:func:`weighted_gram`)."""
+        class BlockLogit(sm.Logit):
+            """statsmodels' Logit with its Hessian summed over blocks of rows (:func:`weighted_gram`)."""
 
-        def hessian(self, params):
-            L = self.predict(params)
-            return -weighted_gram(self.exog, L * (1 - L))
+            def hessian(self, params):
+                L = self.predict(params)
+                return -weighted_gram(self.exog, L * (1 - L))
 
-    return Logit
+        BlockLogit.__module__, BlockLogit.__qualname__ = __name__, "BlockLogit"   # picklable by name
+        _BLOCK_LOGIT.append(BlockLogit)
+    return _BLOCK_LOGIT[0]
+
+
+def __getattr__(name: str):
+    """``BlockLogit`` on demand, so a pickled fit (a cached result) finds its model's class."""
+    if name == "BlockLogit":
+        return _logit_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def fit_logit(y, X, groups, names):
