@@ -182,3 +182,24 @@ def test_sample_cohort_is_imbalanced_before_matching():
     smd_age = (g["age"].mean()[1] - g["age"].mean()[0]) / g["age"].std()[1]
     assert smd_age > 0.2
     assert c.counts()["contact"] > c.counts()["comparison"]
+
+
+def test_sets_of_some_columns_equals_those_columns_of_the_whole_table_of_sets():
+    from conftest import SAMPLE
+
+    from carecall_eval.contract import load
+
+    with load(SAMPLE, validate=False) as ds:
+        smp = build_cohort(ds, cache=False).sample()
+        assert smp.has_sets and "sets" not in smp.__dict__          # asking does not build the table
+        cols = ["customer_id", "contact", "tl_pre", "log_tl_28"]
+        part = smp.sets_of(cols)
+        assert "sets" not in smp.__dict__
+        whole = smp.sets
+        assert list(part.columns) == [*cols, "distance", "weights", "subclass"]
+        pd.testing.assert_frame_equal(part, whole[list(part.columns)], check_exact=True)
+        pd.testing.assert_frame_equal(smp.sets_of(cols), part, check_exact=True)   # from the built table too
+        from carecall_eval.cohorts.sample import MatchedSample
+
+        unmatched = MatchedSample(smp.cohort, None)                 # as a randomized design has it
+        assert not unmatched.has_sets and unmatched.sets_of(cols) is None

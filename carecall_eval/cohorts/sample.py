@@ -83,6 +83,24 @@ class MatchedSample(Reporting):
         return self.matching.matched_data("sets")
 
     @property
+    def has_sets(self) -> bool:
+        """Whether :attr:`sets` exists (nearest-neighbour matching), without building it."""
+        return self.matching is not None and getattr(self.matching, "match_matrix", None) is not None
+
+    def sets_of(self, columns) -> pd.DataFrame | None:
+        """:attr:`sets` with only ``columns`` of the cohort (plus ``weights``, ``subclass``, ``distance``).
+
+        The table of sets repeats every reused control once per set; an analysis that reads a few columns
+        takes only those (at a million customers the whole table is about a gigabyte).
+        """
+        if not self.has_sets:
+            return None
+        if "sets" in self.__dict__:                       # already built whole
+            t = self.__dict__["sets"]
+            return t[[c for c in t.columns if c in set(columns) or c in ("weights", "subclass", "distance")]]
+        return self.matching.matched_data("sets", columns=columns)
+
+    @property
     def cluster(self) -> str:
         t = self.table
         if self.replace or "subclass" not in t.columns or t["subclass"].isna().any():

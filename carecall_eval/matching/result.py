@@ -118,6 +118,7 @@ class MatchResult(Reporting):
         weights: str = "weights",
         subclass: str = "subclass",
         distance: str = "distance",
+        columns=None,
     ) -> pd.DataFrame:
         """The matched sample: the input rows (index kept) plus weights, subclass and distance.
 
@@ -136,6 +137,10 @@ class MatchResult(Reporting):
         weights, subclass, distance : str
             Names of the added columns; change them if the data already
             has columns of these names.
+        columns : list of str, optional
+            Only these columns of the input (default: all).  A table of sets
+            repeats reused controls, so at operator scale taking only the
+            columns an analysis reads saves most of its cost.
 
         Returns
         -------
@@ -149,9 +154,10 @@ class MatchResult(Reporting):
                 f"the data already have column(s) {clash}; pass other names, e.g. "
                 "matched_data(weights='match_weight', subclass='match_set', distance='match_distance')."
             )
+        data = self._data if columns is None else self._data[[c for c in self._data.columns if c in set(columns)]]
         if form == "units":
             pos = np.flatnonzero(self._weights > 0)
-            out = self._data.iloc[pos].copy()
+            out = data.take(pos)            # a new frame (take copies; no second copy)
             out[distance] = np.nan if self._distance is None else self._distance[pos]
             out[weights] = self._weights[pos]
             out[subclass] = self.subclass.to_numpy()[pos]
@@ -175,7 +181,7 @@ class MatchResult(Reporting):
         is_t = np.concatenate([np.ones(int(has.sum()), dtype=bool)] + [np.zeros(len(r), dtype=bool) for r in rows[1:]])
         o = np.lexsort((~is_t, sets_a))  # by set, treated first
         rows_a, sets_a, w_a = rows_a[o], sets_a[o], w_a[o]
-        out = self._data.iloc[rows_a].copy()
+        out = data.take(rows_a)
         out[distance] = dist[rows_a]
         out[weights] = w_a
         out[subclass] = pd.array(sets_a, dtype="Int64")

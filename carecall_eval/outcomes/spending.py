@@ -252,11 +252,23 @@ def analysis_columns(table: pd.DataFrame, windows, covariates, extra=()) -> pd.D
     subgroup variables (and any ``extra`` column); follow-up flags; every measure's pre and post-window
     totals for ``windows``.
     """
+    return table[_analysis_names(table.columns, windows, covariates, extra)]
+
+
+def analysis_sets(sample: MatchedSample, windows, covariates, extra=()) -> pd.DataFrame | None:
+    """``sample.sets`` (one row per unit and matched set) with only the :func:`analysis_columns`; None
+    without sets.  The whole table of sets is never built (it repeats every reused control once per set)."""
+    if not sample.has_sets:
+        return None
+    return sample.sets_of(_analysis_names(sample.cohort.table.columns, windows, covariates, extra))
+
+
+def _analysis_names(columns, windows, covariates, extra=()) -> list[str]:
     keep = {*extra, "customer_id", "case_id", "index_date", "contact", "group", "reached", "trigger", "gender", "age",
             "weights", "subclass", "index_quarter", *covariates,
             *(f"followup_{w}" for w in windows),
             *(f"{m}_{n}" for m in MEASURES for n in ("pre", *post_windows(windows)))}
-    return table[[c for c in table.columns if c in keep or c.startswith("share_")]]
+    return [c for c in columns if c in keep or c.startswith("share_")]
 
 
 def naive_change(table: pd.DataFrame, outcome: str = "tl", window: int = 84, pre_window: int = 84,
@@ -625,8 +637,8 @@ def spending_effect(data, sample=None, /, *, level: float = 0.95, window: int = 
     sub = pd.DataFrame()
     if subgroups:
         sets = None
-        if sample.sets is not None:
-            sets = add_outcomes(ds, analysis_columns(sample.sets, (window,), covariates), (window,), design.pre_window)
+        if sample.has_sets:
+            sets = add_outcomes(ds, analysis_sets(sample, (window,), covariates), (window,), design.pre_window)
             sets = sets[_followup(sets, window, ds.data_end)]
         # each subgroup's Newton starts at the whole sample's fit (the same maximum, fewer steps)
         sub = _subgroups(m, outcome, window, covariates, level, sample.cluster_ids, sets,

@@ -104,7 +104,7 @@ def sensitivity_analysis(data, sample=None, /, *, level: float = 0.95, window: i
     sample = as_sample(sample if sample is not None else build_cohort(ds), "sensitivity_analysis",
                        randomized=False)
     from ..narrative.trust import sensitivity_text
-    from ..outcomes.spending import _followup, add_outcomes, analysis_columns, matched_estimates
+    from ..outcomes.spending import _followup, add_outcomes, analysis_columns, analysis_sets, matched_estimates
 
     design = sample.design
     alpha = (1 - level) / 2
@@ -122,14 +122,14 @@ def sensitivity_analysis(data, sample=None, /, *, level: float = 0.95, window: i
                  + ("; comparison customers reused across sets (matching with replacement), so the bound is "
                     "approximate" if sample.replace else ""))
     gamma_row = {**base, "metric": "sensitivity.rosenbaum_gamma", "group": "difference", "method": rb_method}
-    sets = sample.sets
+    sets = analysis_sets(sample, (window,), sample.cohort.covariates)
     y = None
     if sets is None:
         reason = "Rosenbaum bounds need matched sets (nearest-neighbour matching); this sample has none"
         rows.append(not_available({**gamma_row, "n": 0}, reason))
         settings["direction"] = None
     else:
-        sets = add_outcomes(ds, analysis_columns(sets, (window,), sample.cohort.covariates), (window,), design.pre_window)
+        sets = add_outcomes(ds, sets, (window,), design.pre_window)
         sets = sets[_followup(sets, window, ds.data_end).to_numpy()]
         y = sets_matrix(_responses(sets, outcome, window, design.pre_window, response), sets["subclass"].to_numpy(),
                         sets["contact"].to_numpy() == 1)

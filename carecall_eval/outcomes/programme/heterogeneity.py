@@ -27,6 +27,7 @@ from ..spending import (
     _subgroups,
     add_outcomes,
     analysis_columns,
+    analysis_sets,
     matched_ppml,
     subgroup_columns,
 )
@@ -114,9 +115,8 @@ def effect_heterogeneity(data, sample=None, /, *, level: float = 0.95, window: i
     units = add_outcomes(ds, analysis_columns(sample.table, (window,), covariates, by), (window,), design.pre_window)
     units = units[_followup(units, window, ds.data_end)]
     sets = None
-    if sample.sets is not None:
-        sets = add_outcomes(ds, analysis_columns(sample.sets, (window,), covariates, by), (window,),
-                            design.pre_window)
+    if sample.has_sets:
+        sets = add_outcomes(ds, analysis_sets(sample, (window,), covariates, by), (window,), design.pre_window)
         sets = sets[_followup(sets, window, ds.data_end)]
     frame = sets if sets is not None else units
     reached = frame[frame["contact"] == 1]
