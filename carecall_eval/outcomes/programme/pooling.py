@@ -231,8 +231,10 @@ class CellDesign:
             prof, K = np.arange(n), n
         self.prof, self.K = prof, K
         self.Fk = np.ascontiguousarray(F[_first_of(prof, K)])
+        self._FkT = np.ascontiguousarray(self.Fk.T)      # both layouts: products run along the profiles
         # the rows as a sparse cell x profile matrix whose entries are replaced by each weight vector
-        self._M = sp.csr_matrix((np.ones(n), prof, np.r_[0, np.cumsum(np.bincount(self.cell, minlength=m))]),
+        self._counts = np.bincount(self.cell, minlength=m)
+        self._M = sp.csr_matrix((np.ones(n), prof, np.r_[0, np.cumsum(self._counts)]),
                                 shape=(m, K))
         # D at the cells: 0/1 columns and group indicators, their places in theta = (beta, u)
         gc = g[first]
@@ -264,8 +266,8 @@ class CellDesign:
 
     def eta(self, theta: np.ndarray) -> tuple[np.ndarray, float]:
         """Linear predictor of the (sorted) rows and ``sum(y * eta)``."""
-        a, e = self._D @ theta[self.iD], self.Fk @ theta[self.ic]
-        return a[self.cell] + e[self.prof], float(self.yc @ a + self.yk @ e)
+        a, e = self._D @ theta[self.iD], theta[self.ic] @ self._FkT
+        return np.take(a, self.cell) + np.take(e, self.prof), float(self.yc @ a + self.yk @ e)
 
     def loglik(self, eta: np.ndarray, yeta: float) -> tuple[float, np.ndarray]:
         """Log-likelihood at the linear predictor ``eta`` (with ``yeta = sum(y * eta)``) and ``exp(-|eta|)``."""
@@ -281,7 +283,7 @@ class CellDesign:
         """``[X, Z]' r``."""
         out = np.empty(self.p + self.J)
         out[self.iD] = self._Dt @ np.bincount(self.cell, weights=r, minlength=self.m)
-        out[self.ic] = self.Fk.T @ np.bincount(self.prof, weights=r, minlength=self.K)
+        out[self.ic] = self._FkT @ np.bincount(self.prof, weights=r, minlength=self.K)
         return out
 
     def hessian(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -304,7 +306,7 @@ class CellDesign:
             H[np.ix_(self.iD, ic)] = DF
             H[np.ix_(ic, self.iD)] = DF.T
             wk = np.bincount(self.prof, weights=w, minlength=self.K)
-            H[np.ix_(ic, ic)] = (self.Fk * wk[:, None]).T @ self.Fk
+            H[np.ix_(ic, ic)] = (self._FkT * wk) @ self.Fk
         return H, np.bincount(self.gc, weights=wc, minlength=self.J)
 
 
