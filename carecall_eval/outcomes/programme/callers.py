@@ -32,7 +32,7 @@ from ...narrative import programme as narrative
 from ...results import Result, not_available, tidy
 from ..calls import _pseudonyms
 from ..reach.answer_model import independent_columns
-from ..spending import OUTCOMES, _followup, _subgroups, add_outcomes
+from ..spending import OUTCOMES, _followup, _subgroups, add_outcomes, analysis_columns, analysis_sets
 from .pooling import glmm_logit, lmm, normal_pooling, one_blas_thread, random_effects
 from .timing import design_matrix, shared_attempt_table
 
@@ -200,17 +200,20 @@ def caller_profiles(data, sample=None, /, *, level: float = 0.95, window: int = 
     # the spending effect among each caller's reached customers
     design = sample.design
     who = ans.drop_duplicates("case_id").set_index("case_id")["caller"]
-    frame = sample.sets if sample.sets is not None else sample.table
+    covs = list(sample.cohort.covariates)
+    # only the columns the fits read (the table of sets is never built whole)
+    sets = analysis_sets(sample, (window,), covs)
+    frame = sets if sets is not None else analysis_columns(sample.table, (window,), covs)
     m = add_outcomes(ds, frame, (window,), design.pre_window)
     m = m[_followup(m, window, ds.data_end)].copy()
     m["caller"] = m["case_id"].map(who).where(m["contact"] == 1)
-    if sample.sets is not None:
+    if sets is not None:
         lead = m[m["contact"] == 1].drop_duplicates("subclass").set_index("subclass")["caller"]
         m["caller"] = m["subclass"].map(lead).to_numpy()
     m = m[m["caller"].notna()]
     cl = "matched set" if sample.cluster == "subclass" else "customer"
-    sub = _subgroups(m, outcome, window, list(sample.cohort.covariates), level, sample.cluster_ids,
-                     m if sample.sets is not None else None, by=("caller",)) if len(m) else pd.DataFrame()
+    sub = _subgroups(m, outcome, window, covs, level, sample.cluster_ids,
+                     m if sets is not None else None, by=("caller",)) if len(m) else pd.DataFrame()
     own = sub.set_index("level") if len(sub) else pd.DataFrame(columns=["estimate", "se", "ci_low", "ci_high", "n"])
     sd_method = ("between-caller sd of the log spending ratio: posterior mean and credible interval (uniform "
                  "prior); Cochran's Q p-value in q_p")
