@@ -163,18 +163,20 @@ def design_matrix(df: pd.DataFrame, categorical: Sequence[str], continuous: Sequ
     Returns ``(X, names, levels)``; pass ``levels`` back to code other rows the same way.  Each factor is
     coded once (``pd.factorize``) and its dummies written in one scatter, not compared level by level.
     """
+    coded = {c: pd.factorize(df[c], use_na_sentinel=True) for c in categorical}     # one hash pass per factor
     if levels is None:
         levels = {}
         for c in categorical:
-            n = df[c].value_counts()
-            levels[c] = sorted(n.index.tolist(), key=lambda v: (-n[v], str(v)))
+            codes, uniques = coded[c]
+            count = dict(zip(list(uniques), np.bincount(codes[codes >= 0], minlength=len(uniques)).tolist()))
+            levels[c] = sorted(count, key=lambda v: (-count[v], str(v)))
     names = ["const"] + [f"{c}[{lv}]" for c in categorical for lv in levels[c][1:]] + list(continuous)
     n_rows = len(df)
     X = np.zeros((n_rows, len(names)))
     X[:, 0] = 1.0
     j = 1
     for c in categorical:
-        codes, uniques = pd.factorize(df[c], use_na_sentinel=True)
+        codes, uniques = coded[c]
         position = {v: k for k, v in enumerate(uniques)}
         column = np.full(len(uniques) + 1, -1)                  # code -> column of X (-1: reference, missing)
         for k, lv in enumerate(levels[c][1:]):
