@@ -165,6 +165,7 @@ def evaluate(data, design: StudyDesign | None = None, *, level: float = 0.95, qu
 
 def _evaluate(data, design, *, level, window, placebo, subgroups, stages, options) -> Evaluation:
     from .contract.base import open_data
+    from .outcomes.memo import memoised
     from .outcomes.registry import ESTIMATORS
 
     st = stages
@@ -174,7 +175,7 @@ def _evaluate(data, design, *, level, window, placebo, subgroups, stages, option
     design = design or StudyDesign()
     _check_not_empty(ds)
     with st("cohort"):
-        cohort = build_cohort(ds, design)
+        cohort = memoised("cohort", build_cohort, ds, design, key=design.to_dict())
     st.say(f"cohort: {cohort.text}")
     _check_both_groups(cohort)
     with st("matching"):
@@ -195,8 +196,8 @@ def _evaluate(data, design, *, level, window, placebo, subgroups, stages, option
                 arg = sample
             elif spec.sample == "randomized":
                 if rsample is None:
-                    rsample = build_cohort(ds, StudyDesign(contact="randomized", comparison="arms",
-                                                           pre_window=design.pre_window)).sample()
+                    rdesign = StudyDesign(contact="randomized", comparison="arms", pre_window=design.pre_window)
+                    rsample = memoised("cohort", build_cohort, ds, rdesign, key=rdesign.to_dict()).sample()
                 arg = rsample
             else:
                 arg = None

@@ -136,3 +136,16 @@ def test_validation_and_key_figures_are_memoised_on_the_data_alone(data, cache_o
     assert _results(seen) == ["miss", "hit", "miss", "hit", "miss"]
     assert v1.ok == v2.ok and v1.text == v2.text
     pd.testing.assert_frame_equal(k1, k2, check_exact=True)
+
+
+def test_a_second_evaluate_reads_its_cohort_and_results_back(cache_on):
+    from carecall_eval import evaluate
+
+    with load(SAMPLE, validate=False) as ds:
+        with C.lookups() as first:
+            a = evaluate(ds, placebo=False, subgroups=False)
+        with C.lookups() as second:
+            b = evaluate(ds, placebo=False, subgroups=False)
+    assert ("result:cohort", "miss") in first and ("result:cohort", "hit") in second
+    assert all(o == "hit" for _, o in second)                 # nothing computed again
+    pd.testing.assert_frame_equal(a.summary, b.summary, check_exact=True)

@@ -116,10 +116,15 @@ def _compute(name: str, key: str | None, compute: Callable[[], object]):
     return result
 
 
-def memoised(name: str, func: Callable, data, *args, **kwargs):
-    """``func(data, *args, **kwargs)`` for a function of the data alone (validation, the quarter's key
-    figures), read from the memo when the same data, arguments and code ran before."""
-    return _compute(name, _key(name, data, None, kwargs, args), lambda: func(data, *args, **kwargs))
+def memoised(name: str, func: Callable, data, *args, key=None, **kwargs):
+    """``func(data, *args, **kwargs)`` for a function of the data and its arguments (validation, the
+    quarter's key figures, a cohort), read from the memo when the same data, arguments and code ran before.
+
+    ``key`` stands for the arguments in the entry's name when they are objects without a plain value
+    (a study design: its ``to_dict()``).
+    """
+    entry = _key(name, data, None, kwargs, args) if key is None else _key(name, data, None, {}, (key,))
+    return _compute(name, entry, lambda: func(data, *args, **kwargs))
 
 
 def _path(key: str) -> Path:

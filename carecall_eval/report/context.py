@@ -102,6 +102,24 @@ class QuarterlyReport:
         """A copy whose dataset is a :class:`DatasetInfo` (no open connection), for pickling."""
         return dataclasses.replace(self, dataset=DatasetInfo.of(self.dataset))
 
+    #: Details the report's pages read (the retention curve's risk table); every other detail is a fitted
+    #: model or a row-level table.
+    SHOWN_DETAILS = ("table",)
+
+    def lean(self) -> "QuarterlyReport":
+        """A copy whose results keep only the details the report shows (what the renderer hands the notebook:
+        at a million customers the full details are gigabytes to pickle and read back)."""
+        def trim(r):
+            if r is None or not isinstance(getattr(r, "details", None), dict):
+                return r
+            return dataclasses.replace(r, details={k: v for k, v in r.details.items() if k in self.SHOWN_DETAILS})
+
+        ev = self.evaluation
+        if ev is not None:
+            ev = dataclasses.replace(ev, results={k: trim(r) for k, r in ev.results.items()})
+        return dataclasses.replace(self, evaluation=ev, retention=trim(self.retention), selfcheck=trim(self.selfcheck),
+                                   programme={k: trim(r) for k, r in self.programme.items()})
+
     def save(self, path: str | os.PathLike) -> Path:
         """Pickle the detached report to `path` (read back with :func:`load_report`)."""
         import pickle
@@ -455,7 +473,8 @@ def build_quarterly(data, quarter: str | Quarter, design: StudyDesign | str | os
                 from ..cohorts import build_cohort
                 from ..outcomes.registry import ESTIMATORS
 
-                ret_cohort = build_cohort(ds, design.replace(study_start=rq.start, study_end=rq.end))
+                rdesign = design.replace(study_start=rq.start, study_end=rq.end)
+                ret_cohort = memoised("cohort", build_cohort, ds, rdesign, key=rdesign.to_dict())
                 from ..evaluate import _check_both_groups
 
                 _check_both_groups(ret_cohort, f"retention cohort {rq}")
@@ -510,7 +529,8 @@ def _programme(ds, ev, design: StudyDesign, level: float, window: int, notes: li
     run("callers", lambda: est["callers"](ds, ev.sample, level=level, window=window))
     try:
         with _collect(notes, "every earlier case"), st("programme: every earlier case"):
-            every = build_cohort(ds, design.replace(study_start=None)).sample()
+            edesign = design.replace(study_start=None)
+            every = memoised("cohort", build_cohort, ds, edesign, key=edesign.to_dict()).sample()
     except Exception as exc:
         for name in ("durability", "repeat"):
             missing[f"programme.{name}"] = f"could not be computed ({type(exc).__name__}: {exc})"
