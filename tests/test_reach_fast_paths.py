@@ -324,3 +324,15 @@ def test_the_fit_pickles(frame):
             "print(type(f.model).__name__, len(f.params))")
     out = subprocess.run([sys.executable, "-c", code], input=blob, capture_output=True, check=True)
     assert out.stdout.decode().split() == ["BlockLogit", str(len(cols))]     # a fresh process finds the class
+
+
+def test_block_logit_scores_equal_statsmodels():
+    import statsmodels.api as sm
+
+    rng = np.random.default_rng(8)
+    X = np.asfortranarray(np.column_stack([np.ones(5000), rng.normal(size=(5000, 4))]))
+    y = (rng.random(5000) < 0.4).astype(float)
+    b = rng.normal(scale=0.3, size=5)
+    fast, ref = am._logit_class()(y, X), sm.Logit(y, X)
+    np.testing.assert_array_equal(fast.score_obs(b), ref.score_obs(b))
+    np.testing.assert_allclose(fast.hessian(b), ref.hessian(b), rtol=1e-12)

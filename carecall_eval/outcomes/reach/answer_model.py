@@ -254,7 +254,8 @@ class Predictor:
 def attempt_frame(cr: pd.DataFrame, att: pd.DataFrame, cov: pd.DataFrame, s: int, period: str,
                    min_period_cases: int = 30) -> pd.DataFrame:
     """Attempt-level modelling frame: one row per attempt up to the first answered one."""
-    c = cr.reset_index(drop=True).join(cov)
+    c = pd.concat([cr, cov.set_axis(cr.index)], axis=1)     # cov is row for row with cr
+    c.index = pd.RangeIndex(len(c))
     c["period_fe"] = (quarter_of(c["opened_on"]) if period == "quarter"
                       else c["opened_on"].dt.strftime("%Y-%m")) + np.where(c["post_policy"].astype(bool),
                                                                            "|after", "|before")
@@ -262,8 +263,10 @@ def attempt_frame(cr: pd.DataFrame, att: pd.DataFrame, cov: pd.DataFrame, s: int
     # an inner merge on case_id (the attempts' order, each with its case's columns), by position
     pos = pd.Index(c["case_id"]).get_indexer(att["case_id"])
     keep = pos >= 0
-    left = att.loc[keep, ["case_id", "attempted_at", "answered", "attempt_no"]].reset_index(drop=True)
-    a = pd.concat([left, c.drop(columns="case_id").take(pos[keep]).reset_index(drop=True)], axis=1)
+    left = att.loc[keep, ["case_id", "attempted_at", "answered", "attempt_no"]]
+    right = c.drop(columns="case_id").take(pos[keep])
+    left.index = right.index = pd.RangeIndex(keep.sum())       # both new frames: relabelled, not copied
+    a = pd.concat([left, right], axis=1)
     # text labels looked up from the few distinct values (as .astype(str) and hour_band() give them)
     when = a["attempted_at"].dt
     a["weekday"] = np.array([str(d) for d in range(7)], dtype=object)[when.weekday.to_numpy()]
@@ -410,11 +413,17 @@ def _logit_class():
         import statsmodels.api as sm
 
         class BlockLogit(sm.Logit):
-            """statsmodels' Logit with its Hessian summed over blocks of rows (:func:`weighted_gram`)."""
+            """statsmodels' Logit with its Hessian summed over blocks of rows (:func:`weighted_gram`) and its
+            per-row scores built column-wise."""
 
             def hessian(self, params):
                 L = self.predict(params)
                 return -weighted_gram(self.exog, L * (1 - L))
+
+            def score_obs(self, params):
+                # statsmodels' (y - p)[:, None] * X, operands swapped: the same products, and numpy runs
+                # this order along the Fortran-ordered design's columns (several times faster)
+                return self.exog * (self.endog - self.predict(params))[:, None]
 
         BlockLogit.__module__, BlockLogit.__qualname__ = __name__, "BlockLogit"   # picklable by name
         _BLOCK_LOGIT.append(BlockLogit)

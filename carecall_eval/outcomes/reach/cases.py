@@ -97,6 +97,12 @@ def _memoized(ds, key: tuple, compute) -> tuple:
     return tuple(f.copy() for f in hit[1])
 
 
+def _renumbered(df: pd.DataFrame) -> pd.DataFrame:
+    """``df.reset_index(drop=True)`` of a frame just made by a selection (its index relabelled in place, no copy)."""
+    df.index = pd.RangeIndex(len(df))
+    return df
+
+
 def phone_tables(ds, arms) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Phone cases (of the chosen arms) with at least one attempt, and their attempts.
 
@@ -126,7 +132,7 @@ def _phone_tables(ds, arms) -> tuple[pd.DataFrame, pd.DataFrame]:
     # sorted by case and time (a stable sort: ties keep their order), as sort_values(kind="mergesort") sorts
     code, _ = pd.factorize(att["case_id"], sort=True)
     order = np.lexsort((att["attempted_at"].to_numpy("datetime64[ns]").view("int64"), code))
-    att = att.iloc[order].reset_index(drop=True)
+    att = _renumbered(att.iloc[order])
     att["answered"] = att["answered"].astype(bool)
     code = code[order]
     start = np.r_[True, code[1:] != code[:-1]] if len(code) else np.zeros(0, bool)
@@ -136,8 +142,8 @@ def _phone_tables(ds, arms) -> tuple[pd.DataFrame, pd.DataFrame]:
     ans = att["answered"].to_numpy(int)
     run = np.cumsum(ans)
     before = run - ans - (run - ans)[first]
-    att = att[before == 0].reset_index(drop=True)
-    sel = sel[sel["case_id"].isin(att["case_id"])].reset_index(drop=True)
+    att = _renumbered(att[before == 0])
+    sel = _renumbered(sel[sel["case_id"].isin(att["case_id"]).to_numpy()])
     return sel, att
 
 
@@ -235,4 +241,4 @@ def _reach_tables(ds, arms, policy, sms_window_hours, sms_kind) -> tuple[pd.Data
     cols = ["case_id", "customer_id", "opened_on", "trigger", "arm", "quarter", "week", "post_policy",
             "n_attempts", "reached", "attempts_to_reach", "first_attempt_at", "reached_at", "sms_at",
             "sms_sent", "reached_after_sms"]
-    return out[[c for c in cols if c in out.columns]].reset_index(drop=True), att
+    return _renumbered(out[[c for c in cols if c in out.columns]]), att
