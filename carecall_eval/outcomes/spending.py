@@ -115,7 +115,9 @@ def ppml(y, X: pd.DataFrame, *, term: str, weights=None, groups=None, exposure=N
     if np.any(~np.isfinite(y)) or np.any(y < 0):
         raise ValueError("ppml: the outcome must be finite and non-negative")
     names = ["const", *(str(c) for c in X.columns)]
-    Xa = np.column_stack([np.ones(len(y)), X.to_numpy(dtype=float)])
+    Xa = np.empty((len(y), X.shape[1] + 1))
+    Xa[:, 0] = 1.0
+    Xa[:, 1:] = X.to_numpy(dtype=float)
     keep = [i for i, c in enumerate(names) if c in ("const", term) or np.std(Xa[:, i]) != 0]
     Xa, names = Xa[:, keep], [names[i] for i in keep]
     wt = np.ones(len(y)) if weights is None else np.asarray(weights, float)
