@@ -336,3 +336,19 @@ def test_block_logit_scores_equal_statsmodels():
     fast, ref = am._logit_class()(y, X), sm.Logit(y, X)
     np.testing.assert_array_equal(fast.score_obs(b), ref.score_obs(b))
     np.testing.assert_allclose(fast.hessian(b), ref.hessian(b), rtol=1e-12)
+
+
+def test_block_logit_predictions_equal_statsmodels_as_coefficients_change():
+    import statsmodels.api as sm
+
+    rng = np.random.default_rng(12)
+    X = np.asfortranarray(np.column_stack([np.ones(3000), rng.normal(size=(3000, 3))]))
+    y = (rng.random(3000) < 0.3).astype(float)
+    fast, ref = am._logit_class()(y, X), sm.Logit(y, X)
+    b = rng.normal(scale=0.3, size=4)
+    for step in range(3):
+        for which in ("mean", "linear", "var"):
+            np.testing.assert_array_equal(fast.predict(b, which=which), ref.predict(b, which=which))
+        b[step] += 0.1                                  # the same array changed in place: recomputed
+    np.testing.assert_array_equal(fast.predict(b, exog=X[:10]), ref.predict(b, exog=X[:10]))
+    np.testing.assert_array_equal(fast.loglike(b), ref.loglike(b))

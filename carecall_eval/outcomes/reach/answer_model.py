@@ -416,6 +416,18 @@ def _logit_class():
             """statsmodels' Logit with its Hessian summed over blocks of rows (:func:`weighted_gram`) and its
             per-row scores built column-wise."""
 
+            def predict(self, params, exog=None, which="mean", offset=None):
+                # Newton asks for the score, the Hessian and a separation check at the same coefficients:
+                # the linear predictor over the design is computed once for them
+                if exog is not None or offset is not None or hasattr(self, "offset") \
+                        or which not in ("mean", "linear"):
+                    return super().predict(params, exog=exog, which=which, offset=offset)
+                b = np.asarray(params, dtype=float)
+                last = self.__dict__.get("_linear")
+                if last is None or not np.array_equal(last[0], b):
+                    last = self.__dict__["_linear"] = (b.copy(), np.dot(self.exog, b) + 0.0)
+                return self.cdf(last[1]) if which == "mean" else last[1].copy()
+
             def hessian(self, params):
                 L = self.predict(params)
                 return -weighted_gram(self.exog, L * (1 - L))
