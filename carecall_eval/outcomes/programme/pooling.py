@@ -15,10 +15,12 @@
 :func:`glmm_logit`
     The same for a random-intercept logistic model with fixed effects (case mix):
     at each ``tau`` the conditional modes and the Laplace approximation of the
-    marginal likelihood (lme4's ``glmer`` with ``nAGQ = 1``).
+    marginal likelihood (lme4's ``glmer`` with ``nAGQ = 1``); its products run
+    over cells and profiles (:class:`CellDesign`), not row by row.
 :func:`lmm`
-    A random-intercept linear model: fixed effects from statsmodels ``MixedLM``
-    (REML), the groups' mean residuals pooled by :func:`normal_pooling`.
+    A random-intercept linear model: fixed effects by REML (from the groups'
+    sufficient statistics, minimised to machine precision), the groups' mean
+    residuals pooled by :func:`normal_pooling`.
 """
 from __future__ import annotations
 
