@@ -263,10 +263,16 @@ def attempt_frame(cr: pd.DataFrame, att: pd.DataFrame, cov: pd.DataFrame, s: int
     # an inner merge on case_id (the attempts' order, each with its case's columns), by position
     pos = pd.Index(c["case_id"]).get_indexer(att["case_id"])
     keep = pos >= 0
-    left = att.loc[keep, ["case_id", "attempted_at", "answered", "attempt_no"]]
-    right = c.drop(columns="case_id").take(pos[keep])
-    left.index = right.index = pd.RangeIndex(keep.sum())       # both new frames: relabelled, not copied
-    a = pd.concat([left, right], axis=1)
+    # calendar periods with too few cases folded into a neighbour, counted over the cases with attempts
+    used = np.zeros(len(c), bool)
+    used[pos[keep]] = True
+    period = pd.Series(c["period_fe"].to_numpy()[used])
+    c["period_fe"] = c["period_fe"].map(_merged_periods(period.groupby(period).size(), min_period_cases))
+    a = c.take(pos[keep])                                      # a new frame: relabelled and extended in place
+    a.index = pd.RangeIndex(len(a))
+    a.insert(0, "case_id", a.pop("case_id"))
+    for i, col in enumerate(("attempted_at", "answered", "attempt_no"), start=1):
+        a.insert(i, col, att[col].to_numpy()[keep])
     # text labels looked up from the few distinct values (as .astype(str) and hour_band() give them)
     when = a["attempted_at"].dt
     a["weekday"] = np.array([str(d) for d in range(7)], dtype=object)[when.weekday.to_numpy()]
@@ -274,7 +280,6 @@ def attempt_frame(cr: pd.DataFrame, att: pd.DataFrame, cov: pd.DataFrame, s: int
     number, inv = np.unique(a["attempt_no"].to_numpy(), return_inverse=True)
     a["attempt"] = np.array([str(k) for k in number], dtype=object)[inv.reshape(-1)]
     a["late_after"] = ((a["attempt_no"] > s) & a["post_policy"].astype(bool)).astype(float)
-    a["period_fe"] = merge_small_periods(a, min_cases=min_period_cases)
     return a
 
 
@@ -282,6 +287,11 @@ def merge_small_periods(a: pd.DataFrame, min_cases: int) -> pd.Series:
     """Fold calendar periods with fewer than ``min_cases`` cases into their neighbour on the same side of the
     policy date (a period with a handful of cases would otherwise have its own, unidentified, intercept)."""
     per = a.drop_duplicates("case_id").groupby("period_fe").size()
+    return a["period_fe"].map(_merged_periods(per, min_cases))
+
+
+def _merged_periods(per: pd.Series, min_cases: int) -> dict:
+    """:func:`merge_small_periods`'s relabelling, from the number of cases of each period."""
     mapping = {p: p for p in per.index}
     for side in ("|before", "|after"):
         levels = sorted(p for p in per.index if p.endswith(side))
@@ -297,7 +307,7 @@ def merge_small_periods(a: pd.DataFrame, min_cases: int) -> pd.Series:
             label = g[0].split("|")[0] + (f"..{g[-1].split('|')[0]}" if len(g) > 1 else "") + side
             for p in g:
                 mapping[p] = label
-    return a["period_fe"].map(mapping)
+    return mapping
 
 
 def protocol(att: pd.DataFrame, cr: pd.DataFrame, data_end: pd.Timestamp, K: int):
