@@ -266,8 +266,8 @@ def attempt_frame(cr: pd.DataFrame, att: pd.DataFrame, cov: pd.DataFrame, s: int
     # calendar periods with too few cases folded into a neighbour, counted over the cases with attempts
     used = np.zeros(len(c), bool)
     used[pos[keep]] = True
-    period = pd.Series(c["period_fe"].to_numpy()[used])
-    c["period_fe"] = c["period_fe"].map(_merged_periods(period.groupby(period).size(), min_period_cases))
+    of_case = pd.Series(c["period_fe"].to_numpy()[used])
+    c["period_fe"] = c["period_fe"].map(_merged_periods(of_case.groupby(of_case).size(), min_period_cases))
     a = c.take(pos[keep])                                      # a new frame: relabelled and extended in place
     a.index = pd.RangeIndex(len(a))
     a.insert(0, "case_id", a.pop("case_id"))
