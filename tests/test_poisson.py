@@ -87,3 +87,19 @@ def test_the_saturated_closed_form_is_the_ppml_maximum():
     again = ppml(y, D, term="contact_x_post", weights=w, groups=g, exposure=ex,
                  start=saturated_start(y, D["contact"], D["post"], w, ex))
     assert again.coef == pytest.approx(fit.coef, rel=1e-9) and again.se == pytest.approx(fit.se, rel=1e-9)
+
+
+@pytest.mark.parametrize("clusters", [True, False])
+def test_two_group_wls_matches_statsmodels(clusters):
+    import statsmodels.api as sm
+
+    from carecall_eval.outcomes.poisson import two_group_wls
+
+    y, X, w, ex, g = _data(10, clusters=clusters)
+    t = X["contact"].to_numpy()
+    codes = None if g is None else pd.factorize(pd.Series(g))[0]
+    b, se = two_group_wls(y, t, w, codes)
+    model = sm.WLS(y, sm.add_constant(pd.DataFrame({"contact": t})), weights=w)
+    ref = model.fit(cov_type="cluster", cov_kwds={"groups": codes}) if clusters else model.fit(cov_type="HC1")
+    assert b == pytest.approx(ref.params["contact"], rel=1e-10)
+    assert se == pytest.approx(ref.bse["contact"], rel=1e-10)

@@ -1,4 +1,5 @@
-"""Weighted Poisson pseudo-likelihood by Newton's method, with statsmodels' robust sandwiches.
+"""Fast paths of the toolkit's robust fits, with statsmodels' sandwiches: weighted Poisson pseudo-likelihood
+by Newton's method, and the two-group weighted difference in means (:func:`two_group_wls`).
 
 :func:`carecall_eval.outcomes.spending.ppml` is the one PPML of the toolkit; this is its fast path.  A
 statsmodels ``GLM(family=Poisson(), var_weights=w, exposure=e).fit(method="newton", cov_type=...)`` spends
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["poisson_newton"]
+__all__ = ["poisson_newton", "two_group_wls"]
 
 #: Newton stops once a step moved no coefficient by more than this.  Convergence is quadratic here, so the
 #: error left after such a step is of the order of its square (about 1e-14; statsmodels stops at a relative
@@ -118,3 +119,32 @@ def poisson_newton(y: np.ndarray, X: np.ndarray, *, weights: np.ndarray, offset:
     if not (np.all(np.isfinite(beta)) and np.all(np.isfinite(cov))):
         return None
     return beta, cov
+
+
+def two_group_wls(y: np.ndarray, treat: np.ndarray, weights: np.ndarray, codes: np.ndarray | None
+                  ) -> tuple[float, float]:
+    """WLS of ``y`` on a constant and a 0/1 ``treat``: the difference in weighted means and its robust se.
+
+    The same numbers as ``statsmodels.api.WLS(y, [1, treat], weights).fit(cov_type="cluster")`` (statsmodels'
+    factor ``G / (G - 1) * (n - 1) / (n - 2)``) or, without ``codes``, ``cov_type="HC1"`` (``n / (n - 2)``):
+    the fit is closed-form (the two weighted means) and the sandwich is built from the unit scores
+    ``w_i x_i e_i``.  ``tests/test_poisson.py`` checks both against statsmodels.
+    """
+    n = len(y)
+    t = treat.astype(bool)
+    w1, w0 = weights[t].sum(), weights[~t].sum()
+    m1, m0 = (weights[t] * y[t]).sum() / w1, (weights[~t] * y[~t]).sum() / w0
+    resid = y - np.where(t, m1, m0)
+    X = np.column_stack([np.ones(n), t.astype(float)])
+    bread = np.linalg.inv(np.array([[w0 + w1, w1], [w1, w1]]))
+    scores = X * (weights * resid)[:, None]
+    if codes is None:
+        meat = scores.T @ scores
+        factor = n / (n - 2)
+    else:
+        n_groups = int(codes.max()) + 1
+        sums = _cluster_sums(scores, codes, n_groups)
+        meat = sums.T @ sums
+        factor = n_groups / (n_groups - 1) * (n - 1) / (n - 2)
+    cov = factor * bread @ meat @ bread
+    return float(m1 - m0), float(np.sqrt(cov[1, 1]))

@@ -36,7 +36,7 @@ from ..contract.base import open_data
 from ..errors import ConvergenceWarning, InputError, NotAvailableError
 from ..narrative.spending import text as narrative_text
 from ..results import Result, not_available, tidy
-from .poisson import poisson_newton
+from .poisson import poisson_newton, two_group_wls
 
 #: Outcome measures: column stem -> label.
 OUTCOMES = {"tl": "theoretical loss", "net_loss": "net loss", "wagered": "amount wagered",
@@ -205,17 +205,26 @@ def saturated_start(y, contact, post=None, weights=None, exposure=None) -> dict:
 
 
 def weighted_diff(y, treat, weights=None, groups=None, level: float = 0.95):
-    """Difference in weighted means (treated - control) with a cluster-robust interval (WLS)."""
+    """Difference in weighted means (treated - control) with a cluster-robust interval (WLS).
+
+    Closed form with statsmodels' WLS sandwich (:func:`~carecall_eval.outcomes.poisson.two_group_wls`);
+    statsmodels itself when a group is empty.
+    """
+    y = np.asarray(y, float)
+    t = np.asarray(treat, float)
+    w = np.ones(len(y)) if weights is None else np.asarray(weights, float)
+    codes = None if groups is None else pd.factorize(pd.Series(np.asarray(groups)))[0]
+    z = z_quantile(level)
+    if (t == 1).any() and (t == 0).any() and np.all((t == 0) | (t == 1)) and len(y) > 2 and \
+            (codes is None or codes.max() >= 1):
+        b, se = two_group_wls(y, t, w, codes)
+        return b, b - z * se, b + z * se, se
     import statsmodels.api as sm
 
-    X = sm.add_constant(pd.DataFrame({"contact": np.asarray(treat, float)}))
-    model = sm.WLS(np.asarray(y, float), X, weights=np.ones(len(X)) if weights is None else weights)
-    if groups is not None:
-        fit = model.fit(cov_type="cluster", cov_kwds={"groups": pd.factorize(pd.Series(np.asarray(groups)))[0]})
-    else:
-        fit = model.fit(cov_type="HC1")
+    X = sm.add_constant(pd.DataFrame({"contact": t}))
+    model = sm.WLS(y, X, weights=w)
+    fit = model.fit(cov_type="cluster", cov_kwds={"groups": codes}) if codes is not None else model.fit(cov_type="HC1")
     b, se = float(fit.params["contact"]), float(fit.bse["contact"])
-    z = z_quantile(level)
     return b, b - z * se, b + z * se, se
 
 
