@@ -352,3 +352,26 @@ def test_block_logit_predictions_equal_statsmodels_as_coefficients_change():
         b[step] += 0.1                                  # the same array changed in place: recomputed
     np.testing.assert_array_equal(fast.predict(b, exog=X[:10]), ref.predict(b, exog=X[:10]))
     np.testing.assert_array_equal(fast.loglike(b), ref.loglike(b))
+
+
+def test_effect_se_with_dummy_and_empty_columns_equals_the_generic_delta_method():
+    """Sparse columns move only their rows, an all-zero column moves nothing: the generic central differences."""
+    rng = np.random.default_rng(21)
+    n_cases, K = 600, 4
+    rows = n_cases * K * 2
+    X = np.column_stack([np.ones(rows), (rng.random(rows) < 0.5).astype(float), rng.normal(size=rows),
+                         (rng.random(rows) < 0.1).astype(float), np.zeros(rows),
+                         (rng.random(rows) < 0.3).astype(float)])
+    cell = np.repeat(np.arange(n_cases * K), 2)
+    weight = np.tile([0.3, 0.7], n_cases * K)
+    q = rng.uniform(0.4, 1.0, size=(n_cases, K))
+    q[:, 0] = 1.0
+    beta = rng.normal(scale=0.4, size=X.shape[1])
+    A = rng.normal(size=(X.shape[1],) * 2)
+    cov = A @ A.T / 40
+    X_without = X.copy()
+    X_without[:, 1] = 0.0
+    for pred in (am.Predictor(np.asfortranarray(X), None, weight, cell, q, n_cases, K, treat=1),
+                 am.Predictor(X, X_without, weight, cell, q, n_cases, K)):
+        assert pred.effect_se(beta, cov) == pytest.approx(am.delta_se(lambda b, p=pred: p.effects(b)[0], beta, cov),
+                                                          rel=1e-9)

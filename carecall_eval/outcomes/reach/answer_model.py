@@ -203,15 +203,19 @@ class Predictor:
             got = self.__dict__["_attempt_major"] = (cell, np.ascontiguousarray(self.q.T))
         return got
 
-    def _reach(self, eta: np.ndarray) -> np.ndarray:
-        """Each case's chance of being reached, from the linear predictor of its rows."""
-        cell, qT = self._by_attempt()
-        p_rows = np.negative(eta)                # weight * expit(eta), in place
+    def _p_rows(self, eta: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        """``weight * expit(eta)`` of the rows (all, or ``rows`` with ``eta`` theirs), computed in place."""
+        p_rows = np.negative(eta)
         np.exp(p_rows, out=p_rows)
         p_rows += 1.0
         np.divide(1.0, p_rows, out=p_rows)
-        p_rows *= self.weight
-        p = np.bincount(cell, weights=p_rows, minlength=self.n_cases * self.K).reshape(self.K, self.n_cases)
+        p_rows *= self.weight if rows is None else self.weight[rows]
+        return p_rows
+
+    def _reach_of(self, p: np.ndarray) -> np.ndarray:
+        """Each case's chance of being reached from its cells' answer chances (attempt-major, flat)."""
+        _, qT = self._by_attempt()
+        p = p.reshape(self.K, self.n_cases)
         alive = np.ones(self.n_cases)            # P(attempt k is made and all before unanswered)
         total = np.zeros(self.n_cases)
         for k in range(self.K):
@@ -220,11 +224,19 @@ class Predictor:
             alive = alive * (1 - p[k])
         return total
 
+    def _reach(self, eta: np.ndarray) -> np.ndarray:
+        """Each case's chance of being reached, from the linear predictor of its rows."""
+        cell, _ = self._by_attempt()
+        return self._reach_of(np.bincount(cell, weights=self._p_rows(eta), minlength=self.n_cases * self.K))
+
     def effect_se(self, beta: np.ndarray, cov: np.ndarray) -> float:
         """Delta-method SE of the effect, as :func:`delta_se` (same steps), without a matrix product per step.
 
         Moving coefficient j by h moves the linear predictors by h times column j, so each of the 2p
-        evaluations costs O(rows) instead of O(rows x p) (column j gathered once, buffers reused).
+        evaluations costs O(rows) instead of O(rows x p) (column j gathered once, buffers reused).  A column
+        that is zero in every row moves nothing (its derivative is 0, as the two evaluations are the same);
+        a column that is non-zero in fewer than half the rows (a dummy) moves only those rows' answer
+        chances, which are added to the cells' unmoved sums.
         """
         eta_w = self.X_with @ beta
         eta_o = self._eta_without(beta, eta_w)
@@ -232,11 +244,25 @@ class Predictor:
         grad = np.empty(len(beta))
         step = np.empty_like(eta_w)
         ew, eo = np.empty_like(eta_w), np.empty_like(eta_w)
+        cell, _ = self._by_attempt()
+        n_cells, n_rows = self.n_cases * self.K, len(eta_w)
+        base = {"w": self._p_rows(eta_w), "o": self._p_rows(eta_o)}
+        cells = {k: np.bincount(cell, weights=v, minlength=n_cells) for k, v in base.items()}
+        reach_o = self._reach_of(cells["o"])
+        ones = np.ones(self.n_cases)
 
         def moved(eta, x, sign):                 # eta + sign * h * x, in a reused buffer
             out = ew if eta is eta_w else eo
             np.multiply(x, h, out=step)
             return np.add(eta, step, out=out) if sign > 0 else np.subtract(eta, step, out=out)
+
+        def moved_cells(which, eta, x, sign):    # the cells' chances with the rows nz moved
+            e = eta[nz] + h * x[nz] if sign > 0 else eta[nz] - h * x[nz]
+            return cells[which] + np.bincount(cell[nz], weights=self._p_rows(e, nz) - base[which][nz],
+                                              minlength=n_cells)
+
+        def effect(rw, ro):
+            return float(np.average(rw, weights=ones)) - float(np.average(ro, weights=ones))
 
         for j in range(len(beta)):
             h = eps[j]
@@ -245,9 +271,19 @@ class Predictor:
                 xo = None if j == self.treat else xw
             else:
                 xo = np.ascontiguousarray(self.X_without[:, j])
-            up = self._effects(moved(eta_w, xw, 1), eta_o if xo is None else moved(eta_o, xo, 1))[0]
-            down = self._effects(moved(eta_w, xw, -1), eta_o if xo is None else moved(eta_o, xo, -1))[0]
-            grad[j] = (up - down) / (2 * h)
+            nz = np.flatnonzero(xw if xo is None or xo is xw else (xw != 0) | (xo != 0))
+            if nz.size == 0:
+                grad[j] = 0.0
+            elif 2 * nz.size > n_rows:
+                up = self._effects(moved(eta_w, xw, 1), eta_o if xo is None else moved(eta_o, xo, 1))[0]
+                down = self._effects(moved(eta_w, xw, -1), eta_o if xo is None else moved(eta_o, xo, -1))[0]
+                grad[j] = (up - down) / (2 * h)
+            else:
+                up = effect(self._reach_of(moved_cells("w", eta_w, xw, 1)),
+                            reach_o if xo is None else self._reach_of(moved_cells("o", eta_o, xo, 1)))
+                down = effect(self._reach_of(moved_cells("w", eta_w, xw, -1)),
+                              reach_o if xo is None else self._reach_of(moved_cells("o", eta_o, xo, -1)))
+                grad[j] = (up - down) / (2 * h)
         return float(np.sqrt(grad @ cov @ grad))
 
 
