@@ -365,10 +365,13 @@ def _sms_timing(ds, a: pd.DataFrame, cr: pd.DataFrame, level: float, window_hour
     sent = cr[cr["sms_sent"]][["case_id", "sms_at", "reached_at", "reached_after_sms"]]
     if sent.empty:
         return None
-    att = a[["case_id", "attempted_at"]].sort_values("attempted_at")
-    s = sent.sort_values("sms_at")
-    last = pd.merge_asof(s, att.rename(columns={"attempted_at": "missed_at"}), left_on="sms_at",
-                         right_on="missed_at", by="case_id", direction="backward")
+    # the attempts of the SMS cases only, matched by integer case codes
+    mine = a["case_id"].isin(sent["case_id"]).to_numpy()
+    codes = pd.factorize(np.concatenate([sent["case_id"].to_numpy(object), a.loc[mine, "case_id"].to_numpy(object)]))[0]
+    att = pd.DataFrame({"case": codes[len(sent):], "missed_at": a.loc[mine, "attempted_at"].to_numpy()})
+    s = sent.assign(case=codes[:len(sent)]).sort_values("sms_at")
+    last = pd.merge_asof(s, att.sort_values("missed_at"), left_on="sms_at", right_on="missed_at", by="case",
+                         direction="backward")
     delay = ((last["sms_at"] - last["missed_at"]).dt.total_seconds() / 60).dropna().to_numpy()
     after = sent[sent["reached_at"] > sent["sms_at"]]
     to_answer = ((after["reached_at"] - after["sms_at"]).dt.total_seconds() / 3600).to_numpy()
