@@ -18,7 +18,6 @@ import pandas as pd
 from ..._validation import check_choice, check_horizon, check_level
 from ...cohorts.build import build_cohort
 from ...cohorts.sample import as_sample
-from ...cohorts.windows import MEASURES
 from ...contract.base import open_data
 from ...errors import InputError, NotAvailableError
 from ...narrative import programme as narrative
@@ -26,7 +25,7 @@ from ...results import Result, not_available, tidy
 from .._dates import as_datetime_ns
 from ..calls import _mean_interval, quantile_interval
 from ..reach.cases import PHONE_ARMS, case_reach
-from ..spending import OUTCOMES, _followup, _ppml_covariates, _subgroups, add_outcomes, ppml
+from ..spending import OUTCOMES, _followup, _ppml_covariates, _subgroups, add_outcomes, analysis_columns, analysis_sets, ppml
 from .pooling import one_blas_thread
 
 __all__ = ["case_speed", "case_timeline", "STEPS", "DEFAULT_BANDS"]
@@ -179,27 +178,26 @@ def case_speed(data, sample=None, /, *, level: float = 0.95, window: int = 84, o
     labels = _band_labels(bands)
     by_case = tl.set_index("case_id")
     days = by_case["days_trigger_to_reach"]
-    frame = sample.sets if sample.sets is not None else sample.table
     covariates = list(sample.cohort.covariates) + ["own_days_trigger_to_opening"]
-    # only the columns the fits read (in the table's order): copying the whole matched table costs seconds
-    # at operator scale, and every step below is a row subset
-    need = {"customer_id", "index_date", "case_id", "contact", "weights", "subclass", f"followup_{window}", "age",
-            *covariates, *(f"{mm}_{w}" for mm in MEASURES for w in ("pre", f"post{window}"))}
-    frame = frame[[c for c in frame.columns if c in need or c.startswith("share_")]]
+    # only the columns the fits read (the spending module's analysis columns): copying the whole matched
+    # table costs seconds at operator scale, every step below is a row subset, and the table of sets is
+    # never built whole
+    frame = (analysis_sets(sample, (window,), covariates) if sample.has_sets
+             else analysis_columns(sample.table, (window,), covariates))
     m = add_outcomes(ds, frame, (window,), design.pre_window)
     m = m[_followup(m, window, ds.data_end).to_numpy()].copy()
     # each row's own days from trigger to opening: where in the decay of the peak its window starts
     own = m["case_id"].map(by_case["days_trigger_to_opening"])
     m["own_days_trigger_to_opening"] = own.fillna(own.median() if own.notna().any() else 0.0).to_numpy(float)
     m["days_to_contact"] = m["case_id"].map(days).where(m["contact"] == 1)
-    if sample.sets is not None:      # controls follow their set's contact
+    if sample.has_sets:      # controls follow their set's contact
         per_set = m[m["contact"] == 1].drop_duplicates("subclass").set_index("subclass")["days_to_contact"]
         m["days_to_contact"] = m["subclass"].map(per_set).to_numpy()
     m = m[m["days_to_contact"].notna()]
     m["band"] = pd.cut(m["days_to_contact"], [-np.inf, *bands, np.inf], right=False, labels=labels).astype(str)
     cl = "matched set" if sample.cluster == "subclass" else "customer"
     sub = _subgroups(m, outcome, window, covariates, level, sample.cluster_ids,
-                     m if sample.sets is not None else None, by=("band",)) if len(m) else pd.DataFrame()
+                     m if sample.has_sets else None, by=("band",)) if len(m) else pd.DataFrame()
     got = sub.set_index("level") if len(sub) else pd.DataFrame()
     for lab in labels:
         g = m.loc[(m["band"] == lab).to_numpy(), ["contact", "customer_id"]]
