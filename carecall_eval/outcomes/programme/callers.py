@@ -48,6 +48,12 @@ def _expit(x):
     return 1.0 / (1.0 + np.exp(-x))
 
 
+def _independent(X: np.ndarray) -> np.ndarray:
+    """``X`` on linearly independent columns (the constant kept); ``X`` itself when every column is."""
+    keep = independent_columns(X, protect=1)
+    return X if len(keep) == X.shape[1] else X[:, keep]
+
+
 def _logit_rows(measure: str, metric_rate: str, metric_lo: str, fit, X, codes, labels, raw, n, level, what):
     z = z_quantile(level)
     eta = X @ fit.beta
@@ -137,7 +143,7 @@ def caller_profiles(data, sample=None, /, *, level: float = 0.95, window: int = 
     # answering (attempt level)
     X, names, _ = design_matrix(a, ["attempt_cat", "hour_cat", "weekday", "month_cat", "trigger"],
                                 ["late_after"] + covariates)
-    X = X[:, independent_columns(X, protect=1)]
+    X = _independent(X)
     g = code(a["caller"])
     fit = glmm_logit(a["answered"].to_numpy(float), X, g, n_groups=J, level=level)
     n = np.bincount(g, minlength=J)
@@ -150,7 +156,7 @@ def caller_profiles(data, sample=None, /, *, level: float = 0.95, window: int = 
     # answered calls: outcome mix, reception, length
     ans = a[a["answered"].astype(bool).to_numpy()]                    # read only
     Xa, _, _ = design_matrix(ans, ["trigger"], covariates)
-    Xa = Xa[:, independent_columns(Xa, protect=1)]
+    Xa = _independent(Xa)
     ga = code(ans["caller"])
     na = np.bincount(ga, minlength=J)
     y_act = ans["outcome"].isin(ACTION_OUTCOMES).to_numpy(float)
@@ -165,7 +171,7 @@ def caller_profiles(data, sample=None, /, *, level: float = 0.95, window: int = 
         Xr, gr = Xa[rec], ga[rec]
         y_pos = (ans.loc[rec, "reception"] == "positive").to_numpy(float)
         nr = np.bincount(gr, minlength=J)
-        Xr = Xr[:, independent_columns(Xr, protect=1)]
+        Xr = _independent(Xr)
         fit = glmm_logit(y_pos, Xr, gr, n_groups=J, level=level)
         r, c = _logit_rows("reception", "callers.positive_reception", "callers.reception_log_odds", fit, Xr, gr,
                            labels,
