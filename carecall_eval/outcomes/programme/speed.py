@@ -184,8 +184,8 @@ def case_speed(data, sample=None, /, *, level: float = 0.95, window: int = 84, o
     # never built whole
     frame = (analysis_sets(sample, (window,), covariates) if sample.has_sets
              else analysis_columns(sample.table, (window,), covariates))
-    m = add_outcomes(ds, frame, (window,), design.pre_window)
-    m = m[_followup(m, window, ds.data_end).to_numpy()].copy()
+    frame = frame[_followup(frame, window, ds.data_end).to_numpy()]
+    m = add_outcomes(ds, frame, (window,), design.pre_window)          # a copy: columns are added below
     # each row's own days from trigger to opening: where in the decay of the peak its window starts
     own = m["case_id"].map(by_case["days_trigger_to_opening"])
     m["own_days_trigger_to_opening"] = own.fillna(own.median() if own.notna().any() else 0.0).to_numpy(float)
