@@ -149,3 +149,16 @@ def test_a_second_evaluate_reads_its_cohort_and_results_back(cache_on):
     assert ("result:cohort", "miss") in first and ("result:cohort", "hit") in second
     assert all(o == "hit" for _, o in second)                 # nothing computed again
     pd.testing.assert_frame_equal(a.summary, b.summary, check_exact=True)
+
+
+def test_an_option_that_is_not_a_plain_value_is_never_memoised(data, cache_on):
+    ds, cohort = data
+    frame = pd.DataFrame({"a": [1, 2]})
+    assert memo._key("spending", ds, None, {"table": frame}) is None            # a frame's text is not its value
+    assert memo._key("spending", ds, None, {"f": len}) is None
+    assert memo._key("spending", ds, None, {"windows": (28, 84), "level": 0.9}) is not None
+    assert memo._key("x", ds, None, {}, (object(),)) is None
+    # another library version is another entry
+    import importlib.metadata as md
+
+    assert md.version("numpy") and "numpy" in memo.LIBRARIES

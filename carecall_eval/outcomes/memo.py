@@ -46,14 +46,39 @@ LAYOUT = 1
 NEUTRAL_OPTIONS = frozenset({"n_jobs", "progress"})
 
 
+#: Libraries whose version can move a figure (a fitted model's last digits): part of every key.
+LIBRARIES = ("numpy", "pandas", "scipy", "statsmodels", "lifelines", "duckdb", "pyarrow", "ibis-framework")
+
+
 @functools.lru_cache(maxsize=1)
 def code_digest() -> str:
-    """SHA-256 of every Python source file of the package (path and bytes)."""
+    """SHA-256 of every Python source file of the package (path and bytes) and of the versions of the
+    numerical libraries it runs on (:data:`LIBRARIES`)."""
+    from importlib import metadata
+
     root = Path(__file__).resolve().parents[1]
     h = hashlib.sha256()
     for p in sorted(root.rglob("*.py")):
         h.update(str(p.relative_to(root)).encode() + b"\0" + p.read_bytes() + b"\0")
+    for lib in LIBRARIES:
+        try:
+            version = metadata.version(lib)
+        except metadata.PackageNotFoundError:
+            version = "absent"
+        h.update(f"{lib}=={version}\0".encode())
     return h.hexdigest()
+
+
+def _plain(value) -> bool:
+    """Whether ``value`` is made of plain values only (numbers, text, None, and lists, tuples and mappings of
+    them): only those name an entry exactly.  A frame, a function or any other object is not memoised."""
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+    return False
 
 
 def sample_digest(sample) -> str:
@@ -80,7 +105,7 @@ def _key(name: str, data, sample, options: dict, args: tuple = ()) -> str | None
     if not cache.enabled() or not isinstance(data, Dataset):
         return None
     opts = {k: v for k, v in options.items() if k not in NEUTRAL_OPTIONS}
-    if any(callable(v) for v in (*opts.values(), *args)):
+    if not _plain(list(opts.values())) or not _plain(list(args)):
         return None
     try:
         sd = None if sample is None else sample_digest(sample)
@@ -120,10 +145,11 @@ def memoised(name: str, func: Callable, data, *args, key=None, **kwargs):
     """``func(data, *args, **kwargs)`` for a function of the data and its arguments (validation, the
     quarter's key figures, a cohort), read from the memo when the same data, arguments and code ran before.
 
-    ``key`` stands for the arguments in the entry's name when they are objects without a plain value
-    (a study design: its ``to_dict()``).
+    ``key`` stands for the positional arguments in the entry's name when they are objects without a plain
+    value (a study design: its ``to_dict()``; quarters: their labels).  Keyword arguments always enter it;
+    a call whose arguments are not plain values (:func:`_plain`) is not memoised.
     """
-    entry = _key(name, data, None, kwargs, args) if key is None else _key(name, data, None, {}, (key,))
+    entry = _key(name, data, None, kwargs, args if key is None else (key,))
     return _compute(name, entry, lambda: func(data, *args, **kwargs))
 
 

@@ -436,7 +436,8 @@ def build_quarterly(data, quarter: str | Quarter, design: StudyDesign | str | os
         with _collect(notes, "validation"), st("validate"):
             validation = validate(ds)
     with _collect(notes, "headline figures"), st("quarterly key figures"):
-        kpis = memoised("quarter_kpis", quarter_kpis, ds, q.previous(kpi_quarters), level=level)
+        kq = q.previous(kpi_quarters)
+        kpis = memoised("quarter_kpis", quarter_kpis, ds, kq, level=level, key=[x.label for x in kq])
     ev = None
     with _collect(notes, "effect cohort"):
         try:
