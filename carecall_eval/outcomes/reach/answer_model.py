@@ -54,7 +54,8 @@ def case_covariates(ds, cases: pd.DataFrame) -> pd.DataFrame:
     for col in list(shares.columns)[1:]:                 # the first product is the reference
         cov[col] = shares[col].to_numpy()
     cust = ds.table("customers")[["customer_id", "birth_year"]]
-    by = cases[["customer_id"]].merge(cust, on="customer_id", how="left")["birth_year"].astype(float)
+    # looked up by customer (a left merge on the customers' unique key, without joining frames)
+    by = cust.set_index("customer_id")["birth_year"].reindex(cases["customer_id"].to_numpy()).astype(float)
     age = pd.to_datetime(cases["opened_on"]).dt.year.to_numpy() - by.to_numpy()
     if np.isnan(age).any():
         warnings.warn(f"{int(np.isnan(age).sum())} cases have no birth_year; their age is set to the median "
