@@ -46,19 +46,21 @@ OUTCOMES = {"tl": "theoretical loss", "net_loss": "net loss", "wagered": "amount
 PPML_SPEND_COVARIATES = ("log_tl_28", "log_tl_84_29", "log_tl_365_85")
 
 
-def add_outcomes(dataset, table: pd.DataFrame, windows=(28, 84, 365), pre_window: int = 84) -> pd.DataFrame:
+def add_outcomes(dataset, table: pd.DataFrame, windows=(28, 84, 365), pre_window: int = 84, *,
+                 copy: bool = True) -> pd.DataFrame:
     """Pre- and post-window totals of every measure on a cohort (or matched) table.
 
     Returns a copy with ``{measure}_pre`` and ``{measure}_post{w}`` columns
     (``tl`` = theoretical loss); rows keep their index.  A cohort computes
     these in its covariate pass (see :func:`~carecall_eval.cohorts.build.outcome_windows`),
     so tables derived from it already have them and no query runs; other
-    tables are summed now.
+    tables are summed now.  ``copy=False`` returns such a table itself (for a
+    frame the caller has just made, e.g. by :func:`analysis_columns`).
     """
     wins = {"pre": (-pre_window, -1), **post_windows(windows)}
     cols = [f"{m}_{n}" for n in wins for m in MEASURES]
     if all(c in table.columns for c in cols):
-        return table.copy()
+        return table.copy() if copy else table
     keys = pd.DataFrame({"row_id": np.arange(len(table)), "customer_id": table["customer_id"].to_numpy(),
                          "index_date": table["index_date"].to_numpy()})
     tot = window_totals(dataset, keys, wins)
@@ -588,8 +590,10 @@ def spending_effect(data, sample=None, /, *, level: float = 0.95, window: int = 
     cl = "matched set" if sample.cluster == "subclass" else "customer"
     unit = "days" if outcome == "active_days" else (getattr(ds.config, "currency", "") or "currency")
     methods = [(k, g, m.format(cl=cl, unit=unit, label=OUTCOMES[outcome])) for k, g, m in _WINDOW_METHODS]
-    full = add_outcomes(ds, analysis_columns(cohort.table, windows, covariates), windows, design.pre_window)
-    m_all = add_outcomes(ds, analysis_columns(sample.table, windows, covariates), windows, design.pre_window)
+    full = add_outcomes(ds, analysis_columns(cohort.table, windows, covariates), windows, design.pre_window,
+                        copy=False)
+    m_all = add_outcomes(ds, analysis_columns(sample.table, windows, covariates), windows, design.pre_window,
+                         copy=False)
     negative = [c for c in (f"{outcome}_pre", *(f"{outcome}_post{w}" for w in windows)) if (m_all[c] < 0).any()]
     if negative:
         raise InputError(f"spending_effect: outcome={outcome!r} is negative for some matched customers ({negative[0]}; "
@@ -649,7 +653,8 @@ def spending_effect(data, sample=None, /, *, level: float = 0.95, window: int = 
     if subgroups:
         sets = None
         if sample.has_sets:
-            sets = add_outcomes(ds, analysis_sets(sample, (window,), covariates), (window,), design.pre_window)
+            sets = add_outcomes(ds, analysis_sets(sample, (window,), covariates), (window,), design.pre_window,
+                                copy=False)
             sets = sets[_followup(sets, window, ds.data_end)]
         # each subgroup's Newton starts at the whole sample's fit (the same maximum, fewer steps)
         sub = _subgroups(m, outcome, window, covariates, level, sample.cluster_ids, sets,

@@ -129,7 +129,7 @@ def sensitivity_analysis(data, sample=None, /, *, level: float = 0.95, window: i
         rows.append(not_available({**gamma_row, "n": 0}, reason))
         settings["direction"] = None
     else:
-        sets = add_outcomes(ds, sets, (window,), design.pre_window)
+        sets = add_outcomes(ds, sets, (window,), design.pre_window, copy=False)
         sets = sets[_followup(sets, window, ds.data_end).to_numpy()]
         y = sets_matrix(_responses(sets, outcome, window, design.pre_window, response), sets["subclass"].to_numpy(),
                         sets["contact"].to_numpy() == 1)
@@ -168,7 +168,8 @@ def sensitivity_analysis(data, sample=None, /, *, level: float = 0.95, window: i
             rows.append(row if np.isfinite(est) else not_available(row, "the m-estimate could not be found"))
 
     # --- tipping points of the primary ratio; robustness value of the currency difference -------------------
-    m = add_outcomes(ds, analysis_columns(sample.table, (window,), sample.cohort.covariates), (window,), design.pre_window)
+    m = add_outcomes(ds, analysis_columns(sample.table, (window,), sample.cohort.covariates), (window,),
+                     design.pre_window, copy=False)
     m = m[_followup(m, window, ds.data_end).to_numpy()]
     n = len(m)
     est = None

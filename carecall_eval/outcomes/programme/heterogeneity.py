@@ -112,11 +112,13 @@ def effect_heterogeneity(data, sample=None, /, *, level: float = 0.95, window: i
     design = sample.design
     covariates = list(sample.cohort.covariates)
     cl = "matched set" if sample.cluster == "subclass" else "customer"
-    units = add_outcomes(ds, analysis_columns(sample.table, (window,), covariates, by), (window,), design.pre_window)
+    units = add_outcomes(ds, analysis_columns(sample.table, (window,), covariates, by), (window,), design.pre_window,
+                         copy=False)
     units = units[_followup(units, window, ds.data_end)]
     sets = None
     if sample.has_sets:
-        sets = add_outcomes(ds, analysis_sets(sample, (window,), covariates, by), (window,), design.pre_window)
+        sets = add_outcomes(ds, analysis_sets(sample, (window,), covariates, by), (window,), design.pre_window,
+                            copy=False)
         sets = sets[_followup(sets, window, ds.data_end)]
     frame = sets if sets is not None else units
     reached = frame[frame["contact"] == 1]
