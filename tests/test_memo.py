@@ -162,3 +162,25 @@ def test_an_option_that_is_not_a_plain_value_is_never_memoised(data, cache_on):
     import importlib.metadata as md
 
     assert md.version("numpy") and "numpy" in memo.LIBRARIES
+
+
+def test_the_memo_keeps_within_its_size_by_removing_the_least_recently_used(data, cache_on, monkeypatch):
+    import os
+    import time
+
+    ds, _ = data
+    spec = ESTIMATORS["call_length"]
+    spec(ds, level=0.9)
+    spec(ds, level=0.8)
+    old, new = sorted(_entries(cache_on), key=lambda p: p.stat().st_mtime)
+    t = time.time()
+    os.utime(new, (t - 100, t - 100))
+    os.utime(old, (t - 200, t - 200))
+    spec(ds, level=0.8)                                   # a read: its entry becomes the most recent
+    size = sum(p.stat().st_size for p in _entries(cache_on))
+    assert memo.prune(size - 1) == 1
+    (left,) = _entries(cache_on)
+    assert left == new
+    monkeypatch.setenv(memo.ENV_MAX, "0")
+    spec(ds, level=0.7)                                   # a store with no room left keeps nothing
+    assert _entries(cache_on) == []

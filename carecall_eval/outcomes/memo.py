@@ -17,7 +17,8 @@ An entry is named by a SHA-256 of
 * a digest of the package's own source files (so any change to the code misses, not only a new release).
 
 Entries live beside the aggregates (``$CARECALL_CACHE_DIR``; ``CARECALL_CACHE=0`` or
-``cohorts.cache.caching(False)`` turns both off), as pickles written by the toolkit's one atomic writer.
+``cohorts.cache.caching(False)`` turns both off), as pickles written by the toolkit's one atomic writer;
+they are kept within 10 GB (``CARECALL_RESULTS_MAX_GB``), the least recently used removed first.
 Like the aggregates they are as sensitive as the data, and they are only ever read from the user's own
 cache folder.
 """
@@ -41,6 +42,11 @@ FOLDER = "results"
 
 #: Layout of an entry; part of every key.
 LAYOUT = 1
+
+#: Largest total size of the memoised results (bytes; ``CARECALL_RESULTS_MAX_GB`` to change it): the
+#: oldest entries are removed first when a new one would exceed it (every code change makes new entries).
+MAX_BYTES = 10 * 2**30
+ENV_MAX = "CARECALL_RESULTS_MAX_GB"
 
 #: Options that change no figure (left out of the key).
 NEUTRAL_OPTIONS = frozenset({"n_jobs", "progress"})
@@ -121,7 +127,10 @@ def _compute(name: str, key: str | None, compute: Callable[[], object]):
     if key is None:
         return compute()
     with contextlib.suppress(Exception):          # absent or damaged: recompute and overwrite
-        result, said = pickle.loads(_path(key).read_bytes())
+        path = _path(key)
+        result, said = pickle.loads(path.read_bytes())
+        with contextlib.suppress(OSError):
+            path.touch()                               # used now: pruning removes the least recently used
         cache._note(f"result:{name}", "hit")
         _say(said)
         return result
@@ -137,8 +146,34 @@ def _compute(name: str, key: str | None, compute: Callable[[], object]):
     with contextlib.suppress(Exception):          # a failure to store only costs the next run its time
         write_bytes(_path(key), pickle.dumps((result, said), protocol=pickle.HIGHEST_PROTOCOL),
                     what="result cache entry")
+        prune()
     _say(said)
     return result
+
+
+def prune(max_bytes: int | None = None) -> int:
+    """Remove the least recently used results until the rest fit in ``max_bytes`` (default
+    :data:`MAX_BYTES`, or ``$CARECALL_RESULTS_MAX_GB``); returns how many files were removed."""
+    import os
+
+    if max_bytes is None:
+        env = os.environ.get(ENV_MAX)
+        max_bytes = int(float(env) * 2**30) if env else MAX_BYTES
+    files = []
+    for p in (cache.cache_dir() / FOLDER).glob("*/*.pickle"):
+        with contextlib.suppress(OSError):
+            st = p.stat()
+            files.append((st.st_mtime, st.st_size, p))
+    total = sum(size for _, size, _ in files)
+    removed = 0
+    for _, size, p in sorted(files, key=lambda f: f[0]):
+        if total <= max_bytes:
+            break
+        with contextlib.suppress(OSError):
+            p.unlink()
+            total -= size
+            removed += 1
+    return removed
 
 
 def memoised(name: str, func: Callable, data, *args, key=None, **kwargs):
