@@ -512,6 +512,7 @@ def fit_logit(y, X, groups, names):
         model.data.xnames = list(names)
         model.data.ynames = "answered"
         fit = model.fit(disp=0, maxiter=200, cov_type="cluster", cov_kwds={"groups": groups})
+        model.__dict__.pop("_linear", None)       # the last linear predictor: not kept with the fit
     if not fit.mle_retvals.get("converged", True):
         warnings.warn("the attempt-level answer model did not converge; treat reach.sms_effect with caution",
                       ConvergenceWarning, stacklevel=4)
