@@ -182,8 +182,8 @@ def case_speed(data, sample=None, /, *, level: float = 0.95, window: int = 84, o
     # only the columns the fits read (the spending module's analysis columns): copying the whole matched
     # table costs seconds at operator scale, every step below is a row subset, and the table of sets is
     # never built whole
-    frame = (analysis_sets(sample, (window,), covariates) if sample.has_sets
-             else analysis_columns(sample.table, (window,), covariates))
+    sets = analysis_sets(sample, (window,), covariates)        # None without nearest-neighbour sets
+    frame = sets if sets is not None else analysis_columns(sample.table, (window,), covariates)
     frame = frame[_followup(frame, window, ds.data_end).to_numpy()]
     m = add_outcomes(ds, frame, (window,), design.pre_window)          # a copy: columns are added below
     # each row's own days from trigger to opening: where in the decay of the peak its window starts
