@@ -41,7 +41,7 @@ __all__ = ["cached", "memoised", "code_digest", "sample_digest"]
 FOLDER = "results"
 
 #: Layout of an entry; part of every key.
-LAYOUT = 1
+LAYOUT = 2
 
 #: Largest total size of the memoised results (bytes; ``CARECALL_RESULTS_MAX_GB`` to change it): the
 #: oldest entries are removed first when a new one would exceed it (every code change makes new entries).
@@ -140,7 +140,7 @@ def _compute(name: str, key: str | None, compute: Callable[[], object]):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = compute()
-    said = [(w.category, str(w.message)) for w in caught]
+    said = [(w.category, str(w.message), w.filename, w.lineno, _module_of(w.filename)) for w in caught]
     from ..writer import write_bytes
 
     with contextlib.suppress(Exception):          # a failure to store only costs the next run its time
@@ -192,9 +192,16 @@ def _path(key: str) -> Path:
     return cache.cache_dir() / FOLDER / key[:2] / f"{key}.pickle"
 
 
+def _module_of(filename: str) -> str:
+    """The module name ``warnings`` gives a warning issued from ``filename`` (what module filters match)."""
+    name = Path(filename).name
+    return name[:-3] if name.endswith(".py") else name
+
+
 def _say(said: list) -> None:
-    for category, message in said:
-        warnings.warn(message, category, stacklevel=3)
+    """Issue the recorded warnings again, each as it was first issued (its category, text and place)."""
+    for category, message, filename, lineno, module in said:
+        warnings.warn_explicit(message, category, filename, lineno, module=module)
 
 
 def cached(name: str, func: Callable) -> Callable:
