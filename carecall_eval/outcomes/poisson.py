@@ -38,10 +38,23 @@ def _cluster_sums(scores: np.ndarray, codes: np.ndarray, n_groups: int) -> np.nd
     return out
 
 
+#: Rows per block of :func:`_xtwx`: small enough for a block of the design to stay in the CPU cache.
+BLOCK_ROWS = 8192
+
+
 def _xtwx(X: np.ndarray, wm: np.ndarray) -> np.ndarray:
-    """X' diag(wm) X for non-negative ``wm``, as (sqrt(wm) X)'(sqrt(wm) X): BLAS's symmetric rank-k update."""
-    Xw = X * np.sqrt(wm)[:, None]
-    return Xw.T @ Xw
+    """X' diag(wm) X for non-negative ``wm``: (sqrt(wm) X)'(sqrt(wm) X) summed over blocks of rows.
+
+    Each block is one symmetric rank-k update, and no n x k temporary is built (at a million rows that
+    array is paged in afresh at every Newton step).
+    """
+    n, k = X.shape
+    out = np.zeros((k, k))
+    sw = np.sqrt(wm)
+    for i in range(0, n, BLOCK_ROWS):            # over blocks of rows (n / 8192 of them), not over rows
+        B = X[i:i + BLOCK_ROWS] * sw[i:i + BLOCK_ROWS, None]
+        out += B.T @ B
+    return out
 
 
 def poisson_newton(y: np.ndarray, X: np.ndarray, *, weights: np.ndarray, offset: np.ndarray | None,
