@@ -19,6 +19,16 @@ def realised_truth(path) -> dict:
     return json.loads((Path(path) / "truth.json").read_text())["realised"]
 
 
+@pytest.fixture
+def cache_on(tmp_path, monkeypatch):
+    """The on-disk cache (aggregates and memoised results) switched on, in a fresh folder (the suite runs
+    with CARECALL_CACHE=0)."""
+    d = tmp_path / "cache"
+    monkeypatch.setenv("CARECALL_CACHE_DIR", str(d))
+    monkeypatch.setenv("CARECALL_CACHE", "1")
+    return d
+
+
 @pytest.fixture(scope="module")
 def sample():
     """``(dataset, realised truth)`` of data/sample (modules may define their own ``sample``)."""

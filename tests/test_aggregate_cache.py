@@ -24,15 +24,6 @@ from carecall_eval.cohorts import windows as W
 from carecall_eval.contract import load
 
 
-@pytest.fixture
-def cache_on(tmp_path, monkeypatch):
-    """The cache switched on, in a fresh folder (the suite runs with CARECALL_CACHE=0)."""
-    d = tmp_path / "cache"
-    monkeypatch.setenv("CARECALL_CACHE_DIR", str(d))
-    monkeypatch.setenv("CARECALL_CACHE", "1")
-    return d
-
-
 @pytest.fixture(scope="module")
 def ds():
     d = load(SAMPLE, validate=False)

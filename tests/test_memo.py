@@ -17,14 +17,6 @@ from carecall_eval.outcomes import memo
 from carecall_eval.outcomes.registry import ESTIMATORS
 
 
-@pytest.fixture
-def cache_on(tmp_path, monkeypatch):
-    d = tmp_path / "cache"
-    monkeypatch.setenv("CARECALL_CACHE_DIR", str(d))
-    monkeypatch.setenv("CARECALL_CACHE", "1")
-    return d
-
-
 @pytest.fixture(scope="module")
 def data():
     ds = load(SAMPLE, validate=False)

@@ -28,7 +28,7 @@ from ...narrative import programme as narrative
 from ...results import Result, not_available, tidy
 from ..calls import quantile_interval
 from ..intervals import wilson_interval
-from ..reach.answer_model import case_covariates
+from ..reach.answer_model import case_covariates, independent_of_gram
 from ..reach.cases import PHONE_ARMS, case_reach, phone_tables, resolve_policy, sms_rule
 from .pooling import CellDesign, one_blas_thread
 
@@ -192,24 +192,6 @@ def design_matrix(df: pd.DataFrame, categorical: Sequence[str], continuous: Sequ
     return X, names, levels
 
 
-def _independent(gram: np.ndarray, n: int, protect: int) -> np.ndarray:
-    """:func:`~carecall_eval.outcomes.reach.answer_model.independent_columns` from ``X'X`` (``n`` rows).
-
-    The same scaled Gram matrix and the same column-by-column rule, without another pass over ``X``.
-    """
-    scale = np.maximum(np.sqrt(np.diag(gram) / n), 1e-12)
-    G = gram / np.outer(scale, scale) / n
-    keep: list[int] = []
-    for j in range(len(G)):
-        trial = keep + [j]
-        if np.linalg.eigvalsh(G[np.ix_(trial, trial)])[0] > 1e-10:
-            keep.append(j)
-        elif j < protect:
-            raise NotAvailableError("the late-attempt x after-policy term cannot be separated from the other terms "
-                                    "(are there late attempts both before and after the policy?)")
-    return np.array(keep)
-
-
 @dataclass
 class AttemptLogit:
     """Maximum-likelihood logit with case-clustered errors (statsmodels ``Logit(...).fit(cov_type="cluster")``'s
@@ -274,7 +256,7 @@ def fit_attempt_logit(y, X: np.ndarray, names: list[str], groups, who: str):
     no_groups = np.zeros(n, dtype=np.int64)
     cells = CellDesign(y, X, no_groups, 0)
     gram = cells.hessian(np.ones(n))[0]
-    keep = _independent(gram, n, protect=1)
+    keep = independent_of_gram(gram, n, protect=1)
     if len(keep) < X.shape[1]:
         cells = CellDesign(y, np.ascontiguousarray(X[:, keep]), no_groups, 0)
     beta, mu, H, converged, iterations = _logit_newton(cells)

@@ -140,17 +140,21 @@ def weighted_gram(X: np.ndarray, w: np.ndarray | None = None, chunk: int = 8192)
 
 def independent_columns(X: np.ndarray, protect: int = 2) -> np.ndarray:
     """Indices of a maximal set of linearly independent columns, keeping the first ``protect``."""
-    G = weighted_gram(X)
-    scale = np.maximum(np.sqrt(np.diag(G) / len(X)), 1e-12)   # root mean square of each column
-    G = G / np.outer(scale, scale) / len(X)     # Gram matrix of the scaled columns: p x p, one pass over the rows
+    return independent_of_gram(weighted_gram(X), len(X), protect)
+
+
+def independent_of_gram(G: np.ndarray, n: int, protect: int = 2) -> np.ndarray:
+    """:func:`independent_columns` from the design's ``X'X`` (``n`` rows), without another pass over ``X``."""
+    scale = np.maximum(np.sqrt(np.diag(G) / n), 1e-12)   # root mean square of each column
+    G = G / np.outer(scale, scale) / n     # Gram matrix of the scaled columns: p x p
     keep: list[int] = []
-    for j in range(X.shape[1]):
+    for j in range(len(G)):
         trial = keep + [j]
         if np.linalg.eigvalsh(G[np.ix_(trial, trial)])[0] > 1e-10:
             keep.append(j)
         elif j < protect:
             raise NotAvailableError("the late-attempt x after-policy term cannot be separated from the other terms "
-                             "(are there late attempts both before and after the policy?)")
+                                    "(are there late attempts both before and after the policy?)")
     return np.array(keep)
 
 
