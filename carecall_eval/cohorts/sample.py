@@ -97,7 +97,8 @@ class MatchedSample(Reporting):
             return None
         if "sets" in self.__dict__:                       # already built whole
             t = self.__dict__["sets"]
-            return t[[c for c in t.columns if c in set(columns) or c in ("weights", "subclass", "distance")]]
+            want = {*columns, "weights", "subclass", "distance"}
+            return t[[c for c in t.columns if c in want]]
         return self.matching.matched_data("sets", columns=columns)
 
     @property

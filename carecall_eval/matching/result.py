@@ -154,7 +154,8 @@ class MatchResult(Reporting):
                 f"the data already have column(s) {clash}; pass other names, e.g. "
                 "matched_data(weights='match_weight', subclass='match_set', distance='match_distance')."
             )
-        data = self._data if columns is None else self._data[[c for c in self._data.columns if c in set(columns)]]
+        want = None if columns is None else set(columns)
+        data = self._data if want is None else self._data[[c for c in self._data.columns if c in want]]
         if form == "units":
             pos = np.flatnonzero(self._weights > 0)
             out = data.take(pos)            # a new frame (take copies; no second copy)
