@@ -213,3 +213,27 @@ def test_validation_report_round_trips_through_json(tmp_path):
     pd.testing.assert_frame_equal(back.problems, rep.problems)
     assert back.message() == rep.message()
     assert dict(back.n_rows) == dict(rep.n_rows)
+
+
+def test_group_sums_are_exact_integers_in_any_order():
+    """The per-window addition of the backend's groups: exact int64 sums (a float path below 2**53)."""
+    import decimal
+
+    import pyarrow as pa
+
+    rng = np.random.default_rng(3)
+    vals = rng.integers(-10**6, 10**6, 10_000)
+    idx = rng.integers(0, 7, vals.size)
+    want = [int(vals[idx == i].sum()) for i in range(7)]
+    assert W._sums_by(idx, vals, 7).tolist() == want
+    big = vals * 10**8                                   # partial sums beyond 2**53: the exact integer path
+    assert W._sums_by(idx, big, 7).tolist() == [w * 10**8 for w in want]
+    # decimals read as their unscaled integers, negatives and nulls included (null = 0)
+    col = pa.chunked_array([pa.array([decimal.Decimal("-1.234567"), None, decimal.Decimal("98765432.1")],
+                                     pa.decimal128(38, 6))])
+    assert W._scaled(col).tolist() == [-1234567, 0, 98765432100000]
+    assert W._unscale(W._scaled(col), col.type).tolist() == [-1.234567, 0.0, 98765432.1]
+    # beyond 64 bits: Python integers, still exact
+    huge = pa.chunked_array([pa.array([decimal.Decimal(10**20), decimal.Decimal(-3)], pa.decimal128(38, 6))])
+    assert W._scaled(huge).tolist() == [10**26, -3 * 10**6]
+    assert W._sums_by(np.array([0, 0, 1]), np.array([10**26, -1, 5], dtype=object), 2).tolist() == [10**26 - 1, 5]

@@ -230,18 +230,24 @@ def _validate_windows(windows: Mapping[str, tuple[int, int]]) -> None:
             raise ValueError(f"window {name!r}: first day {a} is after last day {b}")
 
 
+def _fetch_arrow(expr, table: str = "activity") -> pa.Table:
+    """Execute an ibis expression into Arrow (logged in :func:`query_log`, with the time it took)."""
+    t = time.perf_counter()
+    tab = expr.to_pyarrow()
+    if _LOG is not None:
+        fn, n = _CALLS[-1] if _CALLS else ("?", 0)
+        _LOG.append((fn, table, n, time.perf_counter() - t))
+    return tab
+
+
 def _fetch(expr, table: str = "activity") -> pd.DataFrame:
     """Execute an ibis expression and return pandas (numbers as numpy dtypes, dates as datetime.date).
 
     Through Arrow: ibis's own ``to_pandas`` took twice as long as the query on
     a 185k-row result (DuckDB 2.0, ibis 12).
     """
-    t = time.perf_counter()
-    tab = expr.to_pyarrow()
+    tab = _fetch_arrow(expr, table)
     df = tab.to_pandas()
-    if _LOG is not None:
-        fn, n = _CALLS[-1] if _CALLS else ("?", 0)
-        _LOG.append((fn, table, n, time.perf_counter() - t))
     for c, typ in zip(tab.column_names, tab.schema.types):
         if pa.types.is_decimal(typ):
             df[c] = df[c].astype("float64")
@@ -269,67 +275,149 @@ def window_aggregates(dataset, keys: pd.DataFrame, windows: Mapping[str, tuple[i
     named = dict(windows)
     if share_window:
         named["_share"] = tuple(share_window)
-    # Stage 1 groups rows by key, elementary segment and 63-day block; stage 2 adds segments up per window.
-    # Segments are the pieces the window bounds cut the day axis into, so every window is a union of
-    # segments.  Active days are distinct days, not rows (a day can have several products): each group
-    # keeps a bitmask of its days (bit = day within the block), and a window's active days are the set
-    # bits of its groups.  Grouping by block instead of by day keeps stage 1 to a few groups per key.
+    # The backend groups rows by key, elementary segment and 63-day block; the few groups per key are then
+    # added up per window here, in exact integers.  Segments are the pieces the window bounds cut the day
+    # axis into, so every window is a union of segments.  Active days are distinct days, not rows (a day can
+    # have several products): each group keeps a bitmask of its days (bit = day within the block), and a
+    # window's active days are the set bits of its groups.  Grouping by block instead of by day keeps the
+    # groups to a few per key.  In the share window's segments the groups are also split by product (the
+    # per-product sums are those groups' sums; their bitmasks are OR-ed back together before counting).
     cuts = sorted({int(a) for a, _ in named.values()} | {int(b) + 1 for _, b in named.values()})
     seg = _segment(j.off, cuts)
     pos = j.off + _BLOCK * 10_000                          # non-negative day number
     in_blk = pos % _BLOCK
-    j = j.mutate(seg=seg, blk=(pos - in_blk), bit=ibis.literal(1).cast("int64") << in_blk.cast("int64"))
-    day_aggs = {"tl": j.tl.sum(), "net_loss": j.net_loss.sum(), "wagered": j.wagered_d.sum(),
-                "days": _bit_or(j.bit)}
-    for i, _prod in enumerate(products):
-        day_aggs[f"w{i}"] = j.wagered_d.sum(where=j.pcode == i)
-    d = j.group_by(["row_id", "seg", "blk"]).aggregate(**day_aggs)
-    d = d.mutate(ndays=_bit_count(d.days))
-
-    def inside(a, b):
-        return _inside(d.seg, cuts, a, b)
-    aggs = {}
-    for name, (a, b) in windows.items():
-        w = inside(int(a), int(b))
-        for m in ("tl", "net_loss", "wagered"):
-            aggs[f"{m}_{name}"] = d[m].sum(where=w).cast("float64")
-        aggs[f"active_days_{name}"] = d.ndays.cast("int64").sum(where=w)
-    if share_window:
-        w = inside(int(share_window[0]), int(share_window[1]))
-        for i, _ in enumerate(products):
-            aggs[f"w{i}"] = d[f"w{i}"].sum(where=w).cast("float64")
-    out = _fetch(d.group_by("row_id").aggregate(**aggs)).set_index("row_id")
+    j = j.mutate(seg=seg, blk=((pos - in_blk) // _BLOCK).cast("int32"),
+                 bit=ibis.literal(1).cast("int64") << in_blk.cast("int64"))
+    share_segs = _segments_in(cuts, *share_window) if share_window else []
+    if share_segs:
+        j = j.mutate(pc=ibis.cases((j.seg.isin(share_segs), j.pcode), else_=-1).cast("int32"))
+    else:
+        j = j.mutate(pc=ibis.literal(-1, "int32"))
+    groups = j.group_by(["row_id", "seg", "blk", "pc"]).aggregate(
+        tl=j.tl.sum(), net_loss=j.net_loss.sum(), wagered=j.wagered_d.sum(), days=_bit_or(j.bit))
+    g = _fetch_arrow(groups)
     order = keys["row_id"].to_numpy()
-    cols = [f"{m}_{n}" for n in windows for m in ("tl", "net_loss", "wagered", "active_days")]
-    res = out.reindex(order)[cols].fillna(0.0)
-    for n in windows:
-        res[f"active_days_{n}"] = res[f"active_days_{n}"].astype("int64")
-    dep = _deposit_totals(dataset, k, windows, cuts)
-    for n in windows:
-        res[f"deposits_{n}"] = dep.reindex(order)[f"deposits_{n}"].fillna(0.0).to_numpy() \
-            if dep is not None else np.nan
+    at = _positions(order, g.column("row_id"))
+    nseg = len(cuts) + 1
+    sg = g.column("seg").to_numpy().astype(np.int64)
+    cell = at * nseg + sg                                  # (key, segment)
+    member = _membership(cuts, windows)                    # segments x windows, 0/1
+    sums = {m: _window_sums(g.column(m), cell, len(order), nseg, member) for m in ("tl", "net_loss", "wagered")}
+    days = _active_days(g, cell, len(order), nseg, member)
+    cols = {}
+    for i, n in enumerate(windows):
+        for m in ("tl", "net_loss", "wagered"):
+            cols[f"{m}_{n}"] = sums[m][:, i]
+        cols[f"active_days_{n}"] = days[:, i]
+    dep = _deposit_totals(dataset, k, windows, cuts, order)
+    for i, n in enumerate(windows):
+        cols[f"deposits_{n}"] = dep[:, i] if dep is not None else np.full(len(order), np.nan)
     if share_window:
-        wide = out.reindex(order)[[f"w{i}" for i in range(len(products))]].fillna(0.0).to_numpy()
+        pcode = g.column("pc").to_numpy().astype(np.int64)
+        inside = pcode >= 0
+        wide = _sums_by(at[inside] * max(len(products), 1) + pcode[inside], _scaled(g.column("wagered"))[inside],
+                        len(order) * len(products)).reshape(len(order), len(products))
+        wide = _unscale(wide, g.column("wagered").type)
         tot = wide.sum(axis=1, keepdims=True)
         with np.errstate(invalid="ignore", divide="ignore"):
             shares = np.where(tot > 0, wide / np.where(tot > 0, tot, 1.0), 0.0)
         for i, prod in enumerate(products):
-            res[f"share_{prod}"] = shares[:, i]
-    res.index.name = "row_id"
-    return res
+            cols[f"share_{prod}"] = shares[:, i]
+    return pd.DataFrame(cols, index=pd.Index(order, name="row_id"))
 
 
-def _deposit_totals(dataset, k, windows, cuts) -> pd.DataFrame | None:
-    """Deposits per key and window: summed per segment first, as play is (see :func:`window_aggregates`)."""
+# the groups' sums, added up per window in exact integers (the fixed-point sums' unscaled values), so the
+# totals are the same whatever order the backend returned the groups in, and on every backend
+
+def _positions(order: np.ndarray, row_id: pa.ChunkedArray) -> np.ndarray:
+    """Position in the keys' order of each group's ``row_id``."""
+    rid = row_id.to_numpy().astype(np.int64)
+    n = len(order)
+    if n and order.dtype.kind in "iu" and order[0] == 0 and np.array_equal(order, np.arange(n)):
+        return rid
+    return pd.Index(order).get_indexer(rid).astype(np.int64)
+
+
+def _scaled(col: pa.ChunkedArray) -> np.ndarray:
+    """A decimal column's unscaled integers (value x 10**scale) as int64, exactly; nulls as 0.
+
+    Read from the 128-bit two's-complement words Arrow stores decimals in; when a value is beyond int64
+    (a group summing to more than about 9e12 at six decimals) the column is Python integers instead.
+    """
+    typ = col.type
+    if not pa.types.is_decimal(typ):          # a backend that summed the decimals as integers already
+        return col.to_numpy(zero_copy_only=False).astype(np.int64)
+    arr = pa.compute.fill_null(col, pa.scalar(0, typ)).combine_chunks()
+    if pa.types.is_decimal256(typ):           # pragma: no cover - not produced by DuckDB or Spark sums
+        return np.array([int(v.scaleb(typ.scale)) for v in arr.to_pylist()], dtype=np.int64)
+    words = np.frombuffer(arr.buffers()[1], dtype=np.int64, count=2 * (len(arr) + arr.offset))[2 * arr.offset:]
+    low, high = words[0::2], words[1::2]
+    if not np.array_equal(high, low >> 63):      # some beyond int64: Python integers, exact
+        return high.astype(object) * 2 ** 64 + low.view(np.uint64).astype(object)
+    return low.copy()
+
+
+def _unscale(x: np.ndarray, typ) -> np.ndarray:
+    """Exact unscaled integers back to float64 (as the backend casts a decimal to DOUBLE)."""
+    scale = typ.scale if pa.types.is_decimal(typ) else 0
+    return x.astype(np.float64) / 10.0 ** scale if scale else x.astype(np.float64)
+
+
+def _sums_by(index: np.ndarray, values: np.ndarray, size: int) -> np.ndarray:
+    """Exact integer sums of `values` by `index` (0..size-1): int64, or Python integers beyond it."""
+    bound = float(np.abs(values.astype(np.float64)).sum()) if values.size else 0.0
+    if bound < 2.0 ** 53:
+        # every partial sum is an integer below 2**53: float64 adds them exactly, in any order
+        return np.bincount(index, weights=values.astype(np.float64), minlength=size).astype(np.int64)
+    big = bound >= 2.0 ** 61 or values.dtype == object
+    out = np.zeros(size, dtype=object) if big else np.zeros(size, dtype=np.int64)
+    if big:
+        out[:] = 0
+    np.add.at(out, index, values.astype(object) if big else values)
+    return out
+
+
+def _window_sums(col: pa.ChunkedArray, cell: np.ndarray, n: int, nseg: int, member: np.ndarray) -> np.ndarray:
+    """Totals of a decimal column per key (rows) and window (columns), from its groups' sums."""
+    per_cell = _sums_by(cell, _scaled(col), n * nseg).reshape(n, nseg)
+    return _unscale(per_cell @ member, col.type)
+
+
+def _active_days(g: pa.Table, cell: np.ndarray, n: int, nseg: int, member: np.ndarray) -> np.ndarray:
+    """Distinct days played per key and window: the set bits of each (key, segment, block)'s day mask."""
+    mask = g.column("days").to_numpy().astype(np.int64)
+    split = g.column("pc").to_numpy() >= 0               # groups split by product: OR their masks first
+    ndays = np.bitwise_count(mask).astype(np.int64)
+    if split.any():
+        blk = g.column("blk").to_numpy().astype(np.int64)[split]
+        b0, nb = int(blk.min()), int(blk.max() - blk.min()) + 1
+        code, inv = np.unique(cell[split] * nb + (blk - b0), return_inverse=True)
+        merged = np.zeros(code.size, dtype=np.int64)
+        np.bitwise_or.at(merged, inv, mask[split])
+        cell = np.concatenate([cell[~split], code // nb])
+        ndays = np.concatenate([ndays[~split], np.bitwise_count(merged).astype(np.int64)])
+    return _sums_by(cell, ndays, n * nseg).reshape(n, nseg) @ member
+
+
+def _membership(cuts: list[int], windows: Mapping[str, tuple[int, int]]) -> np.ndarray:
+    """0/1 matrix: segment s lies in window w."""
+    m = np.zeros((len(cuts) + 1, len(windows)), dtype=np.int64)
+    for w, (a, b) in enumerate(windows.values()):
+        m[_segments_in(cuts, int(a), int(b)), w] = 1
+    return m
+
+
+def _deposit_totals(dataset, k, windows, cuts, order: np.ndarray) -> np.ndarray | None:
+    """Deposits per key (rows, in `order`) and window: summed per segment first, as play is."""
     if not dataset.has("deposits"):
         return None
     x = dataset.ibis_table("deposits").select("customer_id", "date", "amount")
     j = _around(x, k)
     j = j.mutate(amount=j.amount.cast(MONEY), seg=_segment(j.off, cuts))
-    d = j.group_by(["row_id", "seg"]).aggregate(amount=j.amount.sum())
-    aggs = {f"deposits_{n}": d.amount.sum(where=_inside(d.seg, cuts, int(a), int(b))).cast("float64")
-            for n, (a, b) in windows.items()}
-    return _fetch(d.group_by("row_id").aggregate(**aggs), "deposits").set_index("row_id")
+    g = _fetch_arrow(j.group_by(["row_id", "seg"]).aggregate(amount=j.amount.sum()), "deposits")
+    nseg = len(cuts) + 1
+    cell = _positions(order, g.column("row_id")) * nseg + g.column("seg").to_numpy().astype(np.int64)
+    return _window_sums(g.column("amount"), cell, len(order), nseg, _membership(cuts, windows))
 
 
 def _segment(off, cuts):
@@ -337,9 +425,9 @@ def _segment(off, cuts):
     return ibis.cases(*[(off < c, i) for i, c in enumerate(cuts)], else_=len(cuts))
 
 
-def _inside(seg, cuts, a: int, b: int):
-    """Whether segment `seg` lies in days a..b (every window is a union of segments)."""
-    return seg.isin([i for i in range(1, len(cuts)) if cuts[i - 1] >= a and cuts[i] - 1 <= b])
+def _segments_in(cuts, a: int, b: int) -> list[int]:
+    """The segments lying in days a..b (every window is a union of segments)."""
+    return [i for i in range(1, len(cuts)) if cuts[i - 1] >= a and cuts[i] - 1 <= b]
 
 
 def window_totals(dataset, keys: pd.DataFrame, windows: Mapping[str, tuple[int, int]]) -> pd.DataFrame:
