@@ -6,22 +6,25 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from . import programme, trial
 from .calls import CaseDesk, case_tables
 from .params import SimulationParams
-from .play import Play, deposits_table
+from .play import Play, activity_table, deposits_table
 from .population import customer_ids, customers_table, draw_population
 from .truth import chunk_truth
 
 
 @dataclass
 class Chunk:
-    """Everything simulated for one chunk of customers (case ids still temporary, agents not drawn)."""
+    """Everything simulated for one chunk of customers (case ids still temporary, agents not drawn).
+
+    From a worker, the tables of ``run._ARROW`` are the paths of the Arrow files they were spooled to."""
 
     customers: pd.DataFrame
-    activity: pd.DataFrame
-    deposits: pd.DataFrame
+    activity: pa.Table
+    deposits: pa.Table
     triggers: pd.DataFrame
     cases: pd.DataFrame
     attempts: pd.DataFrame
@@ -49,7 +52,7 @@ def simulate_chunk(p: SimulationParams, offset: int, n: int, rng: np.random.Gene
         play.play(t, rng)
         play.close_accounts(t, rng)
         play.self_service(t, rng)
-        fired_any, fired_kind = desk.fire_triggers(t, rng, play)
+        fired, fired_kind = desk.fire_triggers(t, rng, play)
         if p.trial is not None and t == p.trial_day:
             net = net_at[t] - net_at.get(t - p.trial_lookback, np.zeros(n))
             eligible = trial.eligible_list(p, pop, play, desk.last_case_day, t, net, cid)
@@ -57,10 +60,12 @@ def simulate_chunk(p: SimulationParams, offset: int, n: int, rng: np.random.Gene
             study = {"chunk": chunk_no, "eligible": eligible.drop(columns="_i"),
                      "allocation": trial.run_trial_day(p, rng, desk, play, t, eligible, chunk_no)}
         if t >= p.programme_start_day:
-            desk.open_cases(t, rng, fired_any, fired_kind, play)
+            desk.open_cases(t, rng, fired, fired_kind, play)
 
-    activity = play.activity_table(cid)
-    deposits = deposits_table(activity, rng)
+    rows = play.activity_rows()
+    activity = activity_table(rows, cid, play.dates)
+    deposits = deposits_table(rows, cid, play.dates, rng)
+    del rows
     customers = customers_table(p, pop, cid, play.closed_day)
     triggers = desk.triggers_table(cid, play.dates)
     rg_events = play.rg_events_table(cid)

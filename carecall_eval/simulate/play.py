@@ -8,16 +8,30 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from . import programme
 from .params import SimulationParams
 from .population import PRODUCTS, WIN_SHAPE, Population
+from .writer import arrow_table
 
 RG_EVENTS = np.array(["limit_set", "limit_lowered", "limit_raised", "pause", "self_exclusion",
                       "self_test_red", "self_test_other"], dtype=object)
 PAUSE, SELF_EXCLUSION = 3, 4          # indices into RG_EVENTS
 # chances of each self-service event, given one happens
 _SELF_SERVICE_P = [0.35, 0.15, 0.10, 0.12, 0.04, 0.09, 0.15]
+
+
+def day_sum(tl: np.ndarray, i: int, a: int, b: int) -> np.float32:
+    """Customer ``i``'s theoretical loss over days ``a:b`` of ``tl`` (``Play.tl_actual`` or ``tl_base``, day x
+    customer), summed as a contiguous float32 row (the same pairwise sum, so the same value, as a customer x
+    day layout gave)."""
+    return np.ascontiguousarray(tl[a:b, i]).sum()
+
+
+def days_sum(tl: np.ndarray, idx: np.ndarray, a: int, b: int) -> np.ndarray:
+    """:func:`day_sum` of the customers ``idx`` (one float32 sum per customer)."""
+    return np.ascontiguousarray(tl[a:b, idx].T).sum(axis=1)
 
 
 class Play:
@@ -56,9 +70,14 @@ class Play:
         self.loss_ring = np.zeros((28, n), dtype=np.float64)
         self.loss28 = np.zeros(n)                   # net loss over the last 28 days
         self.net_cum = np.zeros(n)                  # net loss since the data start (the trial's eligible list)
-        self.tl_actual = np.zeros((n, T), dtype=np.float32)
-        self.tl_base = np.zeros((n, T), dtype=np.float32)   # potential outcome without any contact
+        # day x customer (a day's losses written into one row); read through day_sum()
+        self.tl_actual = np.zeros((T, n), dtype=np.float32)
+        self.tl_base = np.zeros((T, n), dtype=np.float32)   # potential outcome without any contact
+        # activity rows, day by day: (customers, day, products, wagered, won, rank); a row's rank is its place
+        # among its customer's rows in the table's order (day, then product), so the table needs no sort
         self.act_rows: list[tuple] = []
+        self.act_count = np.zeros(n, dtype=np.int64)   # activity rows of each customer so far
+        self.pref_cdf_t = np.ascontiguousarray(pop.pref_cdf.T)   # product x customer (one gather per product)
         self.rg_rows: list[tuple] = []
 
     # ------------------------------------------------------------------ one day
@@ -89,7 +108,11 @@ class Play:
                 programme.current_multiplier(p, self.effect_mult[idx], self.effect_day[idx], t)
             mult = np.where(self.effect_day[idx] <= t, m_now, 1.0) * plays[idx]
             u = rng.random(k)
-            p1 = (u[:, None] > pop.pref_cdf[idx]).sum(axis=1).clip(0, n_prod - 1)
+            # the product: how many of the first n_prod - 1 cumulative shares u exceeds (the cumulative shares
+            # are non-decreasing, so this is the count over all of them clipped to the last product)
+            p1 = np.zeros(k, dtype=np.int64)
+            for j in range(n_prod - 1):
+                p1 += u > self.pref_cdf_t[j, idx]
             two = rng.random(k) < 0.3
             p2 = rng.integers(0, n_prod, k)
             two &= p2 != p1
@@ -98,20 +121,27 @@ class Play:
             w_base2 = stake * share
             w1 = np.round(w_base1 * mult, 2)
             w2 = np.round(w_base2 * mult, 2)
-            g1 = rng.gamma(WIN_SHAPE[p1], 1.0 / WIN_SHAPE[p1])
-            g2 = rng.gamma(WIN_SHAPE[p2], 1.0 / WIN_SHAPE[p2])
-            won1 = np.round(w1 * payback[p1] * g1, 2)
-            won2 = np.round(w2 * payback[p2] * g2, 2)
-            self.tl_actual[idx, t] = w1 * (1 - payback[p1]) + w2 * (1 - payback[p2])
-            self.tl_base[idx, t] = w_base1 * (1 - payback[p1]) + w_base2 * (1 - payback[p2])
+            shape1, shape2 = WIN_SHAPE[p1], WIN_SHAPE[p2]
+            g1 = rng.gamma(shape1, 1.0 / shape1)
+            g2 = rng.gamma(shape2, 1.0 / shape2)
+            pb1, pb2 = payback[p1], payback[p2]
+            won1 = np.round(w1 * pb1 * g1, 2)
+            won2 = np.round(w2 * pb2 * g2, 2)
+            edge1, edge2 = 1 - pb1, 1 - pb2
+            self.tl_actual[t, idx] = w1 * edge1 + w2 * edge2
+            self.tl_base[t, idx] = w_base1 * edge1 + w_base2 * edge2
             net = (w1 - won1) + (w2 - won2)
             keep = plays[idx]
-            idx, p1, p2, w1, w2, won1, won2, two = (x[keep] for x in (idx, p1, p2, w1, w2, won1, won2, two))
-            net = net[keep]
-            self.act_rows.append((idx, t, p1, w1, won1))
+            if not keep.all():      # paused or self-excluded on a call: no play (but in the base world)
+                idx, p1, p2, w1, w2, won1, won2, two = (x[keep] for x in (idx, p1, p2, w1, w2, won1, won2, two))
+                net = net[keep]
+            # a customer's rows in the table's order: by day, and on a day with two products the lower first
+            rank = self.act_count[idx]
+            self.act_rows.append((idx, t, p1, w1, won1, rank + (two & (p2 < p1))))
             sel = np.flatnonzero(two)
             if sel.size:
-                self.act_rows.append((idx[sel], t, p2[sel], w2[sel], won2[sel]))
+                self.act_rows.append((idx[sel], t, p2[sel], w2[sel], won2[sel], rank[sel] + (p2[sel] > p1[sel])))
+            self.act_count[idx] = rank + 1 + two
             day_loss[idx] = net
         self.net_cum += day_loss
         self.loss28 += day_loss - self.loss_ring[t % 28]
@@ -119,14 +149,20 @@ class Play:
 
     def close_accounts(self, t: int, rng: np.random.Generator) -> None:
         """Day ``t``'s account closures (a small true hazard ratio after an answered call)."""
-        h = np.where(self.call_day <= t, self.closure_h * self.p.closure_hr_call, self.closure_h)
-        closing = self.open_ & (rng.random(self.pop.n) < h)
-        self.closed_day[closing] = t
+        h_call = self.closure_h * self.p.closure_hr_call
+        u = rng.random(self.pop.n)
+        # the hazard is at most max(...): only those below it can close (the rest of the arithmetic on them alone)
+        cand = np.flatnonzero(u < max(self.closure_h, h_call))
+        if cand.size:
+            h = np.where(self.call_day[cand] <= t, h_call, self.closure_h)
+            self.closed_day[cand[self.open_[cand] & (u[cand] < h)]] = t
 
     def self_service(self, t: int, rng: np.random.Generator) -> None:
         """Day ``t``'s self-service responsible-gambling events (anyone), more likely in an episode."""
-        rg_p = (0.0008 + 0.0006 * np.minimum(self.excess, 5)) * self.open_
-        rg_hit = np.flatnonzero(rng.random(self.pop.n) < rg_p)
+        u = rng.random(self.pop.n)
+        cand = np.flatnonzero(u < 0.0008 + 0.0006 * 5)      # the chance's largest value (then on these alone)
+        rg_p = (0.0008 + 0.0006 * np.minimum(self.excess[cand], 5)) * self.open_[cand]
+        rg_hit = cand[u[cand] < rg_p]
         if rg_hit.size:
             ev = rng.choice(len(RG_EVENTS), size=rg_hit.size, p=_SELF_SERVICE_P)
             self.rg_rows.append((rg_hit, t, ev, np.zeros(rg_hit.size, bool)))
@@ -165,26 +201,23 @@ class Play:
         self.effect_mult[i] = self.p.letter_effect
 
     # ------------------------------------------------------------------ tables
-    def activity_table(self, cid: np.ndarray) -> pd.DataFrame:
-        """The ``activity`` table: one row per customer, day and product played, sorted."""
-        rows = self.act_rows
-        if rows:
-            a_idx = np.concatenate([r[0] for r in rows])
-            a_t = np.concatenate([np.full(r[0].size, r[1]) for r in rows])
-            a_p = np.concatenate([r[2] for r in rows])
-            a_w = np.concatenate([r[3] for r in rows])
-            a_won = np.concatenate([r[4] for r in rows])
-        else:
-            a_idx = a_t = a_p = np.array([], int)
-            a_w = a_won = np.array([], float)
-        order = np.lexsort((a_p, a_t, a_idx))
-        return pd.DataFrame({
-            "customer_id": cid[a_idx[order]],
-            "date": self.dates[a_t[order]],
-            "product": PRODUCTS["product"].to_numpy()[a_p[order]],
-            "wagered": a_w[order],
-            "won": a_won[order],
-        })
+    def activity_rows(self) -> dict[str, np.ndarray]:
+        """The ``activity`` rows as arrays sorted by customer, day and product: ``customer`` (index in the chunk),
+        ``day``, ``product`` (index into ``PRODUCTS``), ``wagered``, ``won``; each row placed by its customer's
+        first row plus its rank (no sort)."""
+        rows, counts = self.act_rows, self.act_count
+        n_rows = int(counts.sum())
+        first = np.zeros(counts.size, dtype=np.int64)
+        np.cumsum(counts[:-1], out=first[1:])
+        out = {"customer": np.repeat(np.arange(counts.size), counts), "day": np.empty(n_rows, np.int32),
+               "product": np.empty(n_rows, np.int8), "wagered": np.empty(n_rows), "won": np.empty(n_rows)}
+        for idx, t, prod, w, won, rank in rows:
+            pos = first[idx] + rank
+            out["day"][pos] = t
+            out["product"][pos] = prod
+            out["wagered"][pos] = w
+            out["won"][pos] = won
+        return out
 
     def rg_events_table(self, cid: np.ndarray) -> pd.DataFrame:
         """The ``rg_events`` table (self-service and agreed on a call), up to the data end."""
@@ -200,13 +233,29 @@ class Play:
         return rg_events[rg_events["occurred_on"] < dates[-1] + 1]
 
 
-def deposits_table(activity: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
-    """The ``deposits`` table: a share of each play day's stakes, on most play days."""
-    day_tot = activity.groupby(["customer_id", "date"], sort=False)["wagered"].sum()
+def activity_table(rows: dict[str, np.ndarray], cid: np.ndarray, dates: np.ndarray) -> pa.Table:
+    """The ``activity`` table (Arrow, the contract's schema) from :meth:`Play.activity_rows`."""
+    return arrow_table("activity", {
+        "customer_id": pa.array(cid, pa.string()).take(rows["customer"]),
+        "date": dates[rows["day"]],
+        "product": pa.array(PRODUCTS["product"].to_numpy(), pa.string()).take(rows["product"]),
+        "wagered": rows["wagered"],
+        "won": rows["won"],
+    })
+
+
+def deposits_table(rows: dict[str, np.ndarray], cid: np.ndarray, dates: np.ndarray,
+                   rng: np.random.Generator) -> pa.Table:
+    """The ``deposits`` table (Arrow): a share of each play day's stakes, on most play days; ``rows`` from
+    :meth:`Play.activity_rows` (a play day's rows are adjacent, so its stakes are summed in the table's order)."""
+    cust, day = rows["customer"], rows["day"]
+    starts = np.flatnonzero(np.r_[cust.size > 0, (cust[1:] != cust[:-1]) | (day[1:] != day[:-1])])
+    day_tot = np.add.reduceat(rows["wagered"], starts) if starts.size else np.empty(0)
     dep_u = rng.random(day_tot.size)
     dep_keep = dep_u < 0.6
-    return pd.DataFrame({
-        "customer_id": day_tot.index.get_level_values(0)[dep_keep],
-        "date": day_tot.index.get_level_values(1)[dep_keep],
-        "amount": np.round(day_tot.to_numpy()[dep_keep] * rng.uniform(0.2, 0.7, dep_keep.sum()), 0),
+    first = starts[dep_keep]
+    return arrow_table("deposits", {
+        "customer_id": pa.array(cid, pa.string()).take(cust[first]),
+        "date": dates[day[first]],
+        "amount": np.round(day_tot[dep_keep] * rng.uniform(0.2, 0.7, dep_keep.sum()), 0),
     })

@@ -117,6 +117,8 @@ def current_multiplier(p: SimulationParams, mult: np.ndarray, since: np.ndarray,
 def chunk_truth(p: SimulationParams, case_rows: list[dict], tl_actual: np.ndarray, tl_base: np.ndarray,
                 registered_day: np.ndarray) -> dict:
     """Per chunk: the first reached case of each customer (outside a study) with what the truths need."""
+    from .play import day_sum  # play imports this module
+
     T, w = p.days, WINDOW
     first, second = [], {"n_cases": 0, "n_reached": 0, "actual": 0.0, "counterfactual": 0.0, "n_window": 0}
     seen: set = set()
@@ -131,15 +133,16 @@ def chunk_truth(p: SimulationParams, case_rows: list[dict], tl_actual: np.ndarra
                 second["n_reached"] += 1
                 if o + w <= T:
                     second["n_window"] += 1
-                    second["actual"] += float(tl_actual[i, o:o + w].sum())
-                    second["counterfactual"] += float(c["_prev_mult"] * tl_base[i, o:o + w].sum())
+                    second["actual"] += float(day_sum(tl_actual, i, o, o + w))
+                    second["counterfactual"] += float(c["_prev_mult"] * day_sum(tl_base, i, o, o + w))
         if not reached or i in seen:
             continue
         seen.add(i)
         if o - 84 < 0 or o + w > T or registered_day[i] > o - 84:
             continue
-        first.append({"pre84": float(tl_actual[i, o - 84:o].sum()), "actual": float(tl_actual[i, o:o + w].sum()),
-                      "base": float(tl_base[i, o:o + w].sum()), "delay": int(c["_answer_day"] - c["_trigger_day"]),
+        first.append({"pre84": float(day_sum(tl_actual, i, o - 84, o)),
+                      "actual": float(day_sum(tl_actual, i, o, o + w)),
+                      "base": float(day_sum(tl_base, i, o, o + w)), "delay": int(c["_answer_day"] - c["_trigger_day"]),
                       "caller": c.get("_answer_caller")})
     return {"first": first, "second": second}
 

@@ -11,13 +11,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
 from .calls import number_cases
 from .chunk import Chunk, simulate_chunk
 from .params import SimulationParams
 from .trial import write_trial_files
 from .truth import accumulate, finish_truth
-from .writer import TableWriter, to_arrow, write_operator_toml, write_products, write_truth
+from .writer import TableWriter, read_spooled, spool_table, to_arrow, write_operator_toml, write_products, write_truth
 
 
 def simulate(out: str | os.PathLike, *, customers: int = 4000, seed: int = 1, progress: bool = False,
@@ -100,10 +101,9 @@ def _run(p: SimulationParams, out: Path, progress: bool, t0: float, jobs: int | 
     writer = TableWriter(out)
     acc: dict = {}
     n_case = 0
-    tasks = [(p, c, int(seeds[c])) for c in range(n_chunks)]
     jobs = min(os.cpu_count() or 1, n_chunks) if jobs is None else min(int(jobs), n_chunks)
     try:
-        with _chunks(tasks, jobs) as chunks:
+        with _chunks(p, [int(s) for s in seeds], jobs, out) as chunks:
             for c, ch in enumerate(chunks):
                 off = c * p.chunk_size
                 n = min(p.chunk_size, p.customers - off)
@@ -111,7 +111,12 @@ def _run(p: SimulationParams, out: Path, progress: bool, t0: float, jobs: int | 
                 ch.cases, ch.attempts, ch.sms = number_cases(ch.cases, ch.attempts, ch.sms, n_case, agent_rng)
                 n_case += len(ch.cases)
                 for name, attr in _TABLES.items():
-                    writer.write(name, getattr(ch, attr))
+                    table = getattr(ch, attr)
+                    if isinstance(table, Path):     # spooled by a worker
+                        writer.write(name, read_spooled(table))
+                        table.unlink()
+                    else:
+                        writer.write(name, table)
                 accumulate(acc, ch.truth, ch.attempts)
                 if ch.trial is not None:
                     write_trial_files(p, out, ch.trial)
@@ -127,36 +132,44 @@ def _run(p: SimulationParams, out: Path, progress: bool, t0: float, jobs: int | 
     return truth
 
 
-#: Tables a worker hands back as Arrow (their bulk: Arrow's buffers cross processes far cheaper than
-#: pandas' object strings); the case tables stay pandas, numbered in the parent.
+#: Tables a worker hands back in Arrow IPC files of a spool folder in the staging folder (read by the parent
+#: memory-mapped: no pickling, no copies through a pipe); the case tables stay pandas, numbered in the parent.
 _ARROW = ("customers", "activity", "deposits", "triggers", "rg_events")
 
 
 def _chunk_job(task: tuple) -> Chunk:
     """Simulate one chunk (in a worker or in this process)."""
-    p, c, seed = task
+    p, c, seed = task[:3]
     off = c * p.chunk_size
     return simulate_chunk(p, off, min(p.chunk_size, p.customers - off), np.random.default_rng(seed))
 
 
 def _worker_job(task: tuple) -> Chunk:
+    """Simulate one chunk in a worker; its bulky tables are spooled to files (the Chunk holds their paths)."""
     ch = _chunk_job(task)
+    c, spool = task[1], task[3]
     for name in _ARROW:
-        setattr(ch, _TABLES[name], to_arrow(name, getattr(ch, _TABLES[name])))
+        table = getattr(ch, _TABLES[name])
+        path = spool / f"{c}-{name}.arrow"
+        spool_table(path, table if isinstance(table, pa.Table) else to_arrow(name, table))
+        setattr(ch, _TABLES[name], path)
     return ch
 
 
 @contextlib.contextmanager
-def _chunks(tasks: list, jobs: int) -> Iterator[Iterator[Chunk]]:
+def _chunks(p: SimulationParams, seeds: list[int], jobs: int, out: Path) -> Iterator[Iterator[Chunk]]:
     """The chunks in order: simulated here (``jobs`` 1), or by ``jobs`` forked workers, at most a few
-    chunks ahead of the writer (memory stays a few chunks whatever the size)."""
+    chunks ahead of the writer (memory stays a few chunks whatever the size; their tables spooled in a
+    private folder of the staging folder ``out``, removed on every exit and with the staging folder after a
+    SIGKILL)."""
     if jobs <= 1:
-        yield (_chunk_job(t) for t in tasks)
+        yield (_chunk_job((p, c, seed)) for c, seed in enumerate(seeds))
         return
     from .._pool import worker_pool
+    from ..writer import private_dir
 
-    with worker_pool(jobs) as pool:
-        yield _bounded(pool, tasks, ahead=2 * jobs)
+    with private_dir(out, prefix=".carecall-spool-") as spool, worker_pool(jobs) as pool:
+        yield _bounded(pool, [(p, c, seed, spool) for c, seed in enumerate(seeds)], ahead=2 * jobs)
 
 
 def _bounded(pool, tasks: list, ahead: int) -> Iterator[Chunk]:

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from .params import SimulationParams
-from .play import Play
+from .play import Play, day_sum, days_sum
 from .population import Population
 
 #: Strata and matching variables of the matched-set design.
@@ -61,7 +61,7 @@ def eligible_list(p: SimulationParams, pop: Population, play: Play, last_case_da
     k = int(round(p.trial_share * ok.sum()))
     top = cand[np.argsort(-net[cand], kind="stable")[:k]]
     top = np.sort(top)
-    tl = play.tl_actual[top, max(0, t - p.trial_lookback):t].sum(axis=1)
+    tl = days_sum(play.tl_actual, top, max(0, t - p.trial_lookback), t)
     return pd.DataFrame({"customer_id": cid[top], "gender": pop.gender[top],
                          "age": np.floor(pop.age0[top] + t / 365.25).astype(int),
                          "net_loss": np.round(net[top], 2), "theoretical_loss": np.round(tl.astype(float), 2),
@@ -82,7 +82,7 @@ def run_trial_day(p: SimulationParams, rng: np.random.Generator, desk, play: Pla
         i = int(i)
         a0 = max(0, t - 365)
         span = max(1, (t - 85) - a0)
-        log_spend = float(np.log1p(play.tl_actual[i, a0:t - 85].sum() * 84.0 / span))
+        log_spend = float(np.log1p(day_sum(play.tl_actual, i, a0, t - 85) * 84.0 / span))
         first = t + int(rng.integers(0, max(p.trial_call_spread, 1)))
         block = blocks[cust]
         c = open_case(p, rng, i, t, "high_loss", pop.age0[i], log_spend, pop.pref[i], trial_arm=arms[cust],
@@ -116,7 +116,7 @@ def trial_truth(p: SimulationParams, case_rows: list[dict], tl_actual: np.ndarra
         for w in WINDOWS:
             if o + w > T:
                 continue
-            a, b = float(tl_actual[i, o:o + w].sum()), float(tl_base[i, o:o + w].sum())
+            a, b = float(day_sum(tl_actual, i, o, o + w)), float(day_sum(tl_base, i, o, o + w))
             s = d["windows"].setdefault(str(w), {"n": 0, "actual": 0.0, "base": 0.0, "n_reached": 0,
                                                  "actual_reached": 0.0, "base_reached": 0.0})
             s["n"] += 1

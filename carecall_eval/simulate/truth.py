@@ -10,6 +10,7 @@ import pandas as pd
 from .._version import __version__
 from . import programme
 from .params import SimulationParams
+from .play import day_sum
 
 _WINDOWS = (28, 84, 365)        # post windows (days from the case's opening) of the realised effect
 
@@ -39,20 +40,20 @@ def chunk_truth(p: SimulationParams, case_rows: list[dict], tl_actual: np.ndarra
         reached = c["_answer_day"] is not None and c["_answer_day"] < T
         if c["arm"] is not None and o + 84 <= T and o - 84 >= 0:
             d = out["rct"].setdefault(c["arm"], {"actual": 0.0, "base": 0.0, "n": 0, "reached": 0})
-            d["actual"] += float(tl_actual[i, o:o + 84].sum())
-            d["base"] += float(tl_base[i, o:o + 84].sum())
+            d["actual"] += float(day_sum(tl_actual, i, o, o + 84))
+            d["base"] += float(day_sum(tl_base, i, o, o + 84))
             d["n"] += 1
             d["reached"] += int(reached)
         if not (reached and c["arm"] is None) or i in seen:
             continue
         seen.add(i)
         if o - 84 >= 0 and o + 84 <= T and registered_day[i] <= o - 84:
-            out["pre84"] += float(tl_actual[i, o - 84:o].sum())
-            out["post84"] += float(tl_actual[i, o:o + 84].sum())
+            out["pre84"] += float(day_sum(tl_actual, i, o - 84, o))
+            out["post84"] += float(day_sum(tl_actual, i, o, o + 84))
         for w in _WINDOWS:
             if o + w <= T:
-                out["post84_actual_w"][w] += float(tl_actual[i, o:o + w].sum())
-                out["post_base_w"][w] += float(tl_base[i, o:o + w].sum())
+                out["post84_actual_w"][w] += float(day_sum(tl_actual, i, o, o + w))
+                out["post_base_w"][w] += float(day_sum(tl_base, i, o, o + w))
         if o + 365 <= T:
             out["retained"][1] += 1
             out["retained"][0] += int(not (0 <= closed_day[i] < o + 365))

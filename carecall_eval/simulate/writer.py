@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -38,6 +39,24 @@ def to_arrow(name: str, df: pd.DataFrame) -> pa.Table:
     if name == "call_cases" and "block" in df.columns:      # the optional column of a randomized study
         schema = schema.append(pa.field("block", pa.string()))
     return pa.Table.from_pandas(df, schema=schema, preserve_index=False)
+
+
+def arrow_table(name: str, columns: dict) -> pa.Table:
+    """A contract table as Arrow with the table's Parquet schema, from its columns (NumPy or Arrow arrays)."""
+    schema = SCHEMAS[name]
+    return pa.Table.from_arrays([pa.array(columns[f.name], f.type) if isinstance(columns[f.name], np.ndarray)
+                                 else columns[f.name] for f in schema], schema=schema)
+
+
+def spool_table(path: Path, table: pa.Table) -> None:
+    """Write ``table`` to an Arrow IPC file (a worker's hand-over to the parent, uncompressed)."""
+    with pa.OSFile(str(path), "wb") as f, pa.ipc.new_file(f, table.schema) as w:
+        w.write_table(table)
+
+
+def read_spooled(path: Path) -> pa.Table:
+    """A table written by :func:`spool_table`, memory-mapped (no copy)."""
+    return pa.ipc.open_file(pa.memory_map(str(path))).read_all()
 
 
 class TableWriter:
