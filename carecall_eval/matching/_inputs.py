@@ -207,7 +207,8 @@ def column_kind(data: pd.DataFrame, c: str, argname: str) -> str:
     if pd.api.types.is_numeric_dtype(dt):
         return "numeric"
     if pd.api.types.is_string_dtype(dt) or dt is np.dtype(object) or dt == np.dtype(object):
-        if dt == np.dtype(object) and not col.dropna().map(lambda v: isinstance(v, str)).all():
+        # every non-missing value a str (checked in C: a lambda per row cost seconds per call at 1M rows)
+        if dt == np.dtype(object) and pd.api.types.infer_dtype(col, skipna=True) not in ("string", "empty"):
             raise ValueError(
                 f"{argname}: column {c!r} mixes strings with other types; convert it first, e.g. "
                 f"data[{c!r}].astype(str) or pd.to_numeric(data[{c!r}])."

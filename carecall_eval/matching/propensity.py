@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -29,6 +30,16 @@ _CHUNK = 1 << 16
 _WARM_START_ROWS = 200_000
 
 
+@functools.lru_cache(maxsize=1)
+def _blas_controller():
+    """threadpoolctl's controller, made once (finding the loaded libraries took ~5 ms a call)."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return None
+    return ThreadpoolController()
+
+
 @contextlib.contextmanager
 def single_threaded_blas():
     """Run numpy's BLAS on one thread inside the block.
@@ -39,12 +50,9 @@ def single_threaded_blas():
     else OpenBLAS's own ``set_num_threads`` through ctypes (Linux), else
     nothing.
     """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        threadpool_limits = None
-    if threadpool_limits is not None:
-        with threadpool_limits(limits=1, user_api="blas"):
+    controller = _blas_controller()
+    if controller is not None:
+        with controller.limit(limits=1, user_api="blas"):
             yield
         return
     lib = get = set_ = None
