@@ -129,12 +129,15 @@ def weighted_gram(X: np.ndarray, w: np.ndarray | None = None, chunk: int = 8192)
     million attempts, paged in afresh at every Newton step); blocks of rows stay in the cache, and each
     block's ``B' B`` with ``B = sqrt(w) X`` is one symmetric rank-k update (half the multiplications).
     """
+    from ...matching.propensity import single_threaded_blas
+
     n, p = X.shape
     out = np.zeros((p, p))
     sw = None if w is None else np.sqrt(w)
-    for i in range(0, n, chunk):
-        B = X[i:i + chunk] if sw is None else X[i:i + chunk] * sw[i:i + chunk, None]
-        out += B.T @ B
+    with single_threaded_blas():      # small products: BLAS threads spinning on a busy machine cost 50x
+        for i in range(0, n, chunk):
+            B = X[i:i + chunk] if sw is None else X[i:i + chunk] * sw[i:i + chunk, None]
+            out += B.T @ B
     return out
 
 
