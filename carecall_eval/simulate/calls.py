@@ -5,6 +5,7 @@ missed-call SMS, call durations, outcomes and reception; the ``triggers``, ``cal
 """
 from __future__ import annotations
 
+import bisect
 from typing import Any
 
 import numpy as np
@@ -34,17 +35,17 @@ _ATTEMPT_NO = np.arange(len(ATTEMPT_OFFSETS))
 _LOG_300 = np.log(300)
 
 
-def choice_cdf(p) -> np.ndarray:
-    """The cumulative probabilities :meth:`numpy.random.Generator.choice` searches for ``p``."""
+def choice_cdf(p) -> list[float]:
+    """The cumulative probabilities :meth:`numpy.random.Generator.choice` searches for ``p`` (as floats)."""
     cdf = np.asarray(p, dtype=np.float64).cumsum()
     cdf /= cdf[-1]
-    return cdf
+    return cdf.tolist()
 
 
-def draw_index(rng: np.random.Generator, cdf: np.ndarray) -> int:
-    """``rng.choice(len(p), p=p)`` for ``cdf = choice_cdf(p)``: the same uniform drawn, the same index, without
-    the checks of ``choice`` on every call."""
-    return int(cdf.searchsorted(rng.random(), side="right"))
+def draw_index(rng: np.random.Generator, cdf: list[float]) -> int:
+    """``rng.choice(len(p), p=p)`` for ``cdf = choice_cdf(p)``: the same uniform drawn, the same index
+    (``searchsorted(cdf, u, side="right")``), without the checks of ``choice`` on every call."""
+    return bisect.bisect_right(cdf, rng.random())
 
 
 _CHANNELS = ("phone", "letter", "email")

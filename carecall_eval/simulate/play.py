@@ -249,7 +249,11 @@ def deposits_table(rows: dict[str, np.ndarray], cid: np.ndarray, dates: np.ndarr
     """The ``deposits`` table (Arrow): a share of each play day's stakes, on most play days; ``rows`` from
     :meth:`Play.activity_rows` (a play day's rows are adjacent, so its stakes are summed in the table's order)."""
     cust, day = rows["customer"], rows["day"]
-    starts = np.flatnonzero(np.r_[cust.size > 0, (cust[1:] != cust[:-1]) | (day[1:] != day[:-1])])
+    new_day = np.empty(cust.size, dtype=bool)     # a row opening a customer's play day
+    new_day[:1] = True
+    np.not_equal(cust[1:], cust[:-1], out=new_day[1:])
+    new_day[1:] |= day[1:] != day[:-1]
+    starts = np.flatnonzero(new_day)
     day_tot = np.add.reduceat(rows["wagered"], starts) if starts.size else np.empty(0)
     dep_u = rng.random(day_tot.size)
     dep_keep = dep_u < 0.6
