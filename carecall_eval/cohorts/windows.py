@@ -347,14 +347,19 @@ def _scaled(col: pa.ChunkedArray) -> np.ndarray:
     typ = col.type
     if not pa.types.is_decimal(typ):          # a backend that summed the decimals as integers already
         return col.to_numpy(zero_copy_only=False).astype(np.int64)
-    arr = pa.compute.fill_null(col, pa.scalar(0, typ)).combine_chunks()
+    if col.null_count:
+        col = pa.compute.fill_null(col, pa.scalar(0, typ))
     if pa.types.is_decimal256(typ):           # pragma: no cover - not produced by DuckDB or Spark sums
-        return np.array([int(v.scaleb(typ.scale)) for v in arr.to_pylist()], dtype=np.int64)
-    words = np.frombuffer(arr.buffers()[1], dtype=np.int64, count=2 * (len(arr) + arr.offset))[2 * arr.offset:]
-    low, high = words[0::2], words[1::2]
+        return np.array([int(v.scaleb(typ.scale)) for v in col.to_pylist()], dtype=object)
+    parts = []
+    for arr in col.chunks:                     # each chunk's words in place (no combined copy)
+        words = np.frombuffer(arr.buffers()[1], dtype=np.int64, count=2 * (len(arr) + arr.offset))
+        parts.append(words[2 * arr.offset:].reshape(-1, 2))
+    words = parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else np.zeros((0, 2), np.int64)
+    low, high = words[:, 0], words[:, 1]
     if not np.array_equal(high, low >> 63):      # some beyond int64: Python integers, exact
         return high.astype(object) * 2 ** 64 + low.view(np.uint64).astype(object)
-    return low.copy()
+    return np.ascontiguousarray(low)
 
 
 def _unscale(x: np.ndarray, typ) -> np.ndarray:
