@@ -33,7 +33,8 @@ def _results(lookups):
 
 
 def _entries(d):
-    return sorted((d / memo.FOLDER).glob("*/*.pickle")) if d.is_dir() else []
+    """The entries (without the files their details are stored in)."""
+    return sorted(p for p in (d / memo.FOLDER).glob("*/*.pickle") if ".details" not in p.name) if d.is_dir() else []
 
 
 def test_a_second_call_reads_the_result_back(data, cache_on, monkeypatch):
@@ -169,10 +170,35 @@ def test_the_memo_keeps_within_its_size_by_removing_the_least_recently_used(data
     os.utime(new, (t - 100, t - 100))
     os.utime(old, (t - 200, t - 200))
     spec(ds, level=0.8)                                   # a read: its entry becomes the most recent
-    size = sum(p.stat().st_size for p in _entries(cache_on))
+    size = sum(p.stat().st_size for p in (cache_on / memo.FOLDER).glob("*/*.pickle"))
     assert memo.prune(size - 1) == 1
     (left,) = _entries(cache_on)
     assert left == new
     monkeypatch.setenv(memo.ENV_MAX, "0")
     spec(ds, level=0.7)                                   # a store with no room left keeps nothing
     assert _entries(cache_on) == []
+
+
+def test_details_are_stored_apart_and_read_when_first_looked_at(data, cache_on):
+    """The re-run's report never opens a result's details (models, row-level tables): they are a file of
+    their own, unpickled on first access; an entry whose details file has gone is recomputed."""
+    ds, cohort = data
+    spec = ESTIMATORS["retention"]
+    first = spec(ds, cohort.sample(), level=0.9, horizon=180)
+    assert first.details and isinstance(first.details, dict)
+    (entry,) = _entries(cache_on)
+    stored = entry.with_name(entry.name.replace(".pickle", ".details.pickle"))
+    assert stored.is_file()
+    again = spec(ds, cohort.sample(), level=0.9, horizon=180)
+    assert isinstance(again.details, memo.StoredDetails) and again.details._data is None   # not read yet
+    assert sorted(again.details) == sorted(first.details) and "table" in again.details
+    assert again.details._data is None                                                      # still not read
+    pd.testing.assert_frame_equal(again.details["table"], first.details["table"], check_exact=True)
+    import pickle
+
+    assert type(pickle.loads(pickle.dumps(again.details))) is dict
+    stored.unlink()
+    with C.lookups() as seen:
+        third = spec(ds, cohort.sample(), level=0.9, horizon=180)
+    assert _results(seen) == ["miss"] and isinstance(third.details, dict) and stored.is_file()
+    assert memo.prune(0) == 1 and list((cache_on / memo.FOLDER).glob("*/*.pickle")) == []

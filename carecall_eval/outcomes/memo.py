@@ -19,12 +19,17 @@ An entry is named by a SHA-256 of
 Entries live beside the aggregates (``$CARECALL_CACHE_DIR``; ``CARECALL_CACHE=0`` or
 ``cohorts.cache.caching(False)`` turns both off), as pickles written by the toolkit's one atomic writer;
 they are kept within 10 GB (``CARECALL_RESULTS_MAX_GB``), the least recently used removed first.
+A result's ``details`` (fitted models and row-level tables: most of an entry's bytes) are stored in a file
+of their own and read only when first looked at (:class:`StoredDetails`), so a re-run's report, which
+never opens them, does not unpickle them.
 Like the aggregates they are as sensitive as the data, and they are only ever read from the user's own
 cache folder.
 """
 from __future__ import annotations
 
+import collections.abc
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import json
@@ -41,7 +46,7 @@ __all__ = ["cached", "memoised", "code_digest", "sample_digest"]
 FOLDER = "results"
 
 #: Layout of an entry; part of every key.
-LAYOUT = 2
+LAYOUT = 3
 
 #: Largest total size of the memoised results (bytes; ``CARECALL_RESULTS_MAX_GB`` to change it): the
 #: oldest entries are removed first when a new one would exceed it (every code change makes new entries).
@@ -128,9 +133,16 @@ def _compute(name: str, key: str | None, compute: Callable[[], object]):
         return compute()
     with contextlib.suppress(Exception):          # absent or damaged: recompute and overwrite
         path = _path(key)
-        result, said = pickle.loads(path.read_bytes())
+        result, said, apart = pickle.loads(path.read_bytes())
+        if apart:
+            dpath = _details_path(key)
+            if not dpath.is_file():                    # pruned apart from its entry: recompute
+                raise FileNotFoundError(dpath)
+            result = dataclasses.replace(result, details=StoredDetails(dpath, apart))
         with contextlib.suppress(OSError):
             path.touch()                               # used now: pruning removes the least recently used
+            if apart:
+                dpath.touch()
         cache._note(f"result:{name}", "hit")
         _say(said)
         return result
@@ -144,7 +156,13 @@ def _compute(name: str, key: str | None, compute: Callable[[], object]):
     from ..writer import write_bytes
 
     with contextlib.suppress(Exception):          # a failure to store only costs the next run its time
-        write_bytes(_path(key), pickle.dumps((result, said), protocol=pickle.HIGHEST_PROTOCOL),
+        stored, apart = result, _has_details(result)
+        if apart:                                    # the details first: an entry never names a missing file
+            write_bytes(_details_path(key), pickle.dumps(dict(result.details), protocol=pickle.HIGHEST_PROTOCOL),
+                        what="result cache entry")
+            stored = dataclasses.replace(result, details={})
+        names = list(result.details) if apart else None      # the details' keys, known without reading them
+        write_bytes(_path(key), pickle.dumps((stored, said, names), protocol=pickle.HIGHEST_PROTOCOL),
                     what="result cache entry")
         prune()
     _say(said)
@@ -153,24 +171,28 @@ def _compute(name: str, key: str | None, compute: Callable[[], object]):
 
 def prune(max_bytes: int | None = None) -> int:
     """Remove the least recently used results until the rest fit in ``max_bytes`` (default
-    :data:`MAX_BYTES`, or ``$CARECALL_RESULTS_MAX_GB``); returns how many files were removed."""
+    :data:`MAX_BYTES`, or ``$CARECALL_RESULTS_MAX_GB``); returns how many entries were removed (an entry
+    with its details file)."""
     import os
 
     if max_bytes is None:
         env = os.environ.get(ENV_MAX)
         max_bytes = int(float(env) * 2**30) if env else MAX_BYTES
-    files = []
+    entries: dict = {}                  # an entry and its details file go together
     for p in (cache.cache_dir() / FOLDER).glob("*/*.pickle"):
         with contextlib.suppress(OSError):
             st = p.stat()
-            files.append((st.st_mtime, st.st_size, p))
-    total = sum(size for _, size, _ in files)
+            e = entries.setdefault(p.name.split(".")[0], [0.0, 0, []])
+            e[0], e[1] = max(e[0], st.st_mtime), e[1] + st.st_size
+            e[2].append(p)
+    total = sum(e[1] for e in entries.values())
     removed = 0
-    for _, size, p in sorted(files, key=lambda f: f[0]):
+    for _, size, paths in sorted(entries.values(), key=lambda e: e[0]):
         if total <= max_bytes:
             break
         with contextlib.suppress(OSError):
-            p.unlink()
+            for p in sorted(paths, key=lambda q: ".details" not in q.name):   # details first, then the entry
+                p.unlink()
             total -= size
             removed += 1
     return removed
@@ -190,6 +212,55 @@ def memoised(name: str, func: Callable, data, *args, key=None, **kwargs):
 
 def _path(key: str) -> Path:
     return cache.cache_dir() / FOLDER / key[:2] / f"{key}.pickle"
+
+
+def _details_path(key: str) -> Path:
+    return cache.cache_dir() / FOLDER / key[:2] / f"{key}.details.pickle"
+
+
+def _has_details(result) -> bool:
+    """A result (a frozen dataclass) with non-empty ``details``: stored apart."""
+    details = getattr(result, "details", None)
+    return dataclasses.is_dataclass(result) and isinstance(details, collections.abc.Mapping) and len(details) > 0
+
+
+class StoredDetails(collections.abc.Mapping):
+    """A memoised result's ``details``, unpickled from their own file when first looked at.
+
+    A read-only mapping like the dict it stands for (``dict(details)`` makes that dict); its keys are
+    known without reading the file (``"table" in details`` reads nothing); pickling it pickles the dict.
+    """
+
+    def __init__(self, path: Path, keys) -> None:
+        self._path = Path(path)
+        self._keys = list(keys)
+        self._data: dict | None = None
+
+    def _load(self) -> dict:
+        if self._data is None:
+            self._data = pickle.loads(self._path.read_bytes())
+        return self._data
+
+    def __getitem__(self, key):
+        return self._load()[key]
+
+    def __iter__(self):
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __contains__(self, key) -> bool:
+        return key in self._keys
+
+    def copy(self) -> dict:
+        return dict(self._load())
+
+    def __reduce__(self):
+        return dict, (self.copy(),)
+
+    def __repr__(self) -> str:
+        return repr(self._load()) if self._data is not None else f"<details stored in {self._path.name}>"
 
 
 def _module_of(filename: str) -> str:

@@ -35,6 +35,7 @@ import datetime as _dt
 import os
 import subprocess
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,9 +111,10 @@ class QuarterlyReport:
         """A copy whose results keep only the details the report shows (what the renderer hands the notebook:
         at a million customers the full details are gigabytes to pickle and read back)."""
         def trim(r):
-            if r is None or not isinstance(getattr(r, "details", None), dict):
+            if r is None or not isinstance(getattr(r, "details", None), Mapping):
                 return r
-            return dataclasses.replace(r, details={k: v for k, v in r.details.items() if k in self.SHOWN_DETAILS})
+            # by name: a memoised result's details are read only for the names kept (outcomes/memo.py)
+            return dataclasses.replace(r, details={k: r.details[k] for k in self.SHOWN_DETAILS if k in r.details})
 
         ev = self.evaluation
         if ev is not None:

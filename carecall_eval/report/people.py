@@ -22,6 +22,7 @@ goes through :mod:`carecall_eval.compare.suppress`, the one implementation the a
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
@@ -73,7 +74,8 @@ def _people_km(r, threshold: int):
     """A Kaplan-Meier curve as the bundle shares it (:func:`~carecall_eval.compare.suppress.km_points`): a
     point every 14 days, only where at least ``threshold`` are at risk and 0 or at least ``threshold`` left
     since the last point, so that no step of the curve shows one customer leaving."""
-    table = getattr(r, "details", {}).get("table") if isinstance(getattr(r, "details", None), dict) else None
+    details = getattr(r, "details", None)
+    table = details.get("table") if isinstance(details, Mapping) else None
     if "km" not in getattr(r, "plot_data", {}) or table is None or \
             not {"duration", "event", "contact"} <= set(getattr(table, "columns", ())):
         return None
