@@ -315,3 +315,14 @@ def sql_checks(table: str) -> list[SqlCheck]:
                                 expected_text(col, "foreign_key"), "foreign_key",
                                 (col.name,), ref_table=ref_table, ref_column=ref_column))
     return out
+
+
+#: Screens of the cross-table rules of the large tables (:data:`~.spec.CROSS_RULES`), by rule name, for
+#: validation's one aggregation by customer: ``(aggregate, predicate)``, the aggregate over the rows of a
+#: customer (``{t}`` the table) and the predicate on it (``{a}``) and on the looked-up value (``{v}``),
+#: TRUE for some customer exactly when the rule's violation is TRUE for some row (then the offending rows
+#: are counted by the rule's own join).  ``play_after_closure``: a stake after the closure exists exactly
+#: when the last day with a stake is after it.
+CROSS_SCREENS: dict[str, tuple[str, str]] = {
+    "play_after_closure": ("max({t}.date) FILTER (WHERE {t}.wagered > 0)", "{a} > {v}"),
+}

@@ -34,6 +34,7 @@ from .files import probe_readable
 from .hints import column_hint
 from .problems import Problem, ValidationReport
 from .schemas import (
+    CROSS_SCREENS,
     SqlCheck,
     foreign_key_counts_sql,
     pandera_schema,
@@ -123,6 +124,7 @@ class _Validator:
         self.engines: dict[str, str] = {}
         self.ranges: dict[tuple[str, str], tuple] = {}   # (table, date column) -> (min, max), from the scan
         self.precounted: dict[tuple, int] = {}   # foreign keys and cross rules counted by a large table's scan
+        self.proven: set[tuple[str, tuple]] = set()   # (table, columns) of keys a large table's scan proved unique
 
     # --------------------------------------------------------------- plumbing
     def readable(self, table: str, columns: Iterable[str]) -> bool:
@@ -190,16 +192,31 @@ class _Validator:
                                              expected_text(p.column, "type")))
 
     def scan(self, t: Table, checks: list[SqlCheck]) -> None:
-        """One aggregate scan: unconvertible values, then the given row checks."""
+        """The table's aggregate checks: unconvertible values, the given row checks, its foreign keys and
+        cross-table rules (joined in); for a large table also its composite key (:meth:`grouped_scan`)."""
         plans = self.ds.plan(t.name)
         lossy = {c: p.lossy.format(r=_raw(c)) for c, p in plans.items()
                  if p.status == "cast" and p.lossy}
+        if t.large and self.grouped_scan(t, checks, lossy):
+            return
+        self.exact_scan(t, checks, lossy, joins=True, read_all=t.large)
+
+    def stored_sql(self, t: Table, without: Iterable[str] = ()) -> str:
+        """The columns of the table's check view (but `without`), for ``hash()``: reading them all decompresses
+        every page."""
+        view_cols = self.con.sql(f"SELECT * FROM {_check_view(t.name)} LIMIT 0").columns
+        return ", ".join(quote_ident(c) for c in view_cols if c not in set(without))
+
+    def exact_scan(self, t: Table, checks: list[SqlCheck], lossy: dict[str, str], *, joins: bool,
+                   read_all: bool) -> None:
+        """One aggregate scan counting every problem exactly: unconvertible values, then the given row checks
+        (and with `joins`, the table's foreign keys and cross-table rules, by joins)."""
+        plans = self.ds.plan(t.name)
         aggs = [f"count(*) FILTER (WHERE {_raw(c)} IS NOT NULL AND {pred})"
                 for c, pred in lossy.items()]
         aggs += [f"count(*) FILTER (WHERE {chk.violation})" for chk in checks]
-        if t.large:   # every stored value is read (and decompressed) by this one pass: a damaged page fails it
-            view_cols = self.con.sql(f"SELECT * FROM {_check_view(t.name)} LIMIT 0").columns
-            stored = ", ".join(quote_ident(c) for c in view_cols)
+        if read_all:   # every stored value is read (and decompressed) by this one pass: a damaged page fails it
+            stored = self.stored_sql(t)
             if stored:
                 aggs.append(f"count(*) FILTER (WHERE hash({stored}) IS NULL)")
         # the range of each date in a composite key, for the bitmap screen of its uniqueness (run_count)
@@ -210,35 +227,14 @@ class _Validator:
         # a large table's foreign keys and cross-table rules are counted in the same pass, by joins to
         # one row per key of the other table; reported (or not) once every table is checked (run, cross)
         joined: list[tuple[tuple, str]] = []
-        lookups: dict[tuple[str, str, str], tuple[str, list[str]]] = {}   # (other, its key, our column) ->
-        #                                                                    (alias, looked-up values)
-
-        def lookup(other: str, okey: str, mine: str) -> tuple[str, list[str]]:
-            return lookups.setdefault((other, okey, mine), (f"__ref{len(lookups)}", []))
-
-        if t.large:
-            for chk in (c for c in sql_checks(t.name) if c.kind == "foreign_key"):
-                if self.readable(chk.ref_table, [chk.ref_column]) and self.readable(t.name, chk.columns):
-                    alias, _ = lookup(chk.ref_table, chk.ref_column, chk.column)
-                    joined.append((("fk", chk.table, chk.column),
-                                   f"__t.{quote_ident(chk.column)} IS NOT NULL AND {alias}.__k IS NULL"))
-            for rule in (r for r in CROSS_RULES if r.table == t.name):
-                if self.readable(rule.other, rule.other_columns) and self.readable(t.name, rule.columns):
-                    alias, values = lookup(rule.other, rule.key, rule.key)
-                    values.append(rule.lookup)
-                    joined.append((("cross", rule.name),
-                                   rule.violation.format(t="__t", v=f"{alias}.__v{len(values) - 1}")))
-        joins = []
-        for (other, okey, mine), (alias, values) in lookups.items():
-            k = quote_ident(okey)
-            vals = "".join(f", {v} AS __v{j}" for j, v in enumerate(values))
-            joins.append(f"LEFT JOIN (SELECT {k} AS __k{vals} FROM {_check_view(other)} WHERE {k} IS NOT NULL "
-                         f"GROUP BY {k}) AS {alias} ON __t.{quote_ident(mine)} = {alias}.__k")
+        lookups: dict[tuple[str, str, str], tuple[str, list[str]]] = {}
+        if joins:
+            joined = self.joined_checks(t, lookups)
         first_joined = len(aggs)
-        aggs += [f"count(*) FILTER (WHERE {w})" for _, w in joined]
+        aggs += [f"count(*) FILTER (WHERE {w.replace('{t}', '__t')})" for _, w in joined]
         aggs.append("count(*)")
         counts = self.con.sql(f"SELECT {', '.join(aggs)} FROM {_check_view(t.name)} AS __t "
-                              + " ".join(joins)).fetchall()[0]
+                              + " ".join(self.lookup_joins(lookups, "__t"))).fetchall()[0]
         for j, (key, _) in enumerate(joined):
             self.precounted[key] = int(counts[first_joined + j])
         for i, c in enumerate(dated):
@@ -258,6 +254,142 @@ class _Validator:
             if n and self.readable(t.name, chk.columns):
                 self.report_sql(chk, n)
 
+    def joined_checks(self, t: Table, lookups: dict) -> list[tuple[tuple, str]]:
+        """A large table's foreign keys and cross-table rules as predicates on a row (``{t}``) joined to one
+        row per key of the other table: ``[(precounted key, predicate)]``; `lookups` gets the joins,
+        ``(other, its key, our column) -> (alias, looked-up values)``."""
+        def lookup(other: str, okey: str, mine: str) -> tuple[str, list[str]]:
+            return lookups.setdefault((other, okey, mine), (f"__ref{len(lookups)}", []))
+
+        joined: list[tuple[tuple, str]] = []
+        for chk in (c for c in sql_checks(t.name) if c.kind == "foreign_key"):
+            if self.readable(chk.ref_table, [chk.ref_column]) and self.readable(t.name, chk.columns):
+                alias, _ = lookup(chk.ref_table, chk.ref_column, chk.column)
+                joined.append((("fk", chk.table, chk.column),
+                               f"{{t}}.{quote_ident(chk.column)} IS NOT NULL AND {alias}.__k IS NULL"))
+        for rule in (r for r in CROSS_RULES if r.table == t.name):
+            if self.readable(rule.other, rule.other_columns) and self.readable(t.name, rule.columns):
+                alias, values = lookup(rule.other, rule.key, rule.key)
+                values.append(rule.lookup)
+                joined.append((("cross", rule.name),
+                               rule.violation.format(t="{t}", v=f"{alias}.__v{len(values) - 1}")))
+        return joined
+
+    @staticmethod
+    def lookup_joins(lookups: dict, me: str) -> list[str]:
+        """``LEFT JOIN`` of each lookup of :meth:`joined_checks` (one row per key of the other table) to `me`."""
+        joins = []
+        for (other, okey, mine), (alias, values) in lookups.items():
+            k = quote_ident(okey)
+            vals = "".join(f", {v} AS __v{j}" for j, v in enumerate(values))
+            joins.append(f"LEFT JOIN (SELECT {k} AS __k{vals} FROM {_check_view(other)} WHERE {k} IS NOT NULL "
+                         f"GROUP BY {k}) AS {alias} ON {me}.{quote_ident(mine)} = {alias}.__k")
+        return joins
+
+    def grouped_scan(self, t: Table, checks: list[SqlCheck], lossy: dict[str, str]) -> bool:
+        """A large table's checks in one aggregation by its first column (the customer), as cheap as a bare
+        ``GROUP BY customer_id`` when the data are clean; False when it does not apply (the exact scan runs).
+
+        Per customer: the number of rows, whether any row breaks a row check or holds an unconvertible value
+        (every stored value read, as by the exact scan), the bitmap of the composite key
+        (:meth:`bitmap_key`) and the aggregate of each cross-table rule's screen
+        (:data:`~.schemas.CROSS_SCREENS`).  The per-customer rows are then joined to one row per customer
+        of the table referenced: the foreign key of the customer is counted exactly (the customer's rows
+        with no match), the cross-table rules screened.  Only a check found broken is counted again, exactly:
+        the row checks by :meth:`exact_scan` (without joins), a cross-table rule by its join, the composite
+        key by :meth:`run_count`; the other foreign keys are proven by the bitmap (a value not referenced
+        has no bit) or counted with the others in :meth:`run`.
+        """
+        group = t.columns[0].name
+        if group in self.unreadable[t.name]:
+            return False
+        g = quote_ident(group)
+        # the date ranges of the composite key, for its bitmap: from the Parquet statistics where they hold
+        dated = [c for c in t.unique_together if t.column(c).kind == "date" and c not in self.unreadable[t.name]]
+        if dated:
+            got = self.con.sql("SELECT " + ", ".join(f"{f}({quote_ident(c)})" for c in dated for f in ("min", "max"))
+                               + f" FROM {_check_view(t.name)}").fetchall()[0]
+            for i, c in enumerate(dated):
+                self.ranges[(t.name, c)] = got[2 * i: 2 * i + 2]
+        unique = next((c for c in sql_checks(t.name) if c.kind == "unique" and c.columns == t.unique_together
+                       and self.readable(t.name, c.columns)), None)
+        bitmap = self.bitmap_key(unique) if unique is not None else None
+        # every stored value is read (and decompressed), a damaged page fails the query: the customer and the
+        # key's columns by the grouping and the bitmap, every other column by a hash the planner cannot drop
+        read = {group, *(unique.columns if bitmap is not None else ())}
+        bad = [f"({_raw(c)} IS NOT NULL AND {pred})" for c, pred in lossy.items()]
+        bad += [f"({chk.violation})" for chk in checks]
+        stored = self.stored_sql(t, without=read)
+        if stored:
+            bad.append(f"hash({stored}) IS NULL")
+        inner = ["count(*) AS __n", f"bool_or({' OR '.join(bad) or 'false'}) AS __bad"]
+        outer = ["coalesce(sum(__g.__n), 0)", "coalesce(bool_or(__g.__bad), false)"]
+        if bitmap is not None:
+            key, size, coded = bitmap
+            inner.append(f"bitstring_agg(CASE WHEN {self._not_null(unique.columns)} THEN {key} END, 0, {size - 1})"
+                         " AS __b")
+            outer.append("coalesce(sum(__g.__n - coalesce(bit_count(__g.__b), 0)), 0)")
+        # the foreign key of the customer and the screens of the cross-table rules, on one row per customer
+        lookups: dict[tuple[str, str, str], tuple[str, list[str]]] = {}
+        fks = [chk for chk in sql_checks(t.name) if chk.kind == "foreign_key"
+               and self.readable(chk.ref_table, [chk.ref_column]) and self.readable(t.name, chk.columns)]
+        screened: list[tuple] = []      # (precounted key, index in outer)
+        exact: dict[tuple, int] = {}    # precounted key -> index in outer
+        for chk in fks:
+            if chk.column == group:
+                alias = self._lookup(lookups, chk.ref_table, chk.ref_column, group)[0]
+                exact[("fk", chk.table, chk.column)] = len(outer)
+                outer.append(f"coalesce(sum(__g.__n) FILTER (WHERE __g.{g} IS NOT NULL AND {alias}.__k IS NULL), 0)")
+        cross_rules = []
+        for rule in (r for r in CROSS_RULES if r.table == t.name):
+            if not (self.readable(rule.other, rule.other_columns) and self.readable(t.name, rule.columns)):
+                continue
+            screen = CROSS_SCREENS.get(rule.name)
+            if screen is None or rule.key != group:
+                return False          # no screen of this rule: the exact scan counts it by its join
+            alias, values = self._lookup(lookups, rule.other, rule.key, group)
+            values.append(rule.lookup)
+            agg, pred = screen
+            inner.append(f"{agg.format(t='__t')} AS __a{len(cross_rules)}")
+            screened.append((("cross", rule.name), len(outer)))
+            outer.append(f"count(*) FILTER (WHERE {pred.format(a=f'__g.__a{len(cross_rules)}', v=f'{alias}.__v{len(values) - 1}')})")
+            cross_rules.append(rule)
+        sql = (f"SELECT {', '.join(outer)} FROM (SELECT {g}, {', '.join(inner)} FROM {_check_view(t.name)} AS __t "
+               f"GROUP BY {g}) AS __g " + " ".join(self.lookup_joins(lookups, "__g")))
+        got = self.con.sql(sql).fetchall()[0]
+        n_rows, any_bad = int(got[0]), bool(got[1])
+        self.n_rows[t.name] = n_rows
+        self.ds.remember_n_rows(t.name, n_rows)
+        for key, i in exact.items():
+            self.precounted[key] = int(got[i])
+        if bitmap is not None and got[2] == 0:
+            # every row has a bit of its own: the key is unique, and every coded value is referenced
+            self.proven.add((t.name, unique.columns))
+            for chk in fks:
+                if chk.column in coded:
+                    self.precounted[("fk", chk.table, chk.column)] = 0
+        if any(got[i] for _, i in screened):    # a broken cross-table rule: counted exactly, by its join
+            joined = dict(self.joined_checks(t, lk := {}))
+            keys = [k for k, i in screened if got[i]]
+            counts = self.con.sql(
+                "SELECT " + ", ".join(f"count(*) FILTER (WHERE {joined[k].replace('{t}', '__t')})" for k in keys)
+                + f" FROM {_check_view(t.name)} AS __t " + " ".join(self.lookup_joins(lk, "__t"))).fetchall()[0]
+            self.precounted.update({k: int(n) for k, n in zip(keys, counts)})
+        for key, i in screened:
+            if not got[i]:
+                self.precounted[key] = 0
+        if any_bad:   # a row check broken or a value not convertible: every one counted exactly
+            self.exact_scan(t, checks, lossy, joins=False, read_all=False)
+        return True
+
+    @staticmethod
+    def _lookup(lookups: dict, other: str, okey: str, mine: str) -> tuple[str, list[str]]:
+        return lookups.setdefault((other, okey, mine), (f"__ref{len(lookups)}", []))
+
+    @staticmethod
+    def _not_null(columns: Iterable[str]) -> str:
+        return " AND ".join(f"{quote_ident(c)} IS NOT NULL" for c in columns)
+
     def report_sql(self, chk: SqlCheck, n: int) -> None:
         t = TABLES[chk.table]
         where = chk.offending_where(_check_view)
@@ -275,6 +407,18 @@ class _Validator:
         None when it does not apply: no date among the key, a column that references no small table, or
         bitmaps that would need more than :data:`BITMAP_BUDGET` bytes (then the hash screen is used).
         """
+        got = self.bitmap_key(chk)
+        if got is None:
+            return None
+        key, size, _ = got
+        return (f"SELECT coalesce(sum(n - bit_count(b)), 0) FROM (SELECT count(*) AS n, "
+                f"bitstring_agg({key}, 0, {size - 1}) AS b FROM {_check_view(chk.table)} "
+                f"WHERE {self._not_null(chk.columns)} GROUP BY {quote_ident(chk.columns[0])})")
+
+    def bitmap_key(self, chk: SqlCheck) -> tuple[str, int, set[str]] | None:
+        """The bit of a row in its customer's bitmap (:meth:`bitmap_screen_sql`): ``(SQL, bits, coded
+        columns)``, the SQL in ``[0, bits)`` for a row with no null in the key, a date within the range found
+        and coded values that are referenced (NULL otherwise); None when the bitmap does not apply."""
         t = TABLES[chk.table]
         group, *rest = chk.columns
         dates = [c for c in rest if (chk.table, c) in self.ranges]
@@ -306,12 +450,11 @@ class _Validator:
         for c, values in coded:
             listed = "[" + ", ".join(sql_literal(v) for v in values) + "]"
             key = f"({key} * {len(values)} + list_position({listed}, {quote_ident(c)}) - 1)"
-        notnull = " AND ".join(f"{quote_ident(c)} IS NOT NULL" for c in chk.columns)
-        return (f"SELECT coalesce(sum(n - bit_count(b)), 0) FROM (SELECT count(*) AS n, "
-                f"bitstring_agg({key}, 0, {size - 1}) AS b FROM {_check_view(chk.table)} "
-                f"WHERE {notnull} GROUP BY {quote_ident(group)})")
+        return key, size, {c for c, _ in coded}
 
     def run_count(self, chk: SqlCheck, screen: bool = False) -> None:
+        if (chk.table, chk.columns) in self.proven:
+            return
         sql = (self.bitmap_screen_sql(chk) or chk.screen_sql(_check_view)) if screen else None
         if sql is not None and not self.con.sql(sql).fetchall()[0][0]:
             return
@@ -367,15 +510,17 @@ class _Validator:
                                              _fmt_rows(show, rows, kinds, nan_is_null=True),
                                              expected_text(t.column(column), rule)))
 
-    def probe(self) -> None:
-        """Read every value of every small Parquet table once: damaged data pages are one named problem per
-        table, and the table is left out of the other checks (issue 13).  The large tables are read through
-        by their own aggregate scan instead (:meth:`checked`), and probed only when that scan fails."""
-        for name in self.ds.tables:
-            src = self.ds.source(name)
-            if src.format != "parquet" or TABLES[name].large:
-                continue
-            self._probe_one(name)
+    def create_or_probe(self, name: str) -> None:
+        """Create the table's check relation.  A small table is read whole into it (every value of every
+        stored column decompressed), so a small Parquet table that cannot be read is probed: damaged data
+        pages are one named problem per table, and the table is left out of the other checks (issue 13).
+        The large tables stay views, read through by their own aggregate scan (:meth:`checked`), and are
+        probed only when that scan fails."""
+        try:
+            self.create_check_view(name)
+        except duckdb.Error:
+            if self.ds.source(name).format != "parquet" or TABLES[name].large or not self._probe_one(name):
+                raise
 
     def _probe_one(self, name: str) -> bool:
         src = self.ds.source(name)
@@ -439,10 +584,9 @@ class _Validator:
             self.problems.append(Problem(rule.table, rule.column, rule.name, int(n), ex, rule.expected))
 
     def run(self) -> None:
-        self.probe()
+        for name in self.ds.tables:
+            self.create_or_probe(name)
         present = [TABLES[n] for n in self.ds.tables if n not in self.damaged]
-        for t in present:
-            self.create_check_view(t.name)
         for t in present:
             with self.checked(t):
                 self.structure(t)
