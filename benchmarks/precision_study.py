@@ -81,25 +81,26 @@ def _answer_selection(factor: float):
     mods = [simmod]
     if hasattr(simmod, "__path__"):    # a package (after the simulator's split)
         mods += [importlib.import_module(f"{simmod.__name__}.{m.name}") for m in pkgutil.iter_modules(simmod.__path__)]
-    owners = [m for m in mods if "_answer_logit" in vars(m)]
+    # the answer model the simulator calls: the log-odds of a case's attempts (calls.answer_logits)
+    owners = [m for m in mods if "answer_logits" in vars(m)]
     if not owners:
-        raise RuntimeError("precision_study: the simulator has no _answer_logit to strengthen selection")
-    orig = vars(owners[0])["_answer_logit"]
+        raise RuntimeError("precision_study: the simulator has no answer_logits to strengthen selection")
+    orig = vars(owners[0])["answer_logits"]
 
-    def stronger(p, t, attempt_no, age, log_spend, pref, hour):
+    def stronger(p, days, age, log_spend, pref, hours):
         extra = 0.25 * (age - 40) / 10 - 0.15 * (log_spend - 9.0) - 0.8 * pref[2]
-        return orig(p, t, attempt_no, age, log_spend, pref, hour) + (factor - 1.0) * extra
+        return orig(p, days, age, log_spend, pref, hours) + (factor - 1.0) * extra
 
     @contextlib.contextmanager
     def patched():
-        users = [m for m in mods if vars(m).get("_answer_logit") is orig]
+        users = [m for m in mods if vars(m).get("answer_logits") is orig]
         for m in users:
-            m._answer_logit = stronger
+            m.answer_logits = stronger
         try:
             yield
         finally:
             for m in users:
-                m._answer_logit = orig
+                m.answer_logits = orig
     return patched()
 
 

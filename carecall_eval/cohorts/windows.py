@@ -286,7 +286,7 @@ def window_aggregates(dataset, keys: pd.DataFrame, windows: Mapping[str, tuple[i
     seg = _segment(j.off, cuts)
     pos = j.off + _BLOCK * 10_000                          # non-negative day number
     in_blk = pos % _BLOCK
-    j = j.mutate(seg=seg, blk=((pos - in_blk) // _BLOCK).cast("int32"),
+    j = j.mutate(seg=seg, blk=(pos - in_blk).cast("int32"),            # a multiple of _BLOCK
                  bit=ibis.literal(1).cast("int64") << in_blk.cast("int64"))
     share_segs = _segments_in(cuts, *share_window) if share_window else []
     if share_segs:
@@ -394,7 +394,7 @@ def _active_days(g: pa.Table, cell: np.ndarray, n: int, nseg: int, member: np.nd
     split = g.column("pc").to_numpy() >= 0               # groups split by product: OR their masks first
     ndays = np.bitwise_count(mask).astype(np.int64)
     if split.any():
-        blk = g.column("blk").to_numpy().astype(np.int64)[split]
+        blk = g.column("blk").to_numpy().astype(np.int64)[split] // _BLOCK
         b0, nb = int(blk.min()), int(blk.max() - blk.min()) + 1
         code, inv = np.unique(cell[split] * nb + (blk - b0), return_inverse=True)
         merged = np.zeros(code.size, dtype=np.int64)
