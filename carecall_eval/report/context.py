@@ -106,6 +106,9 @@ class QuarterlyReport:
     #: Details the report's pages read (the retention curve's risk table); every other detail is a fitted
     #: model or a row-level table.
     SHOWN_DETAILS = ("table",)
+    #: The columns of that table the risk table reads (``compare.suppress.km_points``): a cohort's other
+    #: hundred columns were most of the notebook's context at a million customers.
+    SHOWN_COLUMNS = ("duration", "event", "contact", "weights")
 
     def lean(self) -> "QuarterlyReport":
         """A copy whose results keep only the details the report shows (what the renderer hands the notebook:
@@ -114,7 +117,11 @@ class QuarterlyReport:
             if r is None or not isinstance(getattr(r, "details", None), Mapping):
                 return r
             # by name: a memoised result's details are read only for the names kept (outcomes/memo.py)
-            return dataclasses.replace(r, details={k: r.details[k] for k in self.SHOWN_DETAILS if k in r.details})
+            kept = {k: r.details[k] for k in self.SHOWN_DETAILS if k in r.details}
+            for k, v in kept.items():
+                if isinstance(v, pd.DataFrame) and {"duration", "event", "contact"} <= set(v.columns):
+                    kept[k] = v[[c for c in self.SHOWN_COLUMNS if c in v.columns]]
+            return dataclasses.replace(r, details=kept)
 
         ev = self.evaluation
         if ev is not None:
