@@ -36,7 +36,7 @@ import json
 import pickle
 import warnings
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from ..cohorts import cache
 
@@ -156,12 +156,13 @@ def _compute(name: str, key: str | None, compute: Callable[[], object]):
     from ..writer import write_bytes
 
     with contextlib.suppress(Exception):          # a failure to store only costs the next run its time
-        stored, apart = result, _has_details(result)
+        stored: Any = result
+        apart = _has_details(result)
         if apart:                                    # the details first: an entry never names a missing file
-            write_bytes(_details_path(key), pickle.dumps(dict(result.details), protocol=pickle.HIGHEST_PROTOCOL),
+            write_bytes(_details_path(key), pickle.dumps(dict(stored.details), protocol=pickle.HIGHEST_PROTOCOL),
                         what="result cache entry")
-            stored = dataclasses.replace(result, details={})
-        names = list(result.details) if apart else None      # the details' keys, known without reading them
+            stored = dataclasses.replace(stored, details={})
+        names = list(getattr(result, "details", {})) if apart else None      # the details' keys, known without reading them
         write_bytes(_path(key), pickle.dumps((stored, said, names), protocol=pickle.HIGHEST_PROTOCOL),
                     what="result cache entry")
         prune()

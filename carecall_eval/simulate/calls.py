@@ -106,6 +106,7 @@ class CaseDesk:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int8)
         who = np.sort(np.concatenate(fired)) if len(fired) > 1 else fired[0]
         self.last_trigger_day[who] = t
+        assert code is not None                      # set when anything fired
         return who, code[who]
 
     def open_cases(self, t: int, rng: np.random.Generator, fired: np.ndarray, kinds: np.ndarray,

@@ -209,7 +209,8 @@ class Play:
         n_rows = int(counts.sum())
         first = np.zeros(counts.size, dtype=np.int64)
         np.cumsum(counts[:-1], out=first[1:])
-        out = {"customer": np.repeat(np.arange(counts.size), counts), "day": np.empty(n_rows, np.int32),
+        out: dict[str, np.ndarray] = {
+            "customer": np.repeat(np.arange(counts.size), counts), "day": np.empty(n_rows, np.int32),
                "product": np.empty(n_rows, np.int8), "wagered": np.empty(n_rows), "won": np.empty(n_rows)}
         for idx, t, prod, w, won, rank in rows:
             pos = first[idx] + rank
