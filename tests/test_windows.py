@@ -233,6 +233,8 @@ def test_group_sums_are_exact_integers_in_any_order():
                                      pa.decimal128(38, 6))])
     assert W._scaled(col).tolist() == [-1234567, 0, 98765432100000]
     assert W._unscale(W._scaled(col), col.type).tolist() == [-1.234567, 0.0, 98765432.1]
+    with pytest.raises(TypeError, match="expected a decimal"):     # a float sum would not be exact
+        W._scaled(pa.chunked_array([pa.array([1.5])]))
     # beyond 64 bits: Python integers, still exact
     huge = pa.chunked_array([pa.array([decimal.Decimal(10**20), decimal.Decimal(-3)], pa.decimal128(38, 6))])
     assert W._scaled(huge).tolist() == [10**26, -3 * 10**6]

@@ -302,7 +302,9 @@ def window_aggregates(dataset, keys: pd.DataFrame, windows: Mapping[str, tuple[i
     sg = g.column("seg").to_numpy().astype(np.int64)
     cell = at * nseg + sg                                  # (key, segment)
     member = _membership(cuts, windows)                    # segments x windows, 0/1
-    sums = {m: _window_sums(g.column(m), cell, len(order), nseg, member) for m in ("tl", "net_loss", "wagered")}
+    scaled = {m: _scaled(g.column(m)) for m in ("tl", "net_loss", "wagered")}
+    sums = {m: _unscale(_sums_by(cell, v, len(order) * nseg).reshape(len(order), nseg) @ member, g.column(m).type)
+            for m, v in scaled.items()}
     days = _active_days(g, cell, len(order), nseg, member)
     cols = {}
     for i, n in enumerate(windows):
@@ -315,7 +317,7 @@ def window_aggregates(dataset, keys: pd.DataFrame, windows: Mapping[str, tuple[i
     if share_window:
         pcode = g.column("pc").to_numpy().astype(np.int64)
         inside = pcode >= 0
-        wide = _sums_by(at[inside] * max(len(products), 1) + pcode[inside], _scaled(g.column("wagered"))[inside],
+        wide = _sums_by(at[inside] * max(len(products), 1) + pcode[inside], scaled["wagered"][inside],
                         len(order) * len(products)).reshape(len(order), len(products))
         wide = _unscale(wide, g.column("wagered").type)
         tot = wide.sum(axis=1, keepdims=True)
@@ -345,8 +347,10 @@ def _scaled(col: pa.ChunkedArray) -> np.ndarray:
     (a group summing to more than about 9e12 at six decimals) the column is Python integers instead.
     """
     typ = col.type
-    if not pa.types.is_decimal(typ):          # a backend that summed the decimals as integers already
+    if pa.types.is_integer(typ):              # a backend that summed the decimals as integers already
         return col.to_numpy(zero_copy_only=False).astype(np.int64)
+    if not pa.types.is_decimal(typ):          # a float here would not be exact: refuse rather than round
+        raise TypeError(f"window sums: the backend returned {typ} for a fixed-point sum; expected a decimal")
     if col.null_count:
         col = pa.compute.fill_null(col, pa.scalar(0, typ))
     if pa.types.is_decimal256(typ):           # pragma: no cover - not produced by DuckDB or Spark sums
@@ -384,8 +388,7 @@ def _sums_by(index: np.ndarray, values: np.ndarray, size: int) -> np.ndarray:
 
 def _window_sums(col: pa.ChunkedArray, cell: np.ndarray, n: int, nseg: int, member: np.ndarray) -> np.ndarray:
     """Totals of a decimal column per key (rows) and window (columns), from its groups' sums."""
-    per_cell = _sums_by(cell, _scaled(col), n * nseg).reshape(n, nseg)
-    return _unscale(per_cell @ member, col.type)
+    return _unscale(_sums_by(cell, _scaled(col), n * nseg).reshape(n, nseg) @ member, col.type)
 
 
 def _active_days(g: pa.Table, cell: np.ndarray, n: int, nseg: int, member: np.ndarray) -> np.ndarray:
