@@ -303,8 +303,7 @@ def window_aggregates(dataset, keys: pd.DataFrame, windows: Mapping[str, tuple[i
     cell = at * nseg + sg                                  # (key, segment)
     member = _membership(cuts, windows)                    # segments x windows, 0/1
     scaled = {m: _scaled(g.column(m)) for m in ("tl", "net_loss", "wagered")}
-    sums = {m: _unscale(_sums_by(cell, v, len(order) * nseg).reshape(len(order), nseg) @ member, g.column(m).type)
-            for m, v in scaled.items()}
+    sums = {m: _window_sums(v, g.column(m).type, cell, len(order), nseg, member) for m, v in scaled.items()}
     days = _active_days(g, cell, len(order), nseg, member)
     cols = {}
     for i, n in enumerate(windows):
@@ -386,9 +385,10 @@ def _sums_by(index: np.ndarray, values: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
-def _window_sums(col: pa.ChunkedArray, cell: np.ndarray, n: int, nseg: int, member: np.ndarray) -> np.ndarray:
-    """Totals of a decimal column per key (rows) and window (columns), from its groups' sums."""
-    return _unscale(_sums_by(cell, _scaled(col), n * nseg).reshape(n, nseg) @ member, col.type)
+def _window_sums(values: np.ndarray, typ, cell: np.ndarray, n: int, nseg: int, member: np.ndarray) -> np.ndarray:
+    """Totals per key (rows) and window (columns) of a decimal column's groups (`values`: its
+    :func:`_scaled` integers, of Arrow type `typ`), summed per (key, segment) cell first."""
+    return _unscale(_sums_by(cell, values, n * nseg).reshape(n, nseg) @ member, typ)
 
 
 def _active_days(g: pa.Table, cell: np.ndarray, n: int, nseg: int, member: np.ndarray) -> np.ndarray:
@@ -425,7 +425,8 @@ def _deposit_totals(dataset, k, windows, cuts, order: np.ndarray) -> np.ndarray 
     g = _fetch_arrow(j.group_by(["row_id", "seg"]).aggregate(amount=j.amount.sum()), "deposits")
     nseg = len(cuts) + 1
     cell = _positions(order, g.column("row_id")) * nseg + g.column("seg").to_numpy().astype(np.int64)
-    return _window_sums(g.column("amount"), cell, len(order), nseg, _membership(cuts, windows))
+    amount = g.column("amount")
+    return _window_sums(_scaled(amount), amount.type, cell, len(order), nseg, _membership(cuts, windows))
 
 
 def _segment(off, cuts):
