@@ -20,6 +20,15 @@ from .windows import prior_rg_flags, window_aggregates
 COVARIATE_WINDOWS = {"7": (-7, -1), "28": (-28, -1), "28_8": (-28, -8), "84_29": (-84, -29),
                      "365_85": (-365, -85)}
 
+#: The window of the product shares (covariates ``share_{product}``).
+SHARE_WINDOW = (-84, -1)
+
+
+def shifted(windows: dict[str, tuple[int, int]], days: int) -> dict[str, tuple[int, int]]:
+    """The windows moved by ``days`` (negative: earlier)."""
+    return {n: (int(a) + days, int(b) + days) for n, (a, b) in windows.items()}
+
+
 #: Play in the last 90 days of the first year (retention's "still active" definition).
 ACTIVE_END_WINDOW = {"last90_365": (275, 364)}
 
@@ -349,29 +358,43 @@ BASE_COLUMNS = ("customer_id", "case_id", "trigger", "reached", "group", "contac
 
 
 def recompute_covariates(dataset, table: pd.DataFrame, design: StudyDesign,
-                         post: tuple[int, ...] | None = None) -> pd.DataFrame:
+                         post: tuple[int, ...] | None = None, moved: int = 0) -> pd.DataFrame:
     """Recompute every baseline covariate of a cohort table at its (possibly moved) ``index_date``.
 
     Used for placebo analyses at a pseudo-index.  The index of ``table`` is kept.  ``post`` limits the
     outcome windows summed with them to the pre window and these post windows (default: every window of
     the design, as :func:`build_cohort`); the covariates are the same either way, and a shorter span
-    makes the pass over activity cheaper.
+    makes the pass over activity cheaper.  ``moved``: the index was moved this many days back from the
+    cohort's own; the pass over activity is then asked for the same days relative to the cohort's index
+    (the same sums, exactly), so that it can be answered from a pass that already covered them
+    (:func:`carecall_eval.cohorts.windows.shared_pass`).
     """
     base = table[[c for c in BASE_COLUMNS if c in table.columns]]
-    out = _covariates(dataset, base.reset_index(drop=True), design, pd.Timestamp(dataset.data_end), post)
+    out = _covariates(dataset, base.reset_index(drop=True), design, pd.Timestamp(dataset.data_end), post,
+                      moved=moved)
     out.index = table.index
     return out
 
 
+def cohort_windows(design: StudyDesign, post: tuple[int, ...] | None = None) -> dict[str, tuple[int, int]]:
+    """Every window of a cohort's pass over activity: the covariate windows and :func:`outcome_windows`
+    (only the pre window and the ``post`` windows when given)."""
+    outcomes = outcome_windows(design) if post is None else \
+        {"pre": (-design.pre_window, -1), **post_windows(post)}
+    return {**COVARIATE_WINDOWS, **outcomes}
+
+
 def _covariates(ds, cand: pd.DataFrame, design: StudyDesign, data_end: pd.Timestamp,
-                post: tuple[int, ...] | None = None) -> pd.DataFrame:
+                post: tuple[int, ...] | None = None, moved: int = 0) -> pd.DataFrame:
     cand = cand.copy()
     cand["row_id"] = np.arange(len(cand))
     keys = cand[["row_id", "customer_id", "index_date"]]
-    outcomes = outcome_windows(design) if post is None else \
-        {"pre": (-design.pre_window, -1), **post_windows(post)}
-    windows = {**COVARIATE_WINDOWS, **outcomes}
-    tot = window_aggregates(ds, keys, windows, share_window=(-84, -1))   # one pass over activity
+    windows = cohort_windows(design, post)
+    if moved:      # the same days, counted from the index the rows were moved from
+        tot = window_aggregates(ds, keys.assign(index_date=keys["index_date"] + pd.Timedelta(days=moved)),
+                                shifted(windows, -moved), share_window=shifted({"s": SHARE_WINDOW}, -moved)["s"])
+    else:
+        tot = window_aggregates(ds, keys, windows, share_window=SHARE_WINDOW)   # one pass over activity
     idx = cand["index_date"]
     out = cand.set_index("row_id")
     out["age"] = (idx.dt.year - out["birth_year"]).to_numpy().astype(float)

@@ -715,7 +715,8 @@ def _placebo(dataset, sample: MatchedSample, outcome, window, covariates, level)
         return None, 0, ""
     # the pseudo post window must end before the real index: at most `shift` days
     w = min(window, shift)
-    table = recompute_covariates(dataset, table, design, post=(w,))   # no pass beyond the pseudo window
+    # no pass beyond the pseudo window; the days asked relative to the real index (the same sums)
+    table = recompute_covariates(dataset, table, design, post=(w,), moved=shift)
     pseudo = Cohort(table=table, flow=cohort.flow, design=design, data_end=cohort.data_end).sample()
     m = add_outcomes(dataset, pseudo.table, (w,), design.pre_window)
     est = matched_ppml(m, outcome, w, covariates, groups=pseudo.cluster_ids(m), level=level)
