@@ -165,8 +165,6 @@ def evaluate(data, design: StudyDesign | None = None, *, level: float = 0.95, qu
 
 def _evaluate(data, design, *, level, window, placebo, subgroups, stages, options) -> Evaluation:
     from .contract.base import open_data
-    from .outcomes.memo import memoised
-    from .outcomes.registry import ESTIMATORS
 
     st = stages
     first = len(st.records)
@@ -174,6 +172,16 @@ def _evaluate(data, design, *, level, window, placebo, subgroups, stages, option
         ds = open_data(data, "evaluate")
     design = design or StudyDesign()
     _check_not_empty(ds)
+    with one_pass(ds, design, window=window, placebo=placebo):
+        return _estimate(ds, design, level=level, window=window, placebo=placebo, subgroups=subgroups, stages=st,
+                         options=options, first=first)
+
+
+def _estimate(ds, design, *, level, window, placebo, subgroups, stages, options, first) -> Evaluation:
+    from .outcomes.memo import memoised
+    from .outcomes.registry import ESTIMATORS
+
+    st = stages
     with st("cohort"):
         cohort = memoised("cohort", build_cohort, ds, design, key=design.to_dict())
     st.say(f"cohort: {cohort.text}")
@@ -214,6 +222,35 @@ def _evaluate(data, design, *, level, window, placebo, subgroups, stages, option
                 "sms_policy_start": str(cfg.sms_policy_start) if cfg.sms_policy_start else None,
                 "data_start": str(pd.Timestamp(ds.data_start).date()), "data_end": str(pd.Timestamp(ds.data_end).date())}
     return Evaluation(design, cohort, sample, results, settings, timings)
+
+
+def one_pass(ds, design: StudyDesign, *, window: int = 84, placebo: bool = True):
+    """One pass over activity for the estimators of an evaluation or a report (a context manager).
+
+    Every case of the data at its opening day, with every window a cohort of `design` sums, the windows
+    of the placebo (the same, ``pre_window`` days earlier) and of the answer model's case covariates:
+    the cohorts of the design at any study period (effect, year-earlier, every earlier case), the
+    placebo's pseudo-index and the case covariates of reach, timing and the self-check are then answered
+    from it instead of each running its own pass (:func:`carecall_eval.cohorts.windows.shared_pass`;
+    the same figures exactly).  Cohorts indexed on another day run their own pass as before.
+    """
+    import contextlib
+
+    from .cohorts.build import SHARE_WINDOW, cohort_windows, shifted
+    from .cohorts.windows import shared_pass
+    from .outcomes.reach.answer_model import PRE_WINDOWS
+
+    if not ds.has("call_cases"):
+        return contextlib.nullcontext()
+    cases = ds.table("call_cases")[["customer_id", "opened_on"]].dropna()
+    keys = pd.DataFrame({"customer_id": cases["customer_id"].to_numpy(), "index_date": cases["opened_on"].to_numpy()})
+    wins = [*cohort_windows(design).values(), *PRE_WINDOWS.values()]
+    shares = [SHARE_WINDOW, PRE_WINDOWS["pre84"]]
+    if placebo:
+        w = min(window, design.pre_window)
+        wins += list(shifted(cohort_windows(design, post=(w,)), -design.pre_window).values())
+        shares.append(shifted({"s": SHARE_WINDOW}, -design.pre_window)["s"])
+    return shared_pass(ds, keys, wins, shares)
 
 
 def evaluate_to_file(data, out, *, design_path=None, quiet=False) -> int:

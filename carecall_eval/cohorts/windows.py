@@ -96,6 +96,9 @@ def _logged(fn):
 
     @functools.wraps(fn)
     def wrapper(dataset, keys, *args, **kwargs):
+        shared = _shared_answer(fn.__name__, dataset, keys, args, kwargs)
+        if shared is not None:     # answered from a shared pass already in memory (or computed for it now)
+            return shared
         entry = None
         if _cache.enabled():
             bound = sig.bind(dataset, keys, *args, **kwargs)
@@ -264,23 +267,32 @@ def window_aggregates(dataset, keys: pd.DataFrame, windows: Mapping[str, tuple[i
     """Window totals of every measure and (optionally) product shares, in one pass over activity.
 
     See :func:`window_totals` (columns ``{measure}_{window}``) and
-    :func:`product_shares` (columns ``share_{product}``, for `share_window`).
+    :func:`product_shares` (columns ``share_{product}``, for `share_window`).  Inside a
+    :func:`shared_pass` block that covers the keys and windows, the figures are taken from its one pass
+    (the same numbers: every sum is exact and per key).
     """
     _validate_windows(windows)
-    bounds = list(windows.values()) + ([share_window] if share_window else [])
+    return _aggregate(dataset, keys, windows, [tuple(share_window)] if share_window else [])
+
+
+def _aggregate(dataset, keys: pd.DataFrame, windows: Mapping[str, tuple[int, int]],
+               share_windows: list[tuple[int, int]]) -> pd.DataFrame:
+    """The pass of :func:`window_aggregates`, with product shares for each of `share_windows`
+    (columns ``share_{product}`` for one, ``share{i}_{product}`` for the i-th of several)."""
+    bounds = list(windows.values()) + share_windows
     lo, hi = min(a for a, _ in bounds), max(b for _, b in bounds)
     k = keys_table(dataset, keys, lo, hi)
     j = _play(dataset, k)
-    products = _products(dataset) if share_window else []
+    products = _products(dataset) if share_windows else []
     named = dict(windows)
-    if share_window:
-        named["_share"] = tuple(share_window)
+    for i, sw in enumerate(share_windows):
+        named[f"_share{i}"] = tuple(sw)
     # The backend groups rows by key, elementary segment and 63-day block; the few groups per key are then
     # added up per window here, in exact integers.  Segments are the pieces the window bounds cut the day
     # axis into, so every window is a union of segments.  Active days are distinct days, not rows (a day can
     # have several products): each group keeps a bitmask of its days (bit = day within the block), and a
     # window's active days are the set bits of its groups.  Grouping by block instead of by day keeps the
-    # groups to a few per key.  In the share window's segments the groups are also split by product (the
+    # groups to a few per key.  In the share windows' segments the groups are also split by product (the
     # per-product sums are those groups' sums; their bitmasks are OR-ed back together before counting).
     cuts = sorted({int(a) for a, _ in named.values()} | {int(b) + 1 for _, b in named.values()})
     seg = _segment(j.off, cuts)
@@ -288,7 +300,7 @@ def window_aggregates(dataset, keys: pd.DataFrame, windows: Mapping[str, tuple[i
     in_blk = pos % _BLOCK
     j = j.mutate(seg=seg, blk=(pos - in_blk).cast("int32"),            # a multiple of _BLOCK
                  bit=ibis.literal(1).cast("int64") << in_blk.cast("int64"))
-    share_segs = _segments_in(cuts, *share_window) if share_window else []
+    share_segs = sorted({x for sw in share_windows for x in _segments_in(cuts, *sw)})
     if share_segs:
         j = j.mutate(pc=ibis.cases((j.seg.isin(share_segs), j.pcode), else_=-1).cast("int32"))
     else:
@@ -313,18 +325,159 @@ def window_aggregates(dataset, keys: pd.DataFrame, windows: Mapping[str, tuple[i
     dep = _deposit_totals(dataset, k, windows, cuts, order)
     for i, n in enumerate(windows):
         cols[f"deposits_{n}"] = dep[:, i] if dep is not None else np.full(len(order), np.nan)
-    if share_window:
+    if share_windows:
         pcode = g.column("pc").to_numpy().astype(np.int64)
-        inside = pcode >= 0
-        wide = _sums_by(at[inside] * max(len(products), 1) + pcode[inside], scaled["wagered"][inside],
-                        len(order) * len(products)).reshape(len(order), len(products))
-        wide = _unscale(wide, g.column("wagered").type)
-        tot = wide.sum(axis=1, keepdims=True)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            shares = np.where(tot > 0, wide / np.where(tot > 0, tot, 1.0), 0.0)
-        for i, prod in enumerate(products):
-            cols[f"share_{prod}"] = shares[:, i]
+        for i, sw in enumerate(share_windows):
+            inside = (pcode >= 0) & np.isin(sg, _segments_in(cuts, *sw))
+            wide = _sums_by(at[inside] * max(len(products), 1) + pcode[inside], scaled["wagered"][inside],
+                            len(order) * len(products)).reshape(len(order), len(products))
+            wide = _unscale(wide, g.column("wagered").type)
+            tot = wide.sum(axis=1, keepdims=True)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                shares = np.where(tot > 0, wide / np.where(tot > 0, tot, 1.0), 0.0)
+            stem = "share" if len(share_windows) == 1 else f"share{i}"
+            for p, prod in enumerate(products):
+                cols[f"{stem}_{prod}"] = shares[:, p]
     return pd.DataFrame(cols, index=pd.Index(order, name="row_id"))
+
+
+# ----------------------------------------------------------------------------- one pass for many callers
+
+class _SharedPass:
+    """The aggregates of one set of keys and windows, computed on first need (see :func:`shared_pass`)."""
+
+    def __init__(self, dataset, keys: pd.DataFrame, windows, share_windows):
+        k = keys[["customer_id", "index_date"]].copy()
+        k["index_date"] = _days(k["index_date"])
+        k = k.drop_duplicates(ignore_index=True)
+        k.insert(0, "row_id", np.arange(len(k), dtype=np.int64))
+        self.dataset, self.keys = dataset, k
+        self.windows = {f"w{a}_{b}": (int(a), int(b)) for a, b in sorted({(int(a), int(b)) for a, b in windows})}
+        self.share_windows = sorted({(int(a), int(b)) for a, b in share_windows})
+        self.lookup = pd.MultiIndex.from_frame(k[["customer_id", "index_date"]])
+        self.table: pd.DataFrame | None = None
+        self.served = 0
+
+    def _same_data(self, dataset) -> bool:
+        """The pass's dataset, or a view of it on the same files (the same fingerprint: e.g. a subset of the
+        cases over the same activity)."""
+        if dataset is self.dataset:
+            return True
+        fp = [getattr(d, "fingerprint", None) for d in (dataset, self.dataset)]
+        try:
+            return fp[0] is not None and fp[1] is not None and fp[0]() == fp[1]()
+        except Exception:  # pragma: no cover - a dataset whose fingerprint cannot be computed
+            return False
+
+    def _positions(self, keys: pd.DataFrame) -> np.ndarray | None:
+        """Each key's row in the pass (by customer and index day), or None when some key is not in it."""
+        try:
+            probe = pd.MultiIndex.from_arrays([keys["customer_id"].to_numpy(), _days(keys["index_date"])])
+            at = self.lookup.get_indexer(probe)
+        except (TypeError, ValueError):     # ids of another type than the pass's: not covered
+            return None
+        return None if (at < 0).any() else at
+
+    def covers(self, dataset, keys: pd.DataFrame, windows, share_windows) -> bool:
+        """Whether every key, window and share window of another pass is in this one."""
+        return (self._same_data(dataset)
+                and all(f"w{int(a)}_{int(b)}" in self.windows for a, b in windows)
+                and all((int(a), int(b)) in self.share_windows for a, b in share_windows)
+                and (len(keys) == 0 or self._positions(keys) is not None))
+
+    def answer(self, dataset, keys: pd.DataFrame, windows, share_window) -> pd.DataFrame | None:
+        """The aggregates of a :func:`window_aggregates` call, or None when this pass does not cover it."""
+        if not self._same_data(dataset) or len(keys) == 0:
+            return None
+        if share_window is not None and tuple(int(x) for x in share_window) not in self.share_windows:
+            return None
+        names = {n: f"w{int(a)}_{int(b)}" for n, (a, b) in windows.items()}
+        if any(v not in self.windows for v in names.values()):
+            return None
+        at = self._positions(keys)
+        if at is None:
+            return None
+        if self.table is None:
+            self.table = shared_aggregates(self.dataset, self.keys, self.windows, self.share_windows)
+        t = self.table
+        cols = {}
+        for n, w in names.items():
+            for m in ("tl", "net_loss", "wagered", "active_days"):
+                cols[f"{m}_{n}"] = t[f"{m}_{w}"].to_numpy()[at]
+        for n, w in names.items():
+            cols[f"deposits_{n}"] = t[f"deposits_{w}"].to_numpy()[at]
+        if share_window is not None:
+            i = self.share_windows.index(tuple(int(x) for x in share_window))
+            stem = "share" if len(self.share_windows) == 1 else f"share{i}"
+            for prod in _products(self.dataset):
+                cols[f"share_{prod}"] = t[f"{stem}_{prod}"].to_numpy()[at]
+        self.served += 1
+        return pd.DataFrame(cols, index=pd.Index(keys["row_id"].to_numpy(), name="row_id"))
+
+
+_SHARED: list[_SharedPass] = []
+
+
+@_logged
+def shared_aggregates(dataset, keys: pd.DataFrame, windows: Mapping[str, tuple[int, int]],
+                      share_windows: Sequence[tuple[int, int]] = ()) -> pd.DataFrame:
+    """The one pass of a :func:`shared_pass`: :func:`window_aggregates` with the product shares of each
+    of `share_windows` (columns ``share{i}_{product}``, or ``share_{product}`` for a single one)."""
+    _validate_windows(windows)
+    return _aggregate(dataset, keys, windows, [tuple(int(x) for x in sw) for sw in share_windows])
+
+
+def _days(dates) -> np.ndarray:
+    return pd.to_datetime(pd.Series(dates)).dt.normalize().to_numpy("datetime64[D]")
+
+
+@contextlib.contextmanager
+def shared_pass(dataset, keys: pd.DataFrame, windows, share_windows=()):
+    """Answer :func:`window_aggregates` calls inside the block from one pass over activity.
+
+    Parameters
+    ----------
+    dataset : Dataset or IbisDataset
+    keys : pandas.DataFrame
+        Columns ``customer_id`` and ``index_date``: every (customer, index day) the calls inside the block
+        may ask for (duplicates are dropped).
+    windows : iterable of (first_day, last_day)
+        Every window (day offsets from the index) they may ask for.
+    share_windows : iterable of (first_day, last_day)
+        Every product-share window they may ask for.
+
+    A call whose keys are all among `keys` (by customer and index day) and whose windows and share window
+    are among these is answered from the one pass, computed when the first such call comes (never, if
+    none does); any other call runs its own query as usual.  The answers are the figures the call's own
+    pass would give, exactly: each key's sums are exact integers of its own rows, whatever other keys
+    and windows the pass holds.  Yields the pass (``served`` counts the calls it answered).
+    """
+    windows, share_windows = list(windows), list(share_windows)
+    for outer in reversed(_SHARED):        # a pass of an enclosing block that covers this one: use it
+        if outer.covers(dataset, keys, windows, share_windows):
+            yield outer
+            return
+    sp = _SharedPass(dataset, keys, windows, share_windows)
+    _SHARED.append(sp)
+    try:
+        yield sp
+    finally:
+        _SHARED.remove(sp)
+        sp.table = None
+
+
+def _shared_answer(fn_name: str, dataset, keys, args, kwargs):
+    if fn_name != "window_aggregates" or not _SHARED:
+        return None
+    bound = inspect.signature(window_aggregates.__wrapped__).bind(dataset, keys, *args, **kwargs)
+    bound.apply_defaults()
+    windows, share = bound.arguments["windows"], bound.arguments["share_window"]
+    _validate_windows(windows)
+    for sp in reversed(_SHARED):
+        got = sp.answer(dataset, keys, windows, share)
+        if got is not None:
+            return got
+    return None
 
 
 # the groups' sums, added up per window in exact integers (the fixed-point sums' unscaled values), so the

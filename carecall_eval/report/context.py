@@ -395,7 +395,7 @@ def build_quarterly(data, quarter: str | Quarter, design: StudyDesign | str | os
     from .._validation import check_int
     from ..contract import Dataset, ValidationReport, load, validate
     from ..errors import InputError
-    from ..evaluate import evaluate
+    from ..evaluate import evaluate, one_pass
     from ..stages import Stages
 
     st = stages if stages is not None else Stages(quiet=True)
@@ -444,75 +444,77 @@ def build_quarterly(data, quarter: str | Quarter, design: StudyDesign | str | os
     if validation is None:
         with _collect(notes, "validation"), st("validate"):
             validation = validate(ds)
-    with _collect(notes, "headline figures"), st("quarterly key figures"):
-        kq = q.previous(kpi_quarters)
-        kpis = memoised("quarter_kpis", quarter_kpis, ds, kq, level=level, key=[x.label for x in kq])
-    ev = None
-    with _collect(notes, "effect cohort"):
-        try:
-            ev = evaluate(ds, eff_design, level=level, window=window, placebo=placebo, stages=st)
-        except NotAvailableError as exc:   # a named refusal (no reached customer ...): its own words
-            missing["evaluation"] = str(exc)
-        except Exception as exc:  # the report says what is missing instead of failing
-            missing["evaluation"] = f"the effect estimates could not be computed ({type(exc).__name__}: {exc})"
-    sc = None
-    if ev is not None and selfcheck_replicates:
-        with _collect(notes, "self-check"), st("self-check"):
+    # one pass over activity answers every cohort, placebo and case-covariate query below
+    with one_pass(ds, eff_design, window=window, placebo=placebo):
+        with _collect(notes, "headline figures"), st("quarterly key figures"):
+            kq = q.previous(kpi_quarters)
+            kpis = memoised("quarter_kpis", quarter_kpis, ds, kq, level=level, key=[x.label for x in kq])
+        ev = None
+        with _collect(notes, "effect cohort"):
             try:
-                from ..outcomes.registry import ESTIMATORS
-                from ..trust.plasmode import PLOT_GRID
-
-                sc = ESTIMATORS["selfcheck"](ds, ev.sample, level=level, window=window, replicates=int(selfcheck_replicates),
-                               sms_replicates=min(int(selfcheck_replicates), 5), grid=PLOT_GRID, seed=0,
-                               n_jobs=os.cpu_count() or 1)   # the figures do not depend on it
+                ev = evaluate(ds, eff_design, level=level, window=window, placebo=placebo, stages=st)
+            except NotAvailableError as exc:   # a named refusal (no reached customer ...): its own words
+                missing["evaluation"] = str(exc)
             except Exception as exc:  # the report says what is missing instead of failing
-                missing["selfcheck"] = f"the self-check could not be run ({type(exc).__name__}: {exc})"
-    elif ev is not None:
-        missing["selfcheck"] = "the self-check was not run (selfcheck_replicates = 0)"
-    rq = q.shift(-4)
-    ret = ret_cohort = None
-    if pd.Timestamp(rq.end) + pd.Timedelta(days=364) > pd.Timestamp(ds.data_end):
-        missing["retention"] = (f"cases opened in {rq} do not yet have a full year of follow-up "
-                                f"(data end {pd.Timestamp(ds.data_end).date()})")
-    elif pd.Timestamp(rq.start) - pd.Timedelta(days=design.pre_window) < pd.Timestamp(ds.data_start):
-        missing["retention"] = (f"the data start on {pd.Timestamp(ds.data_start).date()}, too late for the "
-                                f"{design.pre_window}-day history of cases opened in {rq}")
-    else:
-        with _collect(notes, f"retention cohort ({rq})"), st("retention cohort (year earlier)"):
-            try:
-                from ..cohorts import build_cohort
-                from ..outcomes.registry import ESTIMATORS
+                missing["evaluation"] = f"the effect estimates could not be computed ({type(exc).__name__}: {exc})"
+        sc = None
+        if ev is not None and selfcheck_replicates:
+            with _collect(notes, "self-check"), st("self-check"):
+                try:
+                    from ..outcomes.registry import ESTIMATORS
+                    from ..trust.plasmode import PLOT_GRID
 
-                rdesign = design.replace(study_start=rq.start, study_end=rq.end)
-                ret_cohort = memoised("cohort", build_cohort, ds, rdesign, key=rdesign.to_dict())
-                from ..evaluate import _check_both_groups
+                    sc = ESTIMATORS["selfcheck"](ds, ev.sample, level=level, window=window, replicates=int(selfcheck_replicates),
+                                   sms_replicates=min(int(selfcheck_replicates), 5), grid=PLOT_GRID, seed=0,
+                                   n_jobs=os.cpu_count() or 1)   # the figures do not depend on it
+                except Exception as exc:  # the report says what is missing instead of failing
+                    missing["selfcheck"] = f"the self-check could not be run ({type(exc).__name__}: {exc})"
+        elif ev is not None:
+            missing["selfcheck"] = "the self-check was not run (selfcheck_replicates = 0)"
+        rq = q.shift(-4)
+        ret = ret_cohort = None
+        if pd.Timestamp(rq.end) + pd.Timedelta(days=364) > pd.Timestamp(ds.data_end):
+            missing["retention"] = (f"cases opened in {rq} do not yet have a full year of follow-up "
+                                    f"(data end {pd.Timestamp(ds.data_end).date()})")
+        elif pd.Timestamp(rq.start) - pd.Timedelta(days=design.pre_window) < pd.Timestamp(ds.data_start):
+            missing["retention"] = (f"the data start on {pd.Timestamp(ds.data_start).date()}, too late for the "
+                                    f"{design.pre_window}-day history of cases opened in {rq}")
+        else:
+            with _collect(notes, f"retention cohort ({rq})"), st("retention cohort (year earlier)"):
+                try:
+                    from ..cohorts import build_cohort
+                    from ..outcomes.registry import ESTIMATORS
 
-                _check_both_groups(ret_cohort, f"retention cohort {rq}")
-                ret = ESTIMATORS["retention"](ds, ret_cohort.sample(), level=level, label=f"reached in {rq}")
-            except NotAvailableError as exc:
-                missing["retention"] = str(exc)
-                ret = ret_cohort = None
-            except Exception as exc:
-                missing["retention"] = (f"12-month retention for cases opened in {rq} could not be computed "
-                                        f"({type(exc).__name__}: {exc})")
-                ret = ret_cohort = None
-    params = {
-        "quarter": q.label,
-        "kpi_quarters": [x.label for x in q.previous(kpi_quarters)],
-        "effect_cohort": {"study_start": str(eff_design.study_start) if eff_design.study_start else None,
-                          "study_end": str(eff_design.study_end) if eff_design.study_end else None,
-                          "pool_quarters": pool_quarters, "window": window},
-        "retention_cohort": rq.label,
-        "placebo": bool(placebo),
-        "level": level,
-        "selfcheck_replicates": int(selfcheck_replicates),
-    }
-    prog = _programme(ds, ev, eff_design, level, window, notes, missing, st) if programme and ev is not None else {}
-    return QuarterlyReport(quarter=q, dataset=ds, design=eff_design, evaluation=ev, kpis=kpis,
-                           validation=validation, retention=ret, retention_cohort=ret_cohort,
-                           retention_quarter=rq, selfcheck=sc, programme=prog,
-                           cohort_period=(eff_design.study_start, eff_design.study_end),
-                           missing=missing, notes=notes, params=params)
+                    rdesign = design.replace(study_start=rq.start, study_end=rq.end)
+                    ret_cohort = memoised("cohort", build_cohort, ds, rdesign, key=rdesign.to_dict())
+                    from ..evaluate import _check_both_groups
+
+                    _check_both_groups(ret_cohort, f"retention cohort {rq}")
+                    ret = ESTIMATORS["retention"](ds, ret_cohort.sample(), level=level, label=f"reached in {rq}")
+                except NotAvailableError as exc:
+                    missing["retention"] = str(exc)
+                    ret = ret_cohort = None
+                except Exception as exc:
+                    missing["retention"] = (f"12-month retention for cases opened in {rq} could not be computed "
+                                            f"({type(exc).__name__}: {exc})")
+                    ret = ret_cohort = None
+        params = {
+            "quarter": q.label,
+            "kpi_quarters": [x.label for x in q.previous(kpi_quarters)],
+            "effect_cohort": {"study_start": str(eff_design.study_start) if eff_design.study_start else None,
+                              "study_end": str(eff_design.study_end) if eff_design.study_end else None,
+                              "pool_quarters": pool_quarters, "window": window},
+            "retention_cohort": rq.label,
+            "placebo": bool(placebo),
+            "level": level,
+            "selfcheck_replicates": int(selfcheck_replicates),
+        }
+        prog = _programme(ds, ev, eff_design, level, window, notes, missing, st) if programme and ev is not None else {}
+        return QuarterlyReport(quarter=q, dataset=ds, design=eff_design, evaluation=ev, kpis=kpis,
+                               validation=validation, retention=ret, retention_cohort=ret_cohort,
+                               retention_quarter=rq, selfcheck=sc, programme=prog,
+                               cohort_period=(eff_design.study_start, eff_design.study_end),
+                               missing=missing, notes=notes, params=params)
 
 
 def _programme(ds, ev, design: StudyDesign, level: float, window: int, notes: list, missing: dict, st) -> dict:
