@@ -157,6 +157,10 @@ def _expit(x):
     return 1.0 / (1.0 + np.exp(-x))
 
 
+#: Most values of the joint code of a group of blocks (:meth:`CellDesign._tables_plan`).
+_GROUP_CODES = 1 << 10
+
+
 def _row_codes(A: np.ndarray) -> np.ndarray:
     """Codes ``0 .. k-1`` of the distinct rows of the 2-D array ``A`` (exact equality).
 
@@ -196,7 +200,9 @@ class CellDesign:
     over cells and profiles instead: the linear predictor is a cell's part plus a profile's part, ``D'r``
     and ``F'r`` are sums of ``r`` by cell and by profile, ``D'WD`` is a set of weighted cross-tabulations of
     the cells' codes (``D``'s columns fall into blocks with at most one 1 in a row, such as a factor's dummies),
-    ``F'WF`` a weighted sum over profiles, and ``D'WF`` runs once over the rows (a sparse product).  So a Newton
+    ``F'WF`` a weighted sum over profiles, and ``D'WF`` runs once over the rows (a sparse product).  The
+    cross-tabulations of ``D'WD`` are margins of a few tables of the cells' weights by the joint codes of
+    groups of blocks, and the sums of ``D'WF`` by block are taken by group too (:meth:`_tables_plan`).  So a Newton
     step costs a few passes over the ``n`` rows rather than O(n p^2).  The same sums as over the rows of
     ``[X, Z]``, in another order.  Rows are kept sorted by cell.
     """
@@ -260,11 +266,62 @@ class CellDesign:
         cols = np.concatenate([np.asarray(blk)[code[code > 0] - 1] for blk, code in zip(blocks, codes)])
         self._D = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=Dc.shape)
         self._Dt = self._D.T.tocsr()            # (b + J) x m
-        self._pairs = [(a, b, self._blocks[a][1] * (len(self._blocks[b][0]) + 1) + self._blocks[b][1])
-                       for a in range(len(blocks)) for b in range(a + 1, len(blocks))]
+        self._tables_plan(codes, m)
         self.gc = gc
         self.yc = np.bincount(self.cell, weights=self.y, minlength=m)
         self.yk = np.bincount(prof, weights=self.y, minlength=K)
+
+    def _tables_plan(self, codes: list[np.ndarray], m: int) -> None:
+        """How :meth:`hessian` cross-tabulates the cells: the blocks in groups, the groups' joint codes.
+
+        Consecutive blocks form a group while the group's joint code (mixed radix, the block codes as digits)
+        takes at most ``_GROUP_CODES`` values.  A table is the sum of the cells' weights by the joint code of one
+        group or of two (when that table is small against the cells): every product of two blocks covered by a
+        table is one of its margins, so the cells are passed a few times rather than once per pair of blocks.
+        Pairs of blocks in two groups without a table are cross-tabulated on their own.
+        """
+        import scipy.sparse as sp
+
+        sizes = [len(self._blocks[b][0]) + 1 for b in range(len(codes))]
+        groups: list[list[int]] = []
+        for b in range(len(codes)):
+            if groups and int(np.prod([sizes[c] for c in groups[-1]])) * sizes[b] <= _GROUP_CODES:
+                groups[-1].append(b)
+            else:
+                groups.append([b])
+        joint = []
+        for grp in groups:
+            code = np.zeros(m, dtype=np.intp)
+            for b in grp:
+                code = code * sizes[b] + codes[b]
+            joint.append(code)
+        size = [int(np.prod([sizes[b] for b in grp])) for grp in groups]
+        tables: list[tuple[np.ndarray, list[int], tuple]] = []       # (code, blocks as axes, shape)
+        cross = set()
+        for i in range(len(groups)):
+            for j in range(i + 1, len(groups)):
+                n_pairs = len(groups[i]) * len(groups[j])
+                if size[i] * size[j] <= (1 << 22) and size[i] * size[j] * (len(groups[i]) + 1) <= 2 * n_pairs * m:
+                    tables.append((joint[i] * size[j] + joint[j], groups[i] + groups[j],
+                                   tuple(sizes[b] for b in groups[i] + groups[j])))
+                    cross.add((i, j))
+        for i, grp in enumerate(groups):
+            if not any(i in c for c in cross):
+                tables.append((joint[i], list(grp), tuple(sizes[b] for b in grp)))
+        of_block = {b: i for i, grp in enumerate(groups) for b in grp}
+        self._groups, self._tables = groups, tables
+        # pairs of blocks that no table covers: their own cross-tabulation
+        self._pairs = [(a, b, codes[a] * sizes[b] + codes[b]) for a in range(len(codes))
+                       for b in range(a + 1, len(codes))
+                       if of_block[a] != of_block[b] and (of_block[a], of_block[b]) not in cross]
+        # the cells' sums by each group's joint code (for D'WF): one sparse matrix, the groups stacked
+        offsets = np.r_[0, np.cumsum(size)]
+        self._group_rows = offsets
+        self._G = sp.csr_matrix((np.ones(m * len(groups)), (np.concatenate([off + jc for off, jc in
+                                                                             zip(offsets, joint)]),
+                                                             np.tile(np.arange(m), len(groups)))),
+                                shape=(int(offsets[-1]), m))
+        self._sizes = sizes
 
     def eta(self, theta: np.ndarray) -> tuple[np.ndarray, float]:
         """Linear predictor of the (sorted) rows and ``sum(y * eta)``."""
@@ -292,21 +349,57 @@ class CellDesign:
         """``[X, Z]' diag(w) [X, Z]`` and the groups' sums of ``w``."""
         wc = np.bincount(self.cell, weights=w, minlength=self.m)
         H = np.zeros((self.p + self.J, self.p + self.J))
-        blocks = self._blocks
-        for idx, code in blocks:
-            H[idx, idx] = np.bincount(code, weights=wc, minlength=len(idx) + 1)[1:]
+        blocks, sizes = self._blocks, self._sizes
+        done: set = set()                       # blocks (a,) and pairs (a, b) whose products are in H
+        for code, axes, shape in self._tables:
+            T = np.bincount(code, weights=wc, minlength=int(np.prod(shape))).reshape(shape)
+            margins: dict = {}
+
+            def margin(keep: tuple, T=T, axes=axes, margins=margins) -> np.ndarray:
+                """``T`` summed over the blocks not in ``keep`` (from the smallest margin already taken)."""
+                if keep not in margins:
+                    src, have = T, tuple(axes)
+                    for k, arr in margins.items():
+                        if set(keep) <= set(k) and arr.size < src.size:
+                            src, have = arr, k
+                    drop = tuple(i for i, b in enumerate(have) if b not in keep)
+                    margins[keep] = src.sum(axis=drop) if drop else src
+                return margins[keep]
+
+            in_table = [grp for grp in self._groups if grp[0] in axes]
+            for grp in in_table:                # each group's own table first, then its blocks' cross margins
+                margin(tuple(grp))
+            if len(in_table) == 2:
+                for a in in_table[0]:
+                    margin((a, *in_table[1]))
+            for i, a in enumerate(axes):
+                if (a,) not in done:
+                    idx = blocks[a][0]
+                    H[idx, idx] = margin((a,))[1:]
+                    done.add((a,))
+                for b in axes[i + 1:]:
+                    if (a, b) not in done:
+                        ia, ib = blocks[a][0], blocks[b][0]
+                        M = margin((a, b))[1:, 1:]
+                        H[np.ix_(ia, ib)] = M
+                        H[np.ix_(ib, ia)] = M.T
+                        done.add((a, b))
         for a, b, code in self._pairs:
             ia, ib = blocks[a][0], blocks[b][0]
-            T = np.bincount(code, weights=wc, minlength=(len(ia) + 1) * (len(ib) + 1))
-            T = T.reshape(len(ia) + 1, len(ib) + 1)[1:, 1:]
+            T = np.bincount(code, weights=wc, minlength=sizes[a] * sizes[b]).reshape(sizes[a], sizes[b])[1:, 1:]
             H[np.ix_(ia, ib)] = T
             H[np.ix_(ib, ia)] = T.T
         ic = self.ic
         if len(ic):
             self._M.data = w
-            DF = self._Dt @ (self._M @ self.Fk)
-            H[np.ix_(self.iD, ic)] = DF
-            H[np.ix_(ic, self.iD)] = DF.T
+            S = self._G @ (self._M @ self.Fk)       # the cells' sums of w F by each group's joint code
+            for grp, lo, hi in zip(self._groups, self._group_rows[:-1], self._group_rows[1:]):
+                Sg = S[lo:hi].reshape(*(sizes[b] for b in grp), len(ic))
+                for i, a in enumerate(grp):
+                    drop = tuple(k for k in range(len(grp)) if k != i)
+                    DF = (Sg.sum(axis=drop) if drop else Sg)[1:]
+                    H[np.ix_(blocks[a][0], ic)] = DF
+                    H[np.ix_(ic, blocks[a][0])] = DF.T
             wk = np.bincount(self.prof, weights=w, minlength=self.K)
             H[np.ix_(ic, ic)] = (self._FkT * wk) @ self.Fk
         return H, np.bincount(self.gc, weights=wc, minlength=self.J)
@@ -340,23 +433,40 @@ class _Point:
         return self.H
 
 
+#: Largest move of the linear predictor over which a point's Hessian serves the Newton steps (see
+#: :func:`_penalized_mode`).
+_REUSE_ETA = 1e-4
+
+
 def _penalized_mode(cells: CellDesign, tau2: float, start: _Point) -> _Point:
     """Newton-Raphson (with step halving) for the mode of (beta, u) given tau2, from ``start``.
 
     The objective is the log-likelihood minus ``u'u / (2 tau2)``.  A ridge of 1e-8 on the fixed effects keeps
     the Hessian invertible when a factor level separates (every call of one trigger answered, say); it moves no
     estimate that is identified.  ``start`` keeps its Hessian (the data's part, without the penalty), so the
-    first step from the previous grid point's mode costs no new pass over the rows.  Returns the mode with its
-    Hessian computed.
+    first step from the previous grid point's mode costs no new pass over the rows; and a point's Hessian serves
+    the following steps while the linear predictor stays within ``_REUSE_ETA`` of it (each weight within a
+    factor ``exp(delta)`` of its own: the iteration contracts at least at the rate ``exp(delta) - 1``), a
+    step on it being taken as converged when it is below 1e-8 and leaves an error (rate x step) below 1e-14.
+    The grid points' modes are a few 1e-7 apart, so a mode mostly costs one Hessian, its own.  Returns the
+    mode with its Hessian computed.
     """
     p, J = cells.p, cells.J
     pen = np.r_[np.full(p, 1e-8), np.full(J, 1.0 / tau2)]
     pt = start
     theta = pt.theta
     f = pt.ll - 0.5 * float(np.sum(pen * theta ** 2))
+    at_H = start                # the point whose Hessian the steps use
     for _ in range(100):
         grad = pt.grad - pen * theta
-        step = np.linalg.solve(pt.hessian(cells) + np.diag(pen), grad)
+        if pt is not at_H:
+            # Another point's Hessian serves while the linear predictor has moved by at most ``delta`` from
+            # it: each weight p (1 - p) is then within a factor exp(+-delta) of its own, so the step is the
+            # Newton step up to a relative error below exp(delta) - 1 (the iteration contracts at that rate).
+            delta = float(np.max(np.abs(pt.eta - at_H.eta)))
+            if pt.H is not None or delta > _REUSE_ETA:
+                at_H = pt
+        step = np.linalg.solve(at_H.hessian(cells) + np.diag(pen), grad)
         t = 1.0
         while t > 1e-4:
             trial = theta + t * step
@@ -372,8 +482,12 @@ def _penalized_mode(cells: CellDesign, tau2: float, start: _Point) -> _Point:
             ll = cells.loglik(eta, yeta)
         theta = trial
         f = f_new
+        rate = 0.0 if at_H is pt else float(np.expm1(delta))     # 0: the step's own Hessian (Newton)
         pt = _Point.at(cells, theta, eta, ll)
-        if np.max(np.abs(t * step)) < 1e-8:
+        moved = float(np.max(np.abs(t * step)))
+        # converged when the step is below 1e-8 (Newton's error after it is of the order of its square); after
+        # a step on another point's Hessian, also when the error it leaves, about rate x step, is below 1e-14
+        if moved < 1e-8 and rate * moved < 1e-14:
             break
     pt.hessian(cells)
     return pt
