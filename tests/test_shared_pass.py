@@ -101,3 +101,18 @@ def test_an_evaluation_with_the_pass_equals_one_without_it(ds, monkeypatch):
         own = EVALUATE.evaluate(ds, level=0.9, window=28)
     assert [f for f, t, _n, _s in log if t == "activity"].count("window_aggregates") >= 3
     pd.testing.assert_frame_equal(shared.summary, own.summary, check_exact=True)
+
+
+@pytest.mark.parametrize("dense", [True, False])
+def test_active_days_do_not_depend_on_the_product_split(ds, cases, monkeypatch, dense):
+    """Groups split by product in the share windows have their day masks OR-ed back (a dense table of masks,
+    or sorted when that table would be large): the active days are those of the unsplit pass."""
+    if not dense:
+        monkeypatch.setattr(W, "_DENSE_SLOTS", -10**12)
+    keys = _keys(cases, 150, 4)
+    days = [f"active_days_{n}" for n in WINDOWS]
+    plain = W.window_aggregates(ds, keys, WINDOWS)[days]
+    for share in [(-84, -1), (-70, 10), (-300, 364)]:
+        got = W.window_aggregates(ds, keys, WINDOWS, share_window=share)[days]
+        pd.testing.assert_frame_equal(got, plain, check_exact=True)
+    assert (plain.to_numpy() > 0).mean() > 0.3        # the sample's cases do play in these windows

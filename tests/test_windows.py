@@ -228,6 +228,14 @@ def test_group_sums_are_exact_integers_in_any_order():
     assert W._sums_by(idx, vals, 7).tolist() == want
     big = vals * 10**8                                   # partial sums beyond 2**53: the exact integer path
     assert W._sums_by(idx, big, 7).tolist() == [w * 10**8 for w in want]
+    # per window: float cells (exact integers below 2**53) added by a float product give the integer sums
+    cells_f = W._sums_by(idx, vals, 7, exact_float=True)
+    assert cells_f.dtype == np.float64 and cells_f.tolist() == want
+    member = np.array([[1, 0, 1], [1, 1, 0], [0, 1, 0], [1, 1, 1], [0, 0, 1], [1, 0, 0], [0, 1, 1]])
+    by_int = W._per_window(np.array(want, dtype=np.int64), 1, 7, member)
+    assert by_int.dtype == np.int64 and W._per_window(cells_f, 1, 7, member).tolist() == by_int.tolist()
+    assert by_int.tolist() == [[sum(w for w, m in zip(want, member[:, j]) if m) for j in range(3)]]
+    assert W._sums_by(idx, big, 7, exact_float=True).dtype == np.int64      # beyond 2**53: integers kept
     # decimals read as their unscaled integers, negatives and nulls included (null = 0)
     col = pa.chunked_array([pa.array([decimal.Decimal("-1.234567"), None, decimal.Decimal("98765432.1")],
                                      pa.decimal128(38, 6))])

@@ -42,6 +42,8 @@ MOMENT = "decimal(38, 8)"
 
 #: Days per bitmask block (bits 0..62 of a signed 64-bit integer, so no shift reaches the sign bit).
 _BLOCK = 63
+#: Slots of the dense mask table of the product-split groups allowed beyond 4 per split group (else sorted).
+_DENSE_SLOTS = 1_000_000
 
 
 @ibis.udf.agg.builtin(name="bit_or")
@@ -338,7 +340,8 @@ def _aggregate(dataset, keys: pd.DataFrame, windows: Mapping[str, tuple[int, int
             stem = "share" if len(share_windows) == 1 else f"share{i}"
             for p, prod in enumerate(products):
                 cols[f"{stem}_{prod}"] = shares[:, p]
-    return pd.DataFrame(cols, index=pd.Index(order, name="row_id"))
+    # the columns as they are (no copy into consolidated blocks: seconds at operator scale)
+    return pd.DataFrame(cols, index=pd.Index(order, name="row_id"), copy=False)
 
 
 # ----------------------------------------------------------------------------- one pass for many callers
@@ -412,7 +415,7 @@ class _SharedPass:
             for prod in _products(self.dataset):
                 cols[f"share_{prod}"] = t[f"{stem}_{prod}"].to_numpy()[at]
         self.served += 1
-        return pd.DataFrame(cols, index=pd.Index(keys["row_id"].to_numpy(), name="row_id"))
+        return pd.DataFrame(cols, index=pd.Index(keys["row_id"].to_numpy(), name="row_id"), copy=False)
 
 
 _SHARED: list[_SharedPass] = []
@@ -524,12 +527,18 @@ def _unscale(x: np.ndarray, typ) -> np.ndarray:
     return x.astype(np.float64) / 10.0 ** scale if scale else x.astype(np.float64)
 
 
-def _sums_by(index: np.ndarray, values: np.ndarray, size: int) -> np.ndarray:
-    """Exact integer sums of `values` by `index` (0..size-1): int64, or Python integers beyond it."""
-    bound = float(np.abs(values.astype(np.float64)).sum()) if values.size else 0.0
+def _sums_by(index: np.ndarray, values: np.ndarray, size: int, exact_float: bool = False) -> np.ndarray:
+    """Exact integer sums of `values` by `index` (0..size-1): int64, or Python integers beyond it.
+
+    With ``exact_float`` the sums are returned as float64 when every partial sum is below 2**53 (the same
+    integers, exactly), so that they can be added up further with float arithmetic, still exactly.
+    """
+    as_float = values.astype(np.float64)
+    bound = float(np.abs(as_float).sum()) if values.size else 0.0
     if bound < 2.0 ** 53:
         # every partial sum is an integer below 2**53: float64 adds them exactly, in any order
-        return np.bincount(index, weights=values.astype(np.float64), minlength=size).astype(np.int64)
+        out = np.bincount(index, weights=as_float, minlength=size).astype(np.float64, copy=False)   # int if empty
+        return out if exact_float else out.astype(np.int64)
     big = bound >= 2.0 ** 61 or values.dtype == object
     out = np.zeros(size, dtype=object) if big else np.zeros(size, dtype=np.int64)
     if big:
@@ -538,10 +547,20 @@ def _sums_by(index: np.ndarray, values: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
+def _per_window(cells: np.ndarray, n: int, nseg: int, member: np.ndarray) -> np.ndarray:
+    """Per (key, segment) sums -> per (key, window) sums.  Float cells (exact integers below 2**53, see
+    :func:`_sums_by`) are added by a float matrix product: its sums are integers below 2**53 too, so
+    exact whatever the order; integer cells by an integer product."""
+    cells = cells.reshape(n, nseg)
+    if cells.dtype == np.float64:
+        return cells @ member.astype(np.float64)
+    return cells @ member
+
+
 def _window_sums(values: np.ndarray, typ, cell: np.ndarray, n: int, nseg: int, member: np.ndarray) -> np.ndarray:
     """Totals per key (rows) and window (columns) of a decimal column's groups (`values`: its
     :func:`_scaled` integers, of Arrow type `typ`), summed per (key, segment) cell first."""
-    return _unscale(_sums_by(cell, values, n * nseg).reshape(n, nseg) @ member, typ)
+    return _unscale(_per_window(_sums_by(cell, values, n * nseg, exact_float=True), n, nseg, member), typ)
 
 
 def _active_days(g: pa.Table, cell: np.ndarray, n: int, nseg: int, member: np.ndarray) -> np.ndarray:
@@ -549,15 +568,29 @@ def _active_days(g: pa.Table, cell: np.ndarray, n: int, nseg: int, member: np.nd
     mask = g.column("days").to_numpy().astype(np.int64)
     split = g.column("pc").to_numpy() >= 0               # groups split by product: OR their masks first
     ndays = np.bitwise_count(mask).astype(np.int64)
-    if split.any():
-        blk = g.column("blk").to_numpy().astype(np.int64)[split] // _BLOCK
-        b0, nb = int(blk.min()), int(blk.max() - blk.min()) + 1
-        code, inv = np.unique(cell[split] * nb + (blk - b0), return_inverse=True)
-        merged = np.zeros(code.size, dtype=np.int64)
-        np.bitwise_or.at(merged, inv, mask[split])
-        cell = np.concatenate([cell[~split], code // nb])
-        ndays = np.concatenate([ndays[~split], np.bitwise_count(merged).astype(np.int64)])
-    return _sums_by(cell, ndays, n * nseg).reshape(n, nseg) @ member
+    if not split.any():
+        return _per_window(_sums_by(cell, ndays, n * nseg, exact_float=True), n, nseg, member).astype(np.int64)
+    blk = g.column("blk").to_numpy().astype(np.int64)[split] // _BLOCK
+    b0, nb = int(blk.min()), int(blk.max() - blk.min()) + 1
+    csplit = cell[split]
+    segs = np.unique(csplit % nseg)                      # the segments split by product (a few)
+    if n * len(segs) * nb <= 4 * int(split.sum()) + _DENSE_SLOTS:
+        # a dense (key, split segment, block) table of masks: OR-ed in place, no sort
+        local = np.zeros(nseg, dtype=np.int64)
+        local[segs] = np.arange(len(segs))
+        slot = ((csplit // nseg) * len(segs) + local[csplit % nseg]) * nb + (blk - b0)
+        merged = np.zeros(n * len(segs) * nb, dtype=np.int64)
+        np.bitwise_or.at(merged, slot, mask[split])
+        counts = np.bitwise_count(merged).reshape(n, len(segs), nb).sum(axis=2, dtype=np.int64)
+        cells = _sums_by(cell[~split], ndays[~split], n * nseg, exact_float=True).reshape(n, nseg)
+        cells[:, segs] += counts
+        return _per_window(cells.reshape(-1), n, nseg, member).astype(np.int64)
+    code, inv = np.unique(csplit * nb + (blk - b0), return_inverse=True)
+    merged = np.zeros(code.size, dtype=np.int64)
+    np.bitwise_or.at(merged, inv, mask[split])
+    cell = np.concatenate([cell[~split], code // nb])
+    ndays = np.concatenate([ndays[~split], np.bitwise_count(merged).astype(np.int64)])
+    return _per_window(_sums_by(cell, ndays, n * nseg, exact_float=True), n, nseg, member).astype(np.int64)
 
 
 def _membership(cuts: list[int], windows: Mapping[str, tuple[int, int]]) -> np.ndarray:
