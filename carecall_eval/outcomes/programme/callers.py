@@ -31,9 +31,9 @@ from ...errors import NotAvailableError
 from ...narrative import programme as narrative
 from ...results import Result, not_available, tidy
 from ..calls import _pseudonyms
-from ..reach.answer_model import independent_columns
+from ..reach.answer_model import independent_of_gram
 from ..spending import OUTCOMES, _followup, _subgroups, add_outcomes, analysis_columns, analysis_sets
-from .pooling import glmm_logit, lmm, normal_pooling, one_blas_thread, random_effects
+from .pooling import CellDesign, glmm_logit, lmm, normal_pooling, one_blas_thread, random_effects
 from .timing import design_matrix, shared_attempt_table
 
 __all__ = ["caller_profiles", "ACTION_OUTCOMES"]
@@ -48,10 +48,19 @@ def _expit(x):
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def _independent(X: np.ndarray) -> np.ndarray:
-    """``X`` on linearly independent columns (the constant kept); ``X`` itself when every column is."""
-    keep = independent_columns(X, protect=1)
-    return X if len(keep) == X.shape[1] else X[:, keep]
+def _glmm(y: np.ndarray, X: np.ndarray, g: np.ndarray, J: int, level: float):
+    """:func:`~.pooling.glmm_logit` on ``X``'s linearly independent columns (the constant kept), and that ``X``.
+
+    The columns are chosen as :func:`~..reach.answer_model.independent_columns` chooses them, from the Gram
+    matrix ``X'X`` taken over the model's cells (:class:`~.pooling.CellDesign`, which the fit then uses) rather
+    than by another product over the rows.
+    """
+    cells = CellDesign(y, X, g, J)
+    p = X.shape[1]
+    keep = independent_of_gram(cells.hessian(np.ones(len(y)))[0][:p, :p], len(y), protect=1)
+    if len(keep) < p:
+        X, cells = X[:, keep], None
+    return glmm_logit(y, X, g, n_groups=J, level=level, cells=cells), X
 
 
 def _logit_rows(measure: str, metric_rate: str, metric_lo: str, fit, X, codes, labels, raw, n, level, what):
@@ -143,9 +152,8 @@ def caller_profiles(data, sample=None, /, *, level: float = 0.95, window: int = 
     # answering (attempt level)
     X, names, _ = design_matrix(a, ["attempt_cat", "hour_cat", "weekday", "month_cat", "trigger"],
                                 ["late_after"] + covariates)
-    X = _independent(X)
     g = code(a["caller"])
-    fit = glmm_logit(a["answered"].to_numpy(float), X, g, n_groups=J, level=level)
+    fit, X = _glmm(a["answered"].to_numpy(float), X, g, J, level)
     n = np.bincount(g, minlength=J)
     raw = np.bincount(g, weights=a["answered"].to_numpy(float), minlength=J) / np.maximum(n, 1)
     r, c = _logit_rows("answer", "callers.answer_rate", "callers.answer_log_odds", fit, X, g, labels, raw, n, level,
@@ -156,11 +164,10 @@ def caller_profiles(data, sample=None, /, *, level: float = 0.95, window: int = 
     # answered calls: outcome mix, reception, length
     ans = a[a["answered"].astype(bool).to_numpy()]                    # read only
     Xa, _, _ = design_matrix(ans, ["trigger"], covariates)
-    Xa = _independent(Xa)
     ga = code(ans["caller"])
     na = np.bincount(ga, minlength=J)
     y_act = ans["outcome"].isin(ACTION_OUTCOMES).to_numpy(float)
-    fit = glmm_logit(y_act, Xa, ga, n_groups=J, level=level)
+    fit, Xa = _glmm(y_act, Xa, ga, J, level)
     r, c = _logit_rows("action", "callers.action_share", "callers.action_log_odds", fit, Xa, ga, labels,
                        np.bincount(ga, weights=y_act, minlength=J) / np.maximum(na, 1), na, level,
                        "share of answered calls ending in a limit, pause or self-exclusion")
@@ -171,8 +178,7 @@ def caller_profiles(data, sample=None, /, *, level: float = 0.95, window: int = 
         Xr, gr = Xa[rec], ga[rec]
         y_pos = (ans.loc[rec, "reception"] == "positive").to_numpy(float)
         nr = np.bincount(gr, minlength=J)
-        Xr = _independent(Xr)
-        fit = glmm_logit(y_pos, Xr, gr, n_groups=J, level=level)
+        fit, Xr = _glmm(y_pos, Xr, gr, J, level)
         r, c = _logit_rows("reception", "callers.positive_reception", "callers.reception_log_odds", fit, Xr, gr,
                            labels,
                            np.bincount(gr, weights=y_pos, minlength=J) / np.maximum(nr, 1), nr, level,

@@ -221,8 +221,10 @@ class CellDesign:
         ib, self.ic = np.flatnonzero(binary), np.flatnonzero(~binary)
         nbytes = -(-len(ib) // 8)
         bits = np.zeros((n, -(-nbytes // 8) * 8), dtype=np.uint8)
+        F = np.empty((n, len(self.ic)))        # the other columns, read in the same pass
         for c in chunks:
             bits[c, :nbytes] = np.packbits(X[c][:, ib] != 0.0, axis=1)
+            F[c] = X[c][:, self.ic]
         words = bits.view(np.uint64)            # the 0/1 pattern of a row in 64-bit words
         cell = _row_codes(np.column_stack([words, g.astype(np.uint64)]))
         self.m = m = int(cell.max()) + 1
@@ -232,7 +234,7 @@ class CellDesign:
         self.y = y[order]
         first = order[_first_of(self.cell, m)]
         # profiles: distinct rows of F (each row its own when few repeat)
-        F = X[:, self.ic][order]
+        F = F[order]
         prof = _row_codes(F) if len(self.ic) else np.zeros(n, dtype=np.int64)
         K = int(prof.max()) + 1
         if K > 0.7 * n:
@@ -494,7 +496,7 @@ def _penalized_mode(cells: CellDesign, tau2: float, start: _Point) -> _Point:
 
 
 def glmm_logit(y, X, groups, *, n_groups: int | None = None, level: float = 0.95, tau_max: float = 3.0,
-               grid_size: int = 31) -> GroupEffects:
+               grid_size: int = 31, cells: CellDesign | None = None) -> GroupEffects:
     """Random-intercept logistic regression, the group effects averaged over the between-group sd.
 
     Parameters
@@ -508,6 +510,8 @@ def glmm_logit(y, X, groups, *, n_groups: int | None = None, level: float = 0.95
         Level of the credible interval of ``tau``.
     tau_max, grid_size : float, int
         Grid of the between-group sd (log-odds), uniform prior over it.
+    cells : CellDesign, optional
+        ``CellDesign(y, X, groups, n_groups)`` when already built.
 
     Notes
     -----
@@ -527,7 +531,8 @@ def glmm_logit(y, X, groups, *, n_groups: int | None = None, level: float = 0.95
     logl, means, sds, betas = [], [], [], []
     # one BLAS thread: small dense products are faster so, and the sums do not depend on the thread count
     with threadpool_limits(limits=1, user_api="blas"):
-        cells = CellDesign(y, X, g, J)
+        if cells is None:
+            cells = CellDesign(y, X, g, J)
         pt = _Point.at(cells, np.zeros(p + J))
         for tau in grid:
             pt = _penalized_mode(cells, tau ** 2, pt)     # from the previous grid point's mode

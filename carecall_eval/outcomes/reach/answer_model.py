@@ -21,6 +21,7 @@ import pandas as pd
 from ..._validation import z_quantile
 from ...calendar import quarter_of
 from ...errors import ConvergenceWarning, DataWarning, InputError, NotAvailableError
+from .._dates import as_datetime
 
 __all__ = ["SmsModel", "fit_sms_model", "case_covariates", "Design", "Predictor", "attempt_frame", "protocol",
            "build_predictor", "fit_logit", "bootstrap", "delta_se", "hour_band"]
@@ -56,7 +57,7 @@ def case_covariates(ds, cases: pd.DataFrame) -> pd.DataFrame:
     cust = ds.table("customers")[["customer_id", "birth_year"]]
     # looked up by customer (a left merge on the customers' unique key, without joining frames)
     by = cust.set_index("customer_id")["birth_year"].reindex(cases["customer_id"].to_numpy()).astype(float)
-    age = pd.to_datetime(cases["opened_on"]).dt.year.to_numpy() - by.to_numpy()
+    age = as_datetime(cases["opened_on"]).dt.year.to_numpy() - by.to_numpy()
     if np.isnan(age).any():
         warnings.warn(f"{int(np.isnan(age).sum())} cases have no birth_year; their age is set to the median "
                       "and flagged with age_missing", DataWarning, stacklevel=4)

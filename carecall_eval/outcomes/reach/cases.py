@@ -17,7 +17,7 @@ import pandas as pd
 from ...calendar import quarter_of
 from ...contract.base import open_data
 from ...errors import InputError
-from .._dates import as_datetime_ns
+from .._dates import as_datetime, as_datetime_ns
 
 __all__ = ["PHONE_ARMS", "case_reach", "reach_tables", "phone_tables", "resolve_policy", "sms_rule"]
 
@@ -63,7 +63,7 @@ def _arm_mask(arm: pd.Series, arms: Iterable) -> pd.Series:
 
 
 def _week_start(s: pd.Series) -> pd.Series:
-    s = pd.to_datetime(s).dt.normalize()
+    s = as_datetime(s).dt.normalize()
     return s - pd.to_timedelta(s.dt.weekday, unit="D")
 
 
