@@ -203,3 +203,28 @@ def test_sets_of_some_columns_equals_those_columns_of_the_whole_table_of_sets():
 
         unmatched = MatchedSample(smp.cohort, None)                 # as a randomized design has it
         assert not unmatched.has_sets and unmatched.sets_of(cols) is None
+
+
+def test_attempt_summary_and_customer_lookup_equal_the_merges():
+    """The cohort's per-case first attempt / first answer and its customer columns are looked up by key; they
+    equal the pandas merges they replace, with unknown cases and customers, missing times and a subset."""
+    from carecall_eval.cohorts import build as B
+
+    ds = load(SAMPLE, validate=False)
+    cases, att = ds.table("call_cases"), ds.table("call_attempts")
+    cases.loc[cases.index[:5], "opened_on"] = pd.NaT
+    att.loc[att.index[:7], "attempted_at"] = pd.NaT
+    att.loc[att.index[7:9], "case_id"] = "no such case"
+    for c in (cases, cases.iloc[::3]):
+        for window in (1, 28):
+            got = B._attempt_summary(c, att, window)
+            pd.testing.assert_frame_equal(got, B._attempt_summary_merged(c, att, window), check_exact=True)
+    assert 0 < got["reached"].mean() < 1 and got["first_attempt"].isna().any()
+    cust = ds.table("customers")[["customer_id", "birth_year", "gender", "registered_on", "closed_on"]]
+    cand = pd.concat([cases[["customer_id", "case_id"]].iloc[::2],
+                      pd.DataFrame({"customer_id": ["nobody"], "case_id": ["x"]})])
+    for c in (cand, cand.iloc[:-1]):
+        pd.testing.assert_frame_equal(B._with_customers(c, cust),
+                                      c.merge(cust, on="customer_id", how="left", validate="many_to_one"),
+                                      check_exact=True)
+    ds.close()
