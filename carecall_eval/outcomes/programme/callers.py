@@ -59,7 +59,8 @@ def _glmm(y: np.ndarray, X: np.ndarray, g: np.ndarray, J: int, level: float):
     p = X.shape[1]
     keep = independent_of_gram(cells.hessian(np.ones(len(y)))[0][:p, :p], len(y), protect=1)
     if len(keep) < p:
-        X, cells = X[:, keep], None
+        X = X[:, keep]
+        return glmm_logit(y, X, g, n_groups=J, level=level), X
     return glmm_logit(y, X, g, n_groups=J, level=level, cells=cells), X
 
 
