@@ -427,6 +427,14 @@ def cohort_windows(design: StudyDesign, post: tuple[int, ...] | None = None) -> 
     return {**COVARIATE_WINDOWS, **outcomes}
 
 
+def _joined(left: pd.DataFrame, right: pd.DataFrame) -> pd.DataFrame:
+    """``left.join(right)``; side by side without copying when both have the same rows in the same order
+    (the aggregates come back in the keys' order)."""
+    if left.index.equals(right.index) and not left.columns.intersection(right.columns).size:
+        return pd.concat([left, right], axis=1, copy=False)
+    return left.join(right)
+
+
 def _covariates(ds, cand: pd.DataFrame, design: StudyDesign, data_end: pd.Timestamp,
                 post: tuple[int, ...] | None = None, moved: int = 0) -> pd.DataFrame:
     cand = cand.copy()
@@ -445,14 +453,14 @@ def _covariates(ds, cand: pd.DataFrame, design: StudyDesign, data_end: pd.Timest
     out["index_quarter"] = quarter_of(idx).to_numpy()
     # calendar time as a number (years since 2000): a trend term that cannot separate groups like quarter dummies
     out["index_time"] = ((idx - pd.Timestamp("2000-01-01")).dt.days / 365.25).to_numpy()
-    out = out.join(tot)
+    out = _joined(out, tot)
     for w in COVARIATE_WINDOWS:
         out[f"log_tl_{w}"] = np.log1p(out[f"tl_{w}"].clip(lower=0))
         out[f"log_wagered_{w}"] = np.log1p(out[f"wagered_{w}"])
         out[f"asinh_net_loss_{w}"] = np.arcsinh(out[f"net_loss_{w}"] / 100.0)
     out["log_deposits_84"] = np.log1p(out["deposits_28"].fillna(0) + out["deposits_84_29"].fillna(0))
     # prior responsible-gambling events in the year before the index
-    out = out.join(prior_rg_flags(ds, keys, 365))
+    out = _joined(out, prior_rg_flags(ds, keys, 365))
     for w in design.post_windows:
         out[f"followup_{w}"] = (out["index_date"] + pd.Timedelta(days=w - 1)) <= data_end
     missing = [c for c in design.covariates if c not in out.columns and not c.startswith("share_")]
