@@ -355,3 +355,16 @@ def test_sensitivity_analysis_rows_and_text(sample_env):
     p = r.summary[r.summary["metric"] == "sensitivity.rosenbaum_pvalue"].sort_values("gamma")
     assert p["estimate"].is_monotonic_increasing          # the bound grows with Γ
     assert "Rosenbaum" in r.text
+
+
+def test_the_m_scores_scale_is_numpys_quantile_of_the_doubled_differences():
+    """The scale of the m-scores: the quantile of every pair difference counted twice, read from the
+    order statistics of the single copy; the same float as np.quantile of the doubled array."""
+    from carecall_eval.trust.rosenbaum import _doubled_quantile
+
+    rng = np.random.default_rng(11)
+    for n in (1, 2, 3, 4, 10, 11, 1000):
+        for q in (0.0, 0.1, 0.3, 0.5, 0.5000001, 0.7, 0.99, 1.0):
+            for v in (np.abs(rng.standard_normal(n)), np.round(np.abs(rng.standard_normal(n)) * 3),
+                      np.abs(rng.standard_cauchy(n))):
+                assert _doubled_quantile(v, q) == float(np.quantile(np.concatenate([v, v]), q))

@@ -69,14 +69,43 @@ def sets_matrix(values, set_ids, treated) -> np.ndarray:
 
 
 def _psi(x: np.ndarray, inner: float, trim: float) -> np.ndarray:
-    ax = np.abs(x)
+    # the same operations as min(1, max(0, |x| - inner) / (trim - inner)) * sign(x), in place
+    ab = np.abs(x)
     if np.isfinite(trim) and inner < trim:
-        ab = np.minimum(1.0, np.maximum(0.0, ax - inner) / (trim - inner))
+        np.subtract(ab, inner, out=ab)
+        np.maximum(ab, 0.0, out=ab)
+        np.divide(ab, trim - inner, out=ab)
+        np.minimum(ab, 1.0, out=ab)
     elif np.isfinite(trim):
-        ab = (ax > inner).astype(float)
+        ab = (ab > inner).astype(float)
     else:
-        ab = np.maximum(0.0, ax - inner)
-    return np.sign(x) * ab
+        np.subtract(ab, inner, out=ab)
+        np.maximum(ab, 0.0, out=ab)
+    return np.multiply(np.sign(x), ab, out=ab)
+
+
+def _doubled_quantile(vals: np.ndarray, q: float) -> float:
+    """``np.quantile(np.concatenate([vals, vals]), q)`` (linear method), without the doubled array.
+
+    The doubled sorted array's element ``k`` is the sorted array's ``k // 2``, so its two neighbours of
+    the quantile are order statistics of `vals`; numpy's virtual index (``(n - 1) * q``), bounds and
+    interpolation (``_get_indexes``, ``_lerp``) are followed step by step, so the value is
+    the same float.
+    """
+    n = 2 * vals.size
+    virtual = (n - 1) * q
+    prev = float(np.floor(virtual))
+    nxt = prev + 1
+    if virtual >= n - 1:
+        prev = nxt = -1
+    if virtual < 0:
+        prev = nxt = 0
+    gamma = virtual - prev
+    i, j = (int(k) // 2 if k >= 0 else vals.size - 1 for k in (prev, nxt))
+    part = np.partition(vals, sorted({i, j}))
+    a, b = float(part[i]), float(part[j])
+    diff = b - a
+    return b - diff * (1 - gamma) if gamma >= 0.5 else a + diff * gamma
 
 
 def m_scores(y, *, inner: float = 0.0, trim: float = 2.5, lam: float = 0.5) -> np.ndarray:
@@ -113,8 +142,8 @@ def m_scores(y, *, inner: float = 0.0, trim: float = 2.5, lam: float = 0.5) -> n
     pair = y[:, jj] - y[:, kk]
     if (np.isfinite(trim) or inner > 0) and pair.size:
         vals = np.abs(pair[~np.isnan(pair)])
-        vals = np.concatenate([vals, vals])                 # each pair twice, as (j, k) and (k, j)
-        scale = float(np.quantile(vals, lam)) if vals.size else 0.0
+        # each pair counts twice, as (j, k) and (k, j): the quantile of the doubled values
+        scale = _doubled_quantile(vals, lam) if vals.size else 0.0
         if scale <= 0:
             raise ValueError(f"m_scores: the {lam:g} quantile of the absolute pair differences is 0; "
                              "raise lam (more of the differences must be non-zero)")
