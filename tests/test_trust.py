@@ -368,3 +368,19 @@ def test_the_m_scores_scale_is_numpys_quantile_of_the_doubled_differences():
             for v in (np.abs(rng.standard_normal(n)), np.round(np.abs(rng.standard_normal(n)) * 3),
                       np.abs(rng.standard_cauchy(n))):
                 assert _doubled_quantile(v, q) == float(np.quantile(np.concatenate([v, v]), q))
+
+
+def test_worst_case_at_gamma_one_is_every_split_alike():
+    """At Γ = 1 every split of a set gives each unit 1/J: the first split's expectation and variance are
+    the worst case's, exactly as enumerating all of them."""
+    from carecall_eval.trust import rosenbaum as R
+
+    rng = np.random.default_rng(1)
+    for J in (2, 3, 5, 8):
+        o = np.sort(rng.standard_normal((300, J)), axis=1)
+        pr = np.full(J, 1.0) / J
+        mu = o @ pr
+        got = R._worst_case(o, 1.0)
+        assert np.array_equal(got[0], mu) and np.array_equal(got[1], (o * o) @ pr - mu * mu)
+        assert (got[2] == 1).all()
+        assert not np.array_equal(R._worst_case(o, 2.0)[0], mu) or J == 1

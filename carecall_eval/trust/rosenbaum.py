@@ -175,7 +175,9 @@ def _worst_case(o: np.ndarray, gamma: float):
     """Per-set maximal expectation (then variance) over the splits of sorted scores ``o`` (rows, no NaN)."""
     n, J = o.shape
     mus, vs = [], []
-    for a in range(1, J):
+    # at gamma = 1 every split gives the same probabilities (1/J each), hence the same expectation and
+    # variance: the first split is the answer (the maximum, its tie and its argmax)
+    for a in range(1, J if gamma != 1.0 else min(J, 2)):
         pr = np.r_[np.ones(a), np.full(J - a, gamma)] / (a + gamma * (J - a))
         mu = o @ pr
         mus.append(mu)
