@@ -271,6 +271,43 @@ def expand(data: pd.DataFrame, columns: Sequence[str], argname: str, *, drop_fir
     return np.ascontiguousarray(mat, dtype=float), names, source
 
 
+def _codes_levels(col: pd.Series) -> tuple[np.ndarray, list]:
+    """Level codes (in :func:`_levels` order) and the levels of a complete categorical column.
+
+    The codes of ``pd.Categorical(col, categories=_levels(col))``; for a column that is not a pandas
+    Categorical one hash pass finds both (the levels sorted as :func:`_levels` sorts them).
+    """
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        levels = _levels(col)
+        return np.asarray(pd.Categorical(col, categories=levels).codes), levels
+    codes0, uniques = pd.factorize(col, use_na_sentinel=True)
+    seen = list(uniques.tolist() if hasattr(uniques, "tolist") else list(uniques))
+    levels = sorted(seen, key=lambda v: (str(type(v)), v))
+    rank = {v: i for i, v in enumerate(levels)}
+    remap = np.array([rank[v] for v in seen], dtype=np.int64)
+    return (remap[codes0] if len(remap) else np.full(len(col), -1, dtype=np.int64)), levels
+
+
+def _complete_values(data: pd.DataFrame, argname: str, columns: Sequence[str], kinds: Sequence[str]) -> list:
+    """:func:`check_complete` that hands back each numeric column as floats (None for the others)."""
+    problems = []
+    values: list = []
+    for c, kind in zip(columns, kinds):
+        col = data[c]
+        if kind == "numeric":
+            vals = col.to_numpy(dtype=float, na_value=np.nan)
+            bad = ~np.isfinite(vals)                     # missing values are NaN here
+            values.append(vals)
+        else:
+            bad = col.isna().to_numpy()
+            values.append(None)
+        if bad.any():
+            problems.append(f"{c!r}: {_rows(data.index, bad)}")
+    if problems:
+        check_complete(data, argname, columns)          # the one message
+    return values
+
+
 def build_covariates(data: pd.DataFrame, treatment: str, covariates: Any) -> Covariates:
     """Validate ``covariates`` (list of columns or formula) and build the design matrices."""
     if isinstance(covariates, str):
@@ -281,26 +318,51 @@ def build_covariates(data: pd.DataFrame, treatment: str, covariates: Any) -> Cov
     check_columns(data, "covariates", cols)
     if treatment in cols:
         raise ValueError(f"covariates must not include the treatment column {treatment!r}.")
-    for c in cols:
-        column_kind(data, c, "covariates")
-    check_complete(data, "covariates", cols)
+    kinds = [column_kind(data, c, "covariates") for c in cols]      # each column's kind once
+    values = _complete_values(data, "covariates", cols, kinds)
     n = len(data)
-    all_numeric = all(column_kind(data, c, "covariates") in ("numeric", "bool") for c in cols)
-    if all_numeric:
-        # fill one matrix in place: no per-column temporaries on large data
-        model = np.empty((n, 1 + len(cols)))
-        model[:, 0] = 1.0
-        for j, c in enumerate(cols):
-            model[:, j + 1] = data[c].to_numpy(dtype=float)
-        m_names = list(cols)
-        balance, b_names, b_source = model[:, 1:], list(cols), list(cols)
-    else:
-        x_model, m_names, _ = expand(data, cols, "covariates", drop_first=True)
-        model = np.empty((n, 1 + x_model.shape[1]))
-        model[:, 0] = 1.0
-        model[:, 1:] = x_model
-        del x_model
-        balance, b_names, b_source = expand(data, cols, "covariates", drop_first=False)
+    # One pass over the columns: numbers converted once (the completeness check's own conversion), each
+    # categorical's levels and codes found once; the model matrix (intercept, numbers, indicators of every
+    # level but the first) and the balance matrix (every level) are filled in place.  The same matrices as
+    # ``expand(drop_first=True)`` and ``expand(drop_first=False)``.
+    m_names: list[str] = []
+    b_names: list[str] = []
+    b_source: list[str] = []
+    cats: dict[int, tuple[np.ndarray, list]] = {}
+    for j, (c, kind) in enumerate(zip(cols, kinds)):
+        if kind in ("numeric", "bool"):
+            m_names.append(c)
+            b_names.append(c)
+            b_source.append(c)
+            continue
+        codes, levels = _codes_levels(data[c])
+        cats[j] = (codes, levels)
+        if len(levels) > 1:
+            m_names.extend(f"{c}[{lv}]" for lv in levels[1:])
+        if len(levels) > 0:
+            b_names.extend(f"{c}[{lv}]" for lv in levels)
+            b_source.extend([c] * len(levels))
+    model = np.empty((n, 1 + len(m_names)))
+    model[:, 0] = 1.0
+    balance = model[:, 1:] if not cats else np.empty((n, len(b_names)))
+    jm, jb = 1, 0
+    for j, c in enumerate(cols):
+        if j not in cats:
+            v = values[j] if values[j] is not None else data[c].to_numpy(dtype=float)
+            model[:, jm] = v
+            if cats:
+                balance[:, jb] = v
+            jm += 1
+            jb += 1
+            continue
+        codes, levels = cats[j]
+        for k in range(len(levels)):
+            ind = codes == k
+            if k > 0:
+                model[:, jm] = ind
+                jm += 1
+            balance[:, jb] = ind
+            jb += 1
     return Covariates(model, ("Intercept", *m_names), balance, tuple(b_names), tuple(b_source), tuple(cols))
 
 

@@ -8,6 +8,7 @@ was made.
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -21,7 +22,7 @@ from .balance import sample_sizes
 from .cem import cem_subclass
 from .defaults import MATCHIT, TIE_RULE, USED_BY
 from .nearest import greedy_nearest, mahalanobis_transform
-from .propensity import fit_propensity
+from .propensity import aliased_columns, fit_propensity
 from .result import MatchResult
 from .weighting import (
     att_ipw_weights,
@@ -30,7 +31,7 @@ from .weighting import (
     weights_from_subclass,
 )
 
-__all__ = ["match"]
+__all__ = ["match", "prepare_match", "match_prepared", "PreparedMatch"]
 
 
 def match(
@@ -194,7 +195,38 @@ def match(
     >>> sorted(res.matched_data().columns)[-3:]
     ['reached', 'subclass', 'weights']
     """
-    # ---- options (cheap checks first) --------------------------------------
+    opts = _options(method=method, distance=distance, ratio=ratio, replace=replace, caliper=caliper,
+                    std_caliper=std_caliper, order=order, exact=exact, mahalanobis=mahalanobis, discard=discard,
+                    seed=seed, trim=trim, cutpoints=cutpoints)
+    _warn_random_order(opts)
+
+    # ---- data ----------------------------------------------------------------
+    data = inp.check_data(data)
+    treat = inp.check_treatment(data, treatment)
+    _check_not_treatment(treatment, opts)
+
+    if method == "cem":
+        if isinstance(covariates, str):
+            raise ValueError("method='cem' needs covariates as a list of columns, not a formula.")
+        cols = inp.as_column_list("covariates", covariates)
+        if not cols:
+            raise ValueError("covariates must list at least one column.")
+        inp.check_columns(data, "covariates", cols)
+        if treatment in cols:
+            raise ValueError(f"covariates must not include the treatment column {treatment!r}.")
+        for c in cols:
+            inp.column_kind(data, c, "covariates")
+        inp.check_complete(data, "covariates", cols)
+        X, terms, sources = inp.expand(data, cols, "covariates", drop_first=False)
+        return _match_built(data, treat, treatment, opts, X, terms, sources, tuple(cols), None, None)
+    design = inp.build_covariates(data, treatment, covariates)
+    return _match_built(data, treat, treatment, opts, design.balance, list(design.balance_names),
+                        list(design.balance_source), design.variables, design.formula, design)
+
+
+def _options(*, method, distance, ratio, replace, caliper, std_caliper, order, exact, mahalanobis, discard, seed,
+             trim, cutpoints) -> dict:
+    """Check :func:`match`'s options (cheap checks first); the normalised options."""
     inp.check_option("method", method, inp.METHODS)
     given = dict(distance=distance, ratio=ratio, replace=replace, caliper=caliper,
                  std_caliper=std_caliper, order=order, exact=exact, mahalanobis=mahalanobis,
@@ -219,40 +251,97 @@ def match(
         raise ValueError("cutpoints must be a dict {column: spec}.")
     if isinstance(seed, bool) or (seed is not None and not isinstance(seed, (int, np.integer, np.random.Generator))):
         raise ValueError(f"seed must be an int, a numpy Generator or None, got {seed!r}.")
-    if method == "nearest" and order == "random" and seed is None and not replace:
-        warnings.warn("order='random' without a seed: the matches cannot be reproduced; pass seed=.",
-                      CarecallWarning, stacklevel=2)
+    opts = dict(method=method, distance=distance, ratio=ratio, replace=replace, caliper=caliper,
+                std_caliper=std_caliper, order=order, exact_cols=exact_cols, mahal_cols=mahal_cols,
+                discard=discard, seed=seed, trim=trim, cutpoints=cutpoints)
+    return opts
 
-    # ---- data ----------------------------------------------------------------
-    data = inp.check_data(data)
-    treat = inp.check_treatment(data, treatment)
-    n = len(data)
-    for name, cols in (("exact", exact_cols), ("mahalanobis", mahal_cols)):
+
+def _warn_random_order(opts: dict) -> None:
+    if opts["method"] == "nearest" and opts["order"] == "random" and opts["seed"] is None and not opts["replace"]:
+        warnings.warn("order='random' without a seed: the matches cannot be reproduced; pass seed=.",
+                      CarecallWarning, stacklevel=3)
+
+
+def _check_not_treatment(treatment: str, opts: dict) -> None:
+    for name, cols in (("exact", opts["exact_cols"]), ("mahalanobis", opts["mahal_cols"])):
         if cols and treatment in cols:
             raise ValueError(f"{name} must not include the treatment column {treatment!r}.")
 
-    if method == "cem":
-        if isinstance(covariates, str):
-            raise ValueError("method='cem' needs covariates as a list of columns, not a formula.")
-        cols = inp.as_column_list("covariates", covariates)
-        if not cols:
-            raise ValueError("covariates must list at least one column.")
-        inp.check_columns(data, "covariates", cols)
-        if treatment in cols:
-            raise ValueError(f"covariates must not include the treatment column {treatment!r}.")
-        for c in cols:
-            inp.column_kind(data, c, "covariates")
-        inp.check_complete(data, "covariates", cols)
-        X, terms, sources = inp.expand(data, cols, "covariates", drop_first=False)
-        variables = tuple(cols)
-        formula = None
+
+@dataclass(frozen=True, eq=False)
+class PreparedMatch:
+    """What :func:`match` computes from the data alone, for matching many treatments on the same rows.
+
+    Made by :func:`prepare_match`; :func:`match_prepared` then matches one treatment vector.  The result
+    equals ``match(data.assign(**{treatment: treat}), treatment, covariates, **options)`` exactly: the
+    covariate matrices, the collinear columns of the propensity model and the exact strata depend on the
+    data only, and are found once.
+    """
+
+    data: pd.DataFrame
+    treatment: str
+    opts: dict
+    design: inp.Covariates
+    alias: np.ndarray
+    codes: np.ndarray | None
+
+
+def prepare_match(data: pd.DataFrame, treatment: str, covariates: Sequence[str] | str, **options) -> PreparedMatch:
+    """The treatment-free part of :func:`match` (options as there; ``method="cem"`` is not supported).
+
+    ``treatment`` names the column the treatment would have (it must not be among the covariates or the
+    exact or Mahalanobis columns); its values in ``data`` are not read.
+    """
+    opts = _options(**{**_MATCHIT_OPTIONS, **options})
+    if opts["method"] == "cem":
+        raise ValueError("prepare_match: method='cem' is not supported; call match().")
+    data = inp.check_data(data)
+    if not isinstance(treatment, str):
+        raise ValueError(f"treatment must be a column name (str), got {treatment!r}.")
+    _check_not_treatment(treatment, opts)
+    design = inp.build_covariates(data, treatment, covariates)
+    alias = aliased_columns(design.model)
+    codes = None
+    if opts["method"] == "nearest" and opts["exact_cols"]:
+        codes = inp.exact_codes(data, opts["exact_cols"])[0]
+    return PreparedMatch(data, treatment, opts, design, alias, codes)
+
+
+def match_prepared(prepared: PreparedMatch, treat: np.ndarray) -> MatchResult:
+    """:func:`match` of the prepared data with the treatment ``treat`` (boolean, one per row)."""
+    treat = np.asarray(treat)
+    if treat.dtype != bool or treat.shape != (len(prepared.data),):
+        raise ValueError("match_prepared: treat must be a boolean array with one value per row of the data.")
+    n1 = int(treat.sum())
+    if n1 == 0 or n1 == len(treat):
+        group = "treated" if n1 == 0 else "control"
+        raise ValueError(f"treatment column {prepared.treatment!r} has no {group} units; both groups are needed.")
+    _warn_random_order(prepared.opts)
+    d = prepared.design
+    return _match_built(prepared.data, treat, prepared.treatment, prepared.opts, d.balance, list(d.balance_names),
+                        list(d.balance_source), d.variables, d.formula, d, alias=prepared.alias,
+                        codes=prepared.codes)
+
+
+_MATCHIT_OPTIONS = {k: getattr(MATCHIT, k) for k in ("method", "distance", "ratio", "replace", "caliper",
+                                                     "std_caliper", "order", "exact", "mahalanobis", "discard",
+                                                     "seed", "trim", "cutpoints")}
+
+
+def _match_built(data, treat, treatment, opts, X, terms, sources, variables, formula, design, *, alias=None,
+                 codes=None) -> MatchResult:
+    """The rest of :func:`match` once the data are checked and the covariate matrices built."""
+    method, distance, ratio, replace = opts["method"], opts["distance"], opts["ratio"], opts["replace"]
+    caliper, std_caliper, order, discard = opts["caliper"], opts["std_caliper"], opts["order"], opts["discard"]
+    exact_cols, mahal_cols, seed, trim = opts["exact_cols"], opts["mahal_cols"], opts["seed"], opts["trim"]
+    cutpoints = opts["cutpoints"]
+    n = len(data)
+    if design is None:
         fit = None
         dist = None
     else:
-        design = inp.build_covariates(data, treatment, covariates)
-        X, terms, sources = design.balance, list(design.balance_names), list(design.balance_source)
-        variables, formula = design.variables, design.formula
-        fit = fit_propensity(design.model, treat, design.model_names)
+        fit = fit_propensity(design.model, treat, design.model_names, alias=alias)
         del design
         dist = fit.ps if distance == "ps" else fit.linear_predictor
 
@@ -274,7 +363,8 @@ def match(
         assert dist is not None  # every method but CEM has a distance
         if caliper is not None:
             caliper_abs = caliper * float(np.std(dist[~discarded], ddof=1)) if std_caliper else caliper
-        codes = inp.exact_codes(data, exact_cols)[0] if exact_cols else None
+        if codes is None and exact_cols:
+            codes = inp.exact_codes(data, exact_cols)[0]
         Z = None
         if mahal_cols:
             inp.check_columns(data, "mahalanobis", mahal_cols)

@@ -24,7 +24,7 @@ from scipy.special import expit
 
 from ..errors import ConvergenceWarning, DataWarning
 
-__all__ = ["PropensityFit", "fit_propensity"]
+__all__ = ["PropensityFit", "fit_propensity", "aliased_columns"]
 
 _CHUNK = 1 << 16
 _WARM_START_ROWS = 200_000
@@ -226,7 +226,15 @@ def _statsmodels_results(model, beta, H, ll, iterations, converged):
     return res
 
 
-def fit_propensity(X: np.ndarray, treat: np.ndarray, names: Sequence[str]) -> PropensityFit:
+def aliased_columns(X: np.ndarray) -> np.ndarray:
+    """Boolean mask of the design columns :func:`fit_propensity` leaves out as collinear (they depend on
+    ``X`` only, so a caller fitting many treatments on one design finds them once and passes ``alias=``)."""
+    with single_threaded_blas():
+        return _aliased(np.asarray(X, dtype=float))
+
+
+def fit_propensity(X: np.ndarray, treat: np.ndarray, names: Sequence[str], *,
+                   alias: np.ndarray | None = None) -> PropensityFit:
     """Fit a logistic propensity model ``P(treat = 1 | X)``.
 
     Parameters
@@ -237,6 +245,9 @@ def fit_propensity(X: np.ndarray, treat: np.ndarray, names: Sequence[str]) -> Pr
         Boolean treatment indicator, length ``n``.
     names : sequence of str
         Column names of ``X``.
+    alias : numpy.ndarray, optional
+        :func:`aliased_columns` of ``X``, when already known (the same fit; only the pass finding them is
+        saved).
 
     Returns
     -------
@@ -276,8 +287,11 @@ def fit_propensity(X: np.ndarray, treat: np.ndarray, names: Sequence[str]) -> Pr
     X = np.asarray(X, dtype=float)
     y = np.asarray(treat, dtype=float)
     names = list(names)
-    with single_threaded_blas():
-        alias = _aliased(X)
+    if alias is None:
+        with single_threaded_blas():
+            alias = _aliased(X)
+    else:
+        alias = np.asarray(alias, dtype=bool)
     dropped = tuple(n for n, a in zip(names, alias) if a)
     if dropped:
         warnings.warn(

@@ -105,6 +105,13 @@ class MatchResult(Reporting):
         s[self._subclass < 0] = pd.NA
         return pd.Series(s, index=self._data.index, name="subclass")
 
+    def _subclass_values(self, pos: np.ndarray) -> np.ndarray:
+        """``subclass.to_numpy()[pos]`` (an object array, ``<NA>`` where none) without the full-length Series."""
+        if self._subclass is None:
+            return pd.arrays.IntegerArray(np.zeros(len(pos), dtype=np.int64), np.ones(len(pos), dtype=bool)).to_numpy()
+        sc = np.asarray(self._subclass)[pos]
+        return pd.arrays.IntegerArray(sc.astype(np.int64, copy=False), sc < 0).to_numpy()
+
     @property
     def discarded(self) -> pd.Series:
         """Units dropped for lying outside the common support."""
@@ -161,7 +168,7 @@ class MatchResult(Reporting):
             out = data.take(pos)            # a new frame (take copies; no second copy)
             out[distance] = np.nan if self._distance is None else self._distance[pos]
             out[weights] = self._weights[pos]
-            out[subclass] = self.subclass.to_numpy()[pos]
+            out[subclass] = self._subclass_values(pos)
             return out
         if self.match_matrix is None:
             raise ValueError(f"form='sets' needs nearest-neighbour matching; method={self.method!r} "

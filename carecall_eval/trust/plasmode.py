@@ -33,6 +33,7 @@ match and fit on in-memory tables.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
 from typing import Sequence
@@ -136,7 +137,7 @@ def scale_ratio(r, effect: float):
 
 
 def _spending_rows(pool: pd.DataFrame, treat: np.ndarray, sample: MatchedSample, outcome: str, window: int,
-                   effects: Sequence[float], level: float) -> list[dict]:
+                   effects: Sequence[float], level: float, prep: dict | None = None) -> list[dict]:
     """Match one pseudo-contact draw with the design's settings and estimate at every effect size.
 
     The same functions as :func:`~carecall_eval.outcomes.spending.spending_effect`: the naive change on
@@ -144,22 +145,33 @@ def _spending_rows(pool: pd.DataFrame, treat: np.ndarray, sample: MatchedSample,
     difference in differences on the matched rows, clustered by the sample's one rule.  The naive and
     difference-in-differences fits are saturated, so their estimates at other effect sizes follow exactly
     from the fit with no effect (:func:`scale_ratio`).
+
+    ``prep`` (:func:`_prepare_pool`) holds what does not depend on the draw: the pool's covariate matrices
+    and exact strata for the matching, and the pool's columns the fits read.  With it the draw is matched
+    by :func:`~carecall_eval.matching.api.match_prepared` and only the matched rows' analysis columns are
+    copied; without it (a design it does not cover) the pseudo-cohort is matched by ``Cohort.match()``.
+    The tables the fits receive are the same either way.
     """
     from ..outcomes.spending import analysis_columns, matched_did, matched_ppml, naive_change
 
     design = sample.design
-    table = pool.copy()
-    table["contact"] = treat.astype(int)
-    table["group"] = np.where(treat, "contact", "comparison")
-    pseudo = Cohort(table=table, flow=sample.cohort.flow, design=design, data_end=sample.cohort.data_end)
-    ps = MatchedSample(pseudo, pseudo.match())
-    full = table[table[f"followup_{window}"].astype(bool)]
-    m0 = analysis_columns(ps.table, (window,), sample.cohort.covariates)    # the columns the fits read
-    m0 = m0[m0[f"followup_{window}"].astype(bool)]
+    if prep is not None:
+        m0, full, groups = _matched_draw(prep, treat, design)
+    else:
+        table = pool.copy()
+        table["contact"] = treat.astype(int)
+        table["group"] = np.where(treat, "contact", "comparison")
+        pseudo = Cohort(table=table, flow=sample.cohort.flow, design=design, data_end=sample.cohort.data_end)
+        ps = MatchedSample(pseudo, pseudo.match())
+        full = table[table[f"followup_{window}"].astype(bool)]
+        m0 = analysis_columns(ps.table, (window,), sample.cohort.covariates)    # the columns the fits read
+        m0 = m0[m0[f"followup_{window}"].astype(bool)]
+        groups = None
     n_c, n_k = int((m0["contact"] == 1).sum()), int((m0["contact"] == 0).sum())
     if n_c == 0 or n_k == 0:
         return []
-    groups = ps.cluster_ids(m0)
+    if groups is None:
+        groups = ps.cluster_ids(m0)
     nv0 = naive_change(full, outcome, window, design.pre_window, level)
     did0 = matched_did(m0, outcome, window, groups=groups, pre_window=design.pre_window, level=level)
     col = f"{outcome}_post{window}"
@@ -168,7 +180,7 @@ def _spending_rows(pool: pd.DataFrame, treat: np.ndarray, sample: MatchedSample,
     rows = []
     prev = None
     for e in effects:
-        m = m0.copy()
+        m = m0.copy(deep=False)            # the outcome column is replaced, not written into: m0 stays as it is
         m[col] = np.where(c1, y0 * (1.0 + e), y0)
         # the previous effect size's fit, its contact coefficient moved by the change in log(1 + effect), is
         # close to this maximum: Newton starts there (the same maximum, fewer steps)
@@ -186,6 +198,79 @@ def _spending_rows(pool: pd.DataFrame, treat: np.ndarray, sample: MatchedSample,
     return rows
 
 
+def _prepare_pool(pool: pd.DataFrame, sample: MatchedSample, window: int, outcome: str) -> dict | None:
+    """What every replicate's matching and fits share: computed once, before the replicates (and the fork).
+
+    Mirrors ``Cohort.match()`` on the pseudo-cohort (the pool with a drawn ``contact``): the design's matching
+    settings, exact strata on the columns with more than one value.  None when the design is not matched
+    by nearest neighbours on a propensity model, or the pool's covariates are refused (each replicate then
+    matches as ``Cohort.match()`` does, and reports the same error).
+    """
+    from ..matching.api import prepare_match
+    from ..outcomes.spending import analysis_columns
+
+    design = sample.design
+    spec = design.matching
+    if design.comparison == "arms" or spec.method != "nearest":
+        return None
+    covariates = sample.cohort.covariates
+    exact = [e for e in spec.exact if pool[e].nunique() > 1] if spec.exact else None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")       # anything unusual: leave it to the replicates' own matching
+            prepared = prepare_match(pool, "contact", covariates, method=spec.method, distance=spec.distance,
+                                     ratio=spec.ratio, replace=spec.replace, caliper=spec.caliper,
+                                     std_caliper=spec.std_caliper, order=spec.order, exact=exact or None,
+                                     discard=spec.discard, seed=spec.seed)
+    except (ValueError, Warning):
+        return None
+    # the matched table's columns (the pool's, then distance, weights, subclass) the fits read, in its order
+    clash = {"distance", "weights", "subclass"} & set(pool.columns)
+    if clash:
+        return None
+    names = list(analysis_columns(pd.DataFrame(columns=[*pool.columns, "distance", "weights", "subclass"]),
+                                  (window,), covariates).columns)
+    tail = [c for c in names if c not in pool.columns]
+    if tail != [c for c in ("weights", "subclass") if c in names] or names[len(names) - len(tail):] != tail:
+        return None
+    base = pool[names[:len(names) - len(tail)]]
+    fu = pool[f"followup_{window}"].astype(bool).to_numpy()
+    naive_cols = list(dict.fromkeys([c for c in pool.columns if c in ("customer_id", "contact", f"{outcome}_pre",
+                                                                      f"{outcome}_post{window}")]))
+    return {"prepared": prepared, "base": base, "tail": tail, "followup": fu,
+            "naive": pool.loc[fu, naive_cols], "followup_rows": np.flatnonzero(fu)}
+
+
+def _matched_draw(prep: dict, treat: np.ndarray, design) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
+    """The matched rows with follow-up (the fits' columns), the rows with follow-up for the naive change,
+    and the cluster ids of the matched rows: what ``Cohort.match()``, ``MatchedSample.table``,
+    :func:`~carecall_eval.outcomes.spending.analysis_columns` and ``cluster_ids`` give, from the draw alone."""
+    from ..matching.api import match_prepared
+
+    res = match_prepared(prep["prepared"], treat)
+    w = res._weights
+    pos = np.flatnonzero((w > 0) & prep["followup"])
+    m0 = prep["base"].take(pos)
+    tr = treat[pos]
+    if "contact" in m0.columns:
+        m0["contact"] = tr.astype(int)
+    if "group" in m0.columns:
+        m0["group"] = np.where(tr, "contact", "comparison")
+    if "weights" in prep["tail"]:
+        m0["weights"] = w[pos]
+    if "subclass" in prep["tail"]:
+        m0["subclass"] = res._subclass_values(pos)
+    full = prep["naive"].copy()
+    full["contact"] = treat[prep["followup_rows"]].astype(int)
+    # the sample's one cluster rule (MatchedSample.cluster, cluster_ids)
+    replace = bool(res.settings.get("replace", design.matching.replace))
+    sub = res._subclass
+    by_customer = (replace or sub is None or bool((sub[w > 0] < 0).any()) or "subclass" not in m0.columns
+                   or bool(m0["subclass"].isna().any()))
+    groups = m0["customer_id" if by_customer else "subclass"].to_numpy()
+    return m0, full, groups
+
+
 def _one_replicate(r: int, child, ctx: dict) -> tuple[list[dict], list[str]]:
     """Draw, match and estimate replicate ``r`` (its own seed ``child``); returns rows and messages."""
     rng = np.random.default_rng(child)
@@ -197,7 +282,7 @@ def _one_replicate(r: int, child, ctx: dict) -> tuple[list[dict], list[str]]:
         warnings.simplefilter("always")
         try:
             new = _spending_rows(ctx["pool"], treat, ctx["sample"], ctx["outcome"], ctx["window"], ctx["effects"],
-                                 ctx["level"])
+                                 ctx["level"], ctx.get("prep"))
         except (ValueError, NotAvailableError, np.linalg.LinAlgError) as exc:
             new = []
             msgs.append(f"replicate {r}: {type(exc).__name__}: {exc}")
@@ -256,6 +341,92 @@ def run_replicates(fn, ctx: dict, seeds: list, n_jobs: int, say, what: str = "re
     finally:
         _CTX.clear()
     return rows, msgs
+
+
+def _group_worker(task):
+    g, r, child, shares = task
+    fn, ctx = _CTX["groups"][g]
+    return fn(r, child, ctx) if shares is None else fn(r, child, ctx, shares)
+
+
+def _collect(tasks: list, results, out: dict, groups: list, say) -> None:
+    """Store each task's ``(rows, messages)`` under (group, replicate, share); report whole replicates."""
+    from ..writer import check_terminated
+
+    for (g, r, _, shares), res in zip(tasks, results):
+        check_terminated()       # a SIGTERM swallowed while the workers were forked stops here
+        out[(g, r, -1 if shares is None else shares[0])] = res
+        fn, ctx, seeds, what, n_shares = groups[g]
+        if shares is None or all((g, r, k) in out for k in range(n_shares)):
+            n_done = len({k[1] for k in out if k[0] == g})
+            if n_done % max(1, len(seeds) // 10) == 0 or n_done == len(seeds):
+                say(f"{what} {n_done}/{len(seeds)}")
+
+
+def _tasks(g: int, group) -> list:
+    fn, ctx, seeds, what, n_shares = group
+    if n_shares is None:
+        return [(g, r, child, None) for r, child in enumerate(seeds)]
+    return [(g, r, child, (k,)) for r, child in enumerate(seeds) for k in range(n_shares)]
+
+
+def run_selfcheck_replicates(spending, make_sms, n_jobs: int, say) -> list:
+    """The spending replicates, then the SMS ones; ``[(rows, messages)]`` per check run, in replicate order.
+
+    ``spending`` is ``(fn, ctx, seeds, what, None)`` (:func:`run_replicates`'s arguments) or None;
+    ``make_sms()`` builds the SMS check's ``(fn, ctx, seeds, what, n_shares)`` (or None), ``fn(r, seed, ctx,
+    shares)`` running only the planted shares at positions ``shares``.  Serially this is
+    :func:`run_replicates` of each.  With ``n_jobs > 1`` the spending replicates start in forked workers
+    first and the parent builds the SMS check's tables meanwhile (one pass over the calls, otherwise a
+    serial step); its dates then run, one task per date and planted share, in a second pool forked once
+    those tables exist.  Every task has its replicate's own seed, so the rows and messages do not depend
+    on ``n_jobs``.
+    """
+    if n_jobs <= 1:
+        out = []
+        if spending is not None:
+            out.append(run_replicates(spending[0], spending[1], spending[2], n_jobs, say, spending[3]))
+        sms = make_sms()
+        if sms is not None:
+            out.append(run_replicates(sms[0], sms[1], sms[2], n_jobs, say, sms[3]))
+        return out
+    from .._pool import worker_pool
+
+    groups: list = [spending, None]
+    done: dict = {}
+    _CTX.clear()
+    _CTX.update(groups=[None if spending is None else spending[:2], None])
+    try:
+        with contextlib.ExitStack() as stack:
+            pending = None
+            tasks_a = _tasks(0, spending) if spending is not None else []
+            if len(tasks_a) >= 2:
+                workers = stack.enter_context(worker_pool(min(n_jobs, len(tasks_a))))
+                pending = workers.imap(_group_worker, tasks_a)
+            elif tasks_a:
+                _collect(tasks_a, map(_group_worker, tasks_a), done, groups, say)
+            sms = make_sms()           # in the parent, while the spending replicates run
+            if sms is not None:
+                groups[1] = sms
+                _CTX["groups"][1] = sms[:2]
+                tasks_b = _tasks(1, sms)
+                with worker_pool(min(n_jobs, len(tasks_b))) as workers_b:
+                    _collect(tasks_b, workers_b.imap(_group_worker, tasks_b), done, groups, say)
+            if pending is not None:
+                _collect(tasks_a, pending, done, groups, say)
+    finally:
+        _CTX.clear()
+    out = []
+    for g in (0, 1):
+        if groups[g] is None:
+            continue
+        rows: list[dict] = []
+        msgs: list[str] = []
+        for key in sorted(k for k in done if k[0] == g):
+            rows += done[key][0]
+            msgs += done[key][1]
+        out.append((rows, msgs))
+    return out
 
 
 # ----------------------------------------------------------------------------- summary of replicates
@@ -524,7 +695,7 @@ def _selfcheck(ds, sample: MatchedSample, *, level, effect, replicates, seed, wi
                sms_effect, sms_replicates, tolerance, n_jobs, progress) -> Result:
     from ..narrative.trust import selfcheck_text
     from ..outcomes.spending import add_outcomes
-    from .sms_plasmode import sms_replicate_rows
+    from .sms_plasmode import _sms_one, sms_context
 
     t0 = time.perf_counter()
     cohort, design = sample.cohort, sample.design
@@ -550,6 +721,8 @@ def _selfcheck(ds, sample: MatchedSample, *, level, effect, replicates, seed, wi
     rows: list[dict] = []
     ss = np.random.SeedSequence(seed)
     spend_seeds, sms_seeds = ss.spawn(2)
+    say = lambda m: _say(progress, t0, m)  # noqa: E731
+    spend_ctx = None
     if n_pool < _MIN_POOL:
         for k in SPENDING_ESTIMATORS:
             notes[k] = f"only {n_pool} never-reached customers in the cohort (need {_MIN_POOL})"
@@ -557,19 +730,24 @@ def _selfcheck(ds, sample: MatchedSample, *, level, effect, replicates, seed, wi
         p, shift = pseudo_contact_probabilities(lin[pool_mask], share)
         _say(progress, t0, f"{replicates} replicates of {n_pool:,} never-reached customers, "
                            f"pseudo-contact share {share:.2f}, effects {', '.join(f'{e:+.2f}' for e in effects)}")
-        ctx = {"p": p, "pool": pool, "sample": sample, "outcome": outcome, "window": window, "effects": effects,
-               "level": level}
-        new, msgs = run_replicates(_one_replicate, ctx, spend_seeds.spawn(replicates), n_jobs,
-                                   lambda m: _say(progress, t0, m), "spending replicate")
-        rows += new
-        caught_all += msgs
-    if sms:
+        spend_ctx = {"p": p, "pool": pool, "sample": sample, "outcome": outcome, "window": window,
+                     "effects": effects, "level": level, "prep": _prepare_pool(pool, sample, window, outcome)}
+    spending = None if spend_ctx is None else (_one_replicate, spend_ctx, spend_seeds.spawn(replicates),
+                                                 "spending replicate", None)
+
+    def make_sms():
+        if not sms:
+            return None
         try:
-            sms_rows = sms_replicate_rows(ds, level=level, q=sms_effect, replicates=sms_replicates, seed=sms_seeds,
-                                          messages=caught_all, say=lambda m: _say(progress, t0, m), n_jobs=n_jobs)
-            rows += sms_rows
+            ctx = sms_context(ds, level=level, q=sms_effect, replicates=sms_replicates, say=say)
         except NotAvailableError as exc:
             notes["reach.sms_effect"] = str(exc)
+            return None
+        return (_sms_one, ctx, sms_seeds.spawn(sms_replicates), "SMS replicate", len(ctx["shares"]))
+
+    for new, msgs in run_selfcheck_replicates(spending, make_sms, n_jobs, say):
+        rows += new
+        caught_all += msgs
     reps = pd.DataFrame(rows, columns=["replicate", "estimator", "injected", "truth", "estimate", "se", "ci_low",
                                        "ci_high", "converged", "n_contacts", "n_comparisons", "scale"])
     stats = summarise_replicates(reps, level, tolerance) if len(reps) else pd.DataFrame()

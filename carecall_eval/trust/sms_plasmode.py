@@ -26,7 +26,7 @@ import pandas as pd
 
 from ..errors import NotAvailableError
 
-__all__ = ["sms_replicate_rows", "plant_answers"]
+__all__ = ["sms_replicate_rows", "sms_context", "plant_answers"]
 
 _MIN_CASES = 60
 
@@ -54,8 +54,56 @@ def plant_answers(cases: pd.DataFrame, attempts: pd.DataFrame, post: np.ndarray,
     return c, a
 
 
-def _sms_one(r: int, child, ctx: dict) -> tuple[list[dict], list[str]]:
-    """One pseudo-policy date: plant answers at each share, refit the answer model; rows and messages."""
+def _plant_answers_by_position(cases: pd.DataFrame, attempts: pd.DataFrame, att_case: np.ndarray,
+                               post: np.ndarray, flip: np.ndarray):
+    """:func:`plant_answers` with each attempt's case given by its row in ``cases`` (``att_case``).
+
+    The same two tables, from integer positions instead of lookups by case id (an attempts table of a
+    million rows is copied once, not three times).  Falls back to :func:`plant_answers` for column types it
+    does not cover (attempt times that are not plain datetimes, attempt numbers that are not integers).
+    """
+    at, ano = attempts["attempted_at"], attempts["attempt_no"]
+    if (not isinstance(at.dtype, np.dtype) or at.dtype.kind != "M" or not isinstance(ano.dtype, np.dtype)
+            or ano.dtype.kind not in "iu" or len(att_case) != len(attempts)):
+        return plant_answers(cases, attempts, post, flip)
+    n = len(cases)
+    ans = attempts["answered"].to_numpy(bool) | flip
+    no = ano.to_numpy()
+    stop = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(stop, att_case[ans], no[ans].astype(np.int64))
+    keep = np.flatnonzero(no <= stop[att_case])            # up to each case's first answered attempt
+    a = attempts.take(keep)
+    a["answered"] = ans[keep]
+    a = a.reset_index(drop=True)
+    c = cases.copy()
+    c["post_policy"] = pd.array(np.asarray(post, bool), dtype="boolean")
+    hit = ans[keep]
+    rows = att_case[keep][hit]
+    if len(np.unique(rows)) != len(rows):                   # two answered attempts with one number
+        return plant_answers(cases, attempts, post, flip)
+    t = np.full(n, np.datetime64("NaT"), dtype=at.dtype)
+    t[rows] = at.to_numpy()[keep][hit]
+    k = np.zeros(n, dtype=np.int64)
+    k[rows] = no[keep][hit]
+    missing = np.ones(n, dtype=bool)
+    missing[rows] = False
+    c["reached_at"] = t
+    c["attempts_to_reach"] = pd.arrays.IntegerArray(k, missing)
+    c["reached"] = ~missing
+    counts = np.bincount(att_case[keep], minlength=n)
+    if (counts == 0).any():
+        return plant_answers(cases, attempts, post, flip)
+    c["n_attempts"] = counts.astype(int)
+    return c, a
+
+
+def _sms_one(r: int, child, ctx: dict, shares: tuple[int, ...] | None = None) -> tuple[list[dict], list[str]]:
+    """One pseudo-policy date: plant answers at each share, refit the answer model; rows and messages.
+
+    ``shares`` (positions in ``ctx["shares"]``, default all) lets the shares of one date run as separate
+    tasks: the date and the uniform draws come from the replicate's own seed, so each task draws them again
+    and the rows (and messages, in share order) are those of the whole replicate.
+    """
     from ..outcomes.reach.answer_model import fit_sms_model, protocol
 
     cr0, att0, att_case, late_unans = ctx["cases"], ctx["attempts"], ctx["att_case"], ctx["late_unans"]
@@ -65,12 +113,15 @@ def _sms_one(r: int, child, ctx: dict) -> tuple[list[dict], list[str]]:
     post = (cr0["opened_on"] >= date).to_numpy()
     rows: list[dict] = []
     msgs: list[str] = []
+    todo = range(len(ctx["shares"])) if shares is None else shares
     if post.sum() < 10 or (~post).sum() < 10:
-        return rows, [f"SMS replicate {r}: fewer than 10 cases on one side of {date.date()}"]
-    for qq in ctx["shares"]:
+        return rows, ([f"SMS replicate {r}: fewer than 10 cases on one side of {date.date()}"]
+                      if shares is None or 0 in shares else [])
+    for k in todo:
+        qq = ctx["shares"][k]
         flip = late_unans & post[att_case] & (u < qq)
         truth = float(np.mean((~ctx["reached0"][post]) * (1.0 - (1.0 - qq) ** ctx["m_late"][post])))
-        c_r, a_r = plant_answers(cr0, att0, post, flip)
+        c_r, a_r = _plant_answers_by_position(cr0, att0, att_case, post, flip)
         K = int(a_r["attempt_no"].max())
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -98,9 +149,20 @@ def sms_replicate_rows(ds, *, level: float, q: float, replicates: int, seed, mes
     ``seed`` is a :class:`numpy.random.SeedSequence` (one child per replicate).  Raises NotAvailableError
     when the data have too few phone cases before the policy, or no attempt after the SMS rule's attempt.
     """
+    from .plasmode import run_replicates
+
+    ctx = sms_context(ds, level=level, q=q, replicates=replicates, say=say, period=period)
+    rows, msgs = run_replicates(_sms_one, ctx, seed.spawn(replicates), n_jobs, say, "SMS replicate")
+    messages.extend(msgs)
+    return rows
+
+
+def sms_context(ds, *, level: float, q: float, replicates: int, say: Callable[[str], None],
+                period: str = "quarter") -> dict:
+    """What every SMS replicate reads (the cases, their attempts and covariates, computed once), for
+    :func:`_sms_one`.  Raises NotAvailableError as :func:`sms_replicate_rows` does."""
     from ..outcomes.reach.answer_model import case_covariates
     from ..outcomes.reach.cases import PHONE_ARMS, case_reach, phone_tables, resolve_policy, sms_rule
-    from .plasmode import run_replicates
 
     policy = resolve_policy(ds, None)
     s, _ = sms_rule(ds, None, None)
@@ -135,6 +197,4 @@ def sms_replicate_rows(ds, *, level: float, q: float, replicates: int, seed, mes
            "level": level, "cov": cov}
     say(f"SMS: {replicates} pseudo-policy dates between {lo.date()} and {hi.date()} on {len(cr0):,} phone cases "
         f"opened before {cutoff.date()}; planted share {q:.2f}")
-    rows, msgs = run_replicates(_sms_one, ctx, seed.spawn(replicates), n_jobs, say, "SMS replicate")
-    messages.extend(msgs)
-    return rows
+    return ctx
