@@ -137,7 +137,9 @@ def caller_profiles(data, sample=None, /, *, level: float = 0.95, window: int = 
     z = z_quantile(level)
     a = shared_attempt_table(ds)
     covariates = a.attrs["covariates"]
-    a = a[a["agent_id"].notna().to_numpy()].copy(deep=False)       # new rows: the cached table is not touched
+    recorded = a["agent_id"].notna().to_numpy()
+    if not recorded.all():                     # (every attempt's caller recorded: no selection, no copy of rows)
+        a = a[recorded].copy(deep=False)       # new rows: the cached table is not touched
     if a["agent_id"].nunique() < 2:
         raise NotAvailableError("caller_profiles: fewer than two callers are recorded in call_attempts.agent_id")
     a["caller"], mapping = _pseudonyms(a["agent_id"])
