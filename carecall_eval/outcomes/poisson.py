@@ -80,16 +80,17 @@ def poisson_newton(y: np.ndarray, X: np.ndarray, *, weights: np.ndarray, offset:
     off = 0.0 if offset is None else offset
 
     def loglike(b):
+        """The pseudo-log-likelihood at ``b`` and the fitted means there (the next step's, once accepted)."""
         eta = X @ b + off
         with np.errstate(over="ignore"):
-            return float(np.sum(weights * (y * eta - np.exp(eta))))
+            mu = np.exp(eta)
+            return float(np.sum(weights * (y * eta - mu))), mu
 
-    ll = loglike(beta)
+    ll, mu = loglike(beta)
     converged = False
     with np.errstate(over="ignore", invalid="ignore"):
         for _ in range(MAX_ITER):
-            mu = np.exp(X @ beta + off)
-            wm = weights * mu
+            wm = weights * mu                  # mu = exp(X beta + off), kept from the accepted step
             score = X.T @ (weights * (y - mu))
             hess = _xtwx(X, wm)
             if not (np.all(np.isfinite(score)) and np.all(np.isfinite(hess))):
@@ -101,19 +102,18 @@ def poisson_newton(y: np.ndarray, X: np.ndarray, *, weights: np.ndarray, offset:
             # step halving keeps the (concave) pseudo-likelihood rising from a poor start
             for _ in range(30):
                 new = beta + step
-                ll_new = loglike(new)
+                ll_new, mu_new = loglike(new)
                 if np.isfinite(ll_new) and ll_new >= ll - 1e-12 * abs(ll):
                     break
                 step = step / 2
             else:
                 return None
-            beta, ll = new, ll_new
+            beta, ll, mu = new, ll_new, mu_new
             if np.max(np.abs(step)) < TOL:
                 converged = True
                 break
         if not converged:
             return None
-        mu = np.exp(X @ beta + off)
         hess = _xtwx(X, weights * mu)
         try:
             bread = np.linalg.inv(hess)

@@ -113,9 +113,7 @@ def ppml(y, X: pd.DataFrame, *, term: str, weights=None, groups=None, exposure=N
         form or a larger sample's fit: Newton then needs fewer steps to the same maximum.  Default: the
         log of the weighted mean rate for the constant, 0 elsewhere.
     """
-    y = np.asarray(y, dtype=float)
-    if np.any(~np.isfinite(y)) or np.any(y < 0):
-        raise ValueError("ppml: the outcome must be finite and non-negative")
+    y = _outcome(y)
     names = ["const", *(str(c) for c in X.columns)]
     Xa = np.empty((len(y), X.shape[1] + 1))
     Xa[:, 0] = 1.0
@@ -124,7 +122,28 @@ def ppml(y, X: pd.DataFrame, *, term: str, weights=None, groups=None, exposure=N
     Xa, names = Xa[:, keep], [names[i] for i in keep]
     wt = np.ones(len(y)) if weights is None else np.asarray(weights, float)
     ex = None if exposure is None else np.asarray(exposure, float)
-    codes = None if groups is None else pd.factorize(pd.Series(np.asarray(groups)))[0]
+    codes = None if groups is None else _cluster_codes(groups)
+    return _ppml_fit(y, Xa, names, term=term, weights=wt, codes=codes, exposure=ex, level=level, start=start)
+
+
+def _outcome(y) -> np.ndarray:
+    """``y`` as floats, refused unless finite and non-negative (PPML's outcome)."""
+    y = np.asarray(y, dtype=float)
+    if np.any(~np.isfinite(y)) or np.any(y < 0):
+        raise ValueError("ppml: the outcome must be finite and non-negative")
+    return y
+
+
+def _cluster_codes(groups) -> np.ndarray:
+    """Cluster codes 0..G-1 in order of first appearance (integer labels give the same codes as their labels)."""
+    return pd.factorize(pd.Series(np.asarray(groups)))[0]
+
+
+def _ppml_fit(y: np.ndarray, Xa: np.ndarray, names: list[str], *, term: str, weights: np.ndarray,
+              codes: np.ndarray | None, exposure: np.ndarray | None, level: float, start) -> RatioEstimate:
+    """:func:`ppml` on its final arrays: ``Xa`` the design with its constant (every column but ``const`` and
+    ``term`` non-constant), ``names`` its column names, ``codes`` the cluster codes (or None)."""
+    wt, ex = weights, exposure
     start0 = np.zeros(Xa.shape[1])
     rate = y / (1.0 if ex is None else ex)
     start0[names.index("const")] = np.log(max(np.average(rate, weights=wt), 1e-12))
@@ -256,6 +275,117 @@ def _ppml_covariates(m: pd.DataFrame, covariates: list[str]) -> pd.DataFrame:
     return X.loc[:, X.std() > 0]
 
 
+class _Design:
+    """The design of :func:`matched_ppml` for any row subset of one table, from arrays built once.
+
+    :func:`matched_ppml` regresses on ``contact`` and :func:`_ppml_covariates` (numeric covariates as they
+    are, then each text or categorical covariate as dummies with its first level dropped, keeping the
+    columns whose standard deviation is positive), and :func:`ppml` adds the constant and keeps the
+    columns that vary.  For a subgroup those columns follow from its rows alone: a level's dummy is kept
+    when the subgroup has it and it is neither the first level (text: the first level present, as
+    ``get_dummies`` sorts the subgroup's own values; categorical: the first category) nor the only one;
+    a numeric column when it varies.  :meth:`take` builds that matrix directly, with the values, column
+    order and memory layout (Fortran order, as ``ppml``'s column selection leaves it) of the pandas path,
+    so the fit does the same arithmetic, without a DataFrame, ``get_dummies`` or a standard deviation
+    per column per fit.
+
+    :meth:`take` returns None where that cannot be promised and the caller takes the pandas path:
+    a covariate of another dtype, text levels that are not all strings (their sort), a numeric covariate
+    that is not finite, fewer than two rows, or a subgroup in which a numeric covariate is constant at a
+    value whose mean over the rows may not be exact (its standard deviation is then a rounding residue).
+    """
+
+    def __init__(self, m: pd.DataFrame, covariates):
+        self.ok = False
+        cov = [c for c in covariates if c in m.columns]
+        if len(set(cov)) < len(cov) or not m.columns.is_unique or {"const", "contact"} & set(cov):
+            return                       # pandas' own path decides (or refuses) such a table
+        numeric, encoded = [], []
+        for c in cov:
+            dt = m[c].dtype
+            if isinstance(dt, pd.CategoricalDtype) or (isinstance(dt, np.dtype) and dt.kind == "O"):
+                encoded.append(c)
+            elif dt.kind in "iuf":
+                numeric.append(c)
+            else:
+                return
+        self.contact = m["contact"].to_numpy(float)
+        # get_dummies' order: the columns it leaves as they are, then each encoded column's dummies
+        self.numeric = {c: m[c].to_numpy(float) for c in numeric}
+        if not all(np.all(np.isfinite(v)) for v in self.numeric.values()):
+            return
+        self.levels: dict[str, tuple[list[str], np.ndarray, bool]] = {}
+        for c in encoded:
+            s = m[c]
+            if isinstance(s.dtype, pd.CategoricalDtype):
+                cat, is_cat = s.array, True
+            else:
+                vals = s.to_numpy()
+                if not all(isinstance(v, str) for v in pd.unique(vals[pd.notna(vals)])):
+                    return
+                cat, is_cat = pd.Categorical(vals), False
+            names = [f"{c}_{lev}" for lev in cat.categories]
+            if {"const", "contact"} & set(names):
+                return
+            self.levels[c] = (names, np.asarray(cat.codes, dtype=np.intp), is_cat)
+        self.ok = True
+
+    def take(self, rows: np.ndarray | None, covariates, lead=None) -> tuple[np.ndarray, list[str]] | None:
+        """``(Xa, names)`` of the rows ``rows`` (positions, in order; None = all) with ``covariates``.
+
+        ``lead`` replaces the ``contact`` column by other leading columns, as ``(name, values of the rows,
+        always kept)`` (the fitted term is always kept; ``ppml`` keeps the others when they vary).
+        """
+        if not self.ok:
+            return None
+
+        def at(v):
+            return v if rows is None else v[rows]
+        n = len(self.contact) if rows is None else len(rows)
+        if n < 2:
+            return None
+        names, cols = ["const"], [None]
+
+        def add(name, v, always=False) -> bool:
+            """Append a column unless constant (False: the pandas path must decide)."""
+            lo, hi = v.min(), v.max()
+            if lo == hi and not always:
+                # constant: dropped when its standard deviation is exactly 0, i.e. when n copies of it sum
+                # exactly (an integer small enough); otherwise the pandas path decides
+                return float(lo).is_integer() and abs(lo) * n < 2.0 ** 52
+            names.append(name)
+            cols.append(v)
+            return True
+        for name, v, always in (lead if lead is not None else [("contact", at(self.contact), True)]):
+            if len(v) != n or not add(name, np.asarray(v, float), always):
+                return None
+        wanted = set(covariates)
+        for c, v in self.numeric.items():
+            if c in wanted and not add(c, at(v)):
+                return None
+        for c, (lev_names, codes, is_cat) in self.levels.items():
+            if c not in wanted:
+                continue
+            codes = at(codes)
+            counts = np.bincount(codes[codes >= 0], minlength=len(lev_names))
+            if is_cat:
+                first = 1                                   # the first category, present or not
+            else:
+                present = np.flatnonzero(counts > 0)        # the subset's own (sorted) levels
+                if len(present) == 0:
+                    continue
+                first = present[0] + 1
+            for i in range(first, len(lev_names)):          # over the levels, not the rows
+                if 0 < counts[i] < n:
+                    names.append(lev_names[i])
+                    cols.append(codes == i)
+        Xa = np.empty((n, len(cols)), order="F")
+        Xa[:, 0] = 1.0
+        for j in range(1, len(cols)):                       # over the columns, not the rows
+            Xa[:, j] = cols[j]
+        return Xa, names
+
+
 def analysis_columns(table: pd.DataFrame, windows, covariates, extra=()) -> pd.DataFrame:
     """The columns of a cohort or matched table the spending estimators read, as a new frame.
 
@@ -287,12 +417,16 @@ def _analysis_names(columns, windows, covariates, extra=()) -> list[str]:
 def naive_change(table: pd.DataFrame, outcome: str = "tl", window: int = 84, pre_window: int = 84,
                  level: float = 0.95) -> RatioEstimate:
     """Contacts' post/pre ratio of daily means minus one (PPML on stacked windows, clustered by customer)."""
-    c = table[table["contact"] == 1]
+    c = table.loc[(table["contact"] == 1).to_numpy(), ["customer_id", f"{outcome}_pre", f"{outcome}_post{window}"]]
+    ids = c["customer_id"].to_numpy()
+    codes = _cluster_codes(ids)
+    if len(codes) and codes.min() >= 0:
+        ids = codes         # the customers as integers once: ppml factorizes them again to the same codes
     long = pd.DataFrame({
         "y": np.r_[c[f"{outcome}_pre"].to_numpy(), c[f"{outcome}_post{window}"].to_numpy()],
         "post": np.r_[np.zeros(len(c)), np.ones(len(c))],
         "days": np.r_[np.full(len(c), pre_window), np.full(len(c), window)],
-        "g": np.r_[c["customer_id"].to_numpy(), c["customer_id"].to_numpy()],
+        "g": np.r_[ids, ids],
     })
     pre_post = saturated_start(long["y"], long["post"], exposure=long["days"])   # "contact" here is post
     return ppml(long["y"], long[["post"]], term="post", groups=long["g"], exposure=long["days"], level=level,
@@ -306,10 +440,16 @@ def matched_ppml(m: pd.DataFrame, outcome: str, window: int, covariates: list[st
     ``groups`` are the cluster ids of ``m``'s rows (``sample.cluster_ids(m)``: the one cluster rule);
     ``start`` optional starting coefficients by name (see :func:`ppml`).
     """
-    X = _ppml_covariates(m, covariates)
-    X.insert(0, "contact", m["contact"].to_numpy(float))
-    return ppml(m[f"{outcome}_post{window}"].to_numpy(float), X, term="contact",
-                weights=m["weights"].to_numpy(float), groups=groups, level=level, start=start)
+    got = _Design(m, covariates).take(None, covariates)
+    if got is None:
+        X = _ppml_covariates(m, covariates)
+        X.insert(0, "contact", m["contact"].to_numpy(float))
+        return ppml(m[f"{outcome}_post{window}"].to_numpy(float), X, term="contact",
+                    weights=m["weights"].to_numpy(float), groups=groups, level=level, start=start)
+    # the same design as a numpy matrix (see _Design), then ppml's own fit
+    y = _outcome(m[f"{outcome}_post{window}"].to_numpy(float))
+    return _ppml_fit(y, *got, term="contact", weights=m["weights"].to_numpy(float),
+                     codes=None if groups is None else _cluster_codes(groups), exposure=None, level=level, start=start)
 
 
 def matched_did(m: pd.DataFrame, outcome: str, window: int, *, groups, pre_window: int = 84,
@@ -343,6 +483,9 @@ def matched_estimates(m: pd.DataFrame, outcome: str, window: int, covariates: li
     y = m[f"{outcome}_post{window}"].to_numpy(float)
     w = m["weights"].to_numpy(float)
     g = np.asarray(groups)
+    codes = _cluster_codes(g)
+    if len(codes) and codes.min() >= 0:
+        g = codes       # the labels as integers once: every fit below factorizes them again to the same codes
     out: dict[str, Any] = {"matched": matched_ppml(m, outcome, window, covariates, groups=g, level=level),
            "post_only": ppml(y, m[["contact"]], term="contact", weights=w, groups=g, level=level,
                              start=saturated_start(y, m["contact"], weights=w))}
@@ -446,6 +589,16 @@ _WINDOW_METHODS = (
     ("spending.mean_change_reducers", "comparison", "mean per-customer change among those who reduced"),
     ("spending.evalue", "difference", "E-value of the matched ratio (ci_low: E-value of the interval limit)"),
 )
+
+
+def _kept(table: pd.DataFrame, keep) -> pd.DataFrame:
+    """The rows of ``table`` where ``keep`` (positions kept in order): ``table`` itself when every row is kept.
+
+    For tables the caller owns and reads only: a boolean selection copies (and consolidates) the whole
+    wide table even when it keeps every row.
+    """
+    keep = np.asarray(keep, dtype=bool)
+    return table if keep.all() else table.take(np.flatnonzero(keep))
 
 
 def _followup(table: pd.DataFrame, window: int, data_end) -> pd.Series:
@@ -601,8 +754,8 @@ def spending_effect(data, sample=None, /, *, level: float = 0.95, window: int = 
                          "which needs a non-negative outcome: use 'tl', 'wagered', 'deposits' or 'active_days'")
     rows, per_window = [], {}
     for w in windows:
-        full_w = full[_followup(full, w, ds.data_end)]
-        m = m_all[_followup(m_all, w, ds.data_end)]
+        full_w = _kept(full, _followup(full, w, ds.data_end))      # read only below
+        m = _kept(m_all, _followup(m_all, w, ds.data_end))
         n_c, n_k = int((m["contact"] == 1).sum()), int((m["contact"] == 0).sum())
         base = {"window": w, "outcome": outcome}
         if n_c == 0 or n_k == 0:
@@ -655,7 +808,7 @@ def spending_effect(data, sample=None, /, *, level: float = 0.95, window: int = 
         if sample.has_sets:
             sets = add_outcomes(ds, analysis_sets(sample, (window,), covariates), (window,), design.pre_window,
                                 copy=False)
-            sets = sets[_followup(sets, window, ds.data_end)]
+            sets = _kept(sets, _followup(sets, window, ds.data_end))
         # each subgroup's Newton starts at the whole sample's fit (the same maximum, fewer steps)
         sub = _subgroups(m, outcome, window, covariates, level, sample.cluster_ids, sets,
                          start=est["matched"].params if est["matched"].converged else None)
@@ -729,13 +882,34 @@ SUBGROUP_BY = ("trigger", "age_band", "gender", "main_product")
 
 def subgroup_columns(table: pd.DataFrame) -> pd.DataFrame:
     """A copy of ``table`` with the derived subgroup columns ``age_band`` and ``main_product`` (largest share)."""
-    d = table.copy()
+    return _derive_subgroups(table.copy())
+
+
+def subgroup_frame(table: pd.DataFrame, keep) -> pd.DataFrame:
+    """:func:`subgroup_columns` of ``table``'s columns in ``keep`` (and every ``share_`` column), as a new frame.
+
+    The few columns are taken (in ``table``'s order) into a frame of their own and the derived columns
+    set on it: the wide table is neither copied whole nor consolidated, and the result is not a view.
+    """
+    keep = set(keep)
+    pos = [i for i, c in enumerate(table.columns) if c in keep or str(c).startswith("share_")]
+    return _derive_subgroups(table.take(pos, axis=1))
+
+
+def _derive_subgroups(d: pd.DataFrame) -> pd.DataFrame:
+    """Set ``age_band`` and ``main_product`` on ``d`` itself; return it."""
     d["age_band"] = pd.cut(d["age"], [0, 25, 35, 50, 65, 200], right=False,
                            labels=["18-24", "25-34", "35-49", "50-64", "65+"]).astype(str)
     share_cols = [c for c in d.columns if c.startswith("share_")]
     if share_cols:
-        d["main_product"] = np.where(d[share_cols].max(axis=1) > 0,
-                                     d[share_cols].idxmax(axis=1).str.replace("share_", "", regex=False), "none")
+        shares = d[share_cols].to_numpy(float)
+        if np.isnan(shares).any():          # idxmax skips missing shares
+            top = d[share_cols].idxmax(axis=1).str.replace("share_", "", regex=False)
+            biggest = d[share_cols].max(axis=1)
+        else:                               # the first largest share, as idxmax, by position
+            top = np.array([c.replace("share_", "") for c in share_cols], dtype=object)[shares.argmax(axis=1)]
+            biggest = shares.max(axis=1)
+        d["main_product"] = np.where(biggest > 0, top, "none")
     return d
 
 
@@ -755,27 +929,56 @@ def _subgroups(m: pd.DataFrame, outcome, window, covariates, level, cluster_ids,
     src = sets if sets is not None else m
     # only the columns a subgroup fit reads: every group below is a row subset, and copying the whole
     # matched table once per subgroup dominated at operator scale
-    need = {"contact", "weights", "customer_id", "subclass", f"{outcome}_post{window}", "age", *covariates, *by,
-            *(c for c in src.columns if c.startswith("share_"))}
-    d = subgroup_columns(src[[c for c in src.columns if c in need]])
-    d["_unit"] = pd.factorize(d["customer_id"])[0]       # customers counted as integers
+    d = subgroup_frame(src, {"contact", "weights", "customer_id", "subclass", f"{outcome}_post{window}", "age",
+                             *covariates, *by})
+    unit = pd.factorize(d["customer_id"])[0]       # customers counted as integers
     by_cols = [b for b in by if b in d.columns]
     if sets is not None:
-        treated = d[d["contact"] == 1].drop_duplicates("subclass").set_index("subclass")[by_cols]
+        treated = d.loc[(d["contact"] == 1).to_numpy(), ["subclass", *by_cols]].drop_duplicates(
+            "subclass").set_index("subclass")[by_cols]
         for b in by_cols:
             d[b] = d["subclass"].map(treated[b]).to_numpy()
-    rows = []
+    # each fit is a row subset of arrays built once: the design of the whole table (see _Design), the
+    # outcome, weights and the cluster labels as integers (the same codes in each subgroup as its own labels)
+    design = _Design(d, covariates)
+    y_col, w_col = f"{outcome}_post{window}", "weights"
+    y_all = d[y_col].to_numpy(float) if y_col in d.columns else None
+    w_all = d[w_col].to_numpy(float) if w_col in d.columns else None
+    contact = d["contact"].to_numpy()
+    keys = pd.DataFrame({c: _label_codes(d[c]) for c in ("subclass", "customer_id") if c in d.columns})
+    rows_out = []
     for by in by_cols:
-        for lvl, g in d.groupby(by):
-            if g["contact"].sum() < 20 or (g["contact"] == 0).sum() < 20:
+        pos = d[[by]].assign(_pos=np.arange(len(d)))
+        for lvl, g in pos.groupby(by):
+            rows = g["_pos"].to_numpy()
+            c = pd.Series(contact[rows])
+            if c.sum() < 20 or (c == 0).sum() < 20:
                 continue
             covs = [c for c in covariates if c != by]
             try:
-                e = matched_ppml(g, outcome, window, covs, groups=cluster_ids(g), level=level, start=start)
+                got = design.take(rows, covs) if y_all is not None and w_all is not None else None
+                if got is None or y_all is None or w_all is None:       # pandas' path (see _Design)
+                    sub = d.iloc[rows]
+                    e = matched_ppml(sub, outcome, window, covs, groups=cluster_ids(sub), level=level, start=start)
+                else:
+                    y = _outcome(y_all[rows])
+                    e = _ppml_fit(y, *got, term="contact", weights=w_all[rows],
+                                  codes=_cluster_codes(cluster_ids(keys.iloc[rows])), exposure=None, level=level,
+                                  start=start)
             except Exception:  # pragma: no cover - tiny or separated subgroup
                 continue
             if not e.converged:      # separation in a small subgroup: no finite estimate
                 continue
-            rows.append({"by": by, "level": lvl, "estimate": e.estimate, "se": e.se, "ci_low": e.ci_low,
-                         "ci_high": e.ci_high, "n": int(g["_unit"].nunique())})
-    return pd.DataFrame(rows, columns=["by", "level", "estimate", "se", "ci_low", "ci_high", "n"])
+            rows_out.append({"by": by, "level": lvl, "estimate": e.estimate, "se": e.se, "ci_low": e.ci_low,
+                             "ci_high": e.ci_high, "n": int(np.count_nonzero(np.bincount(unit[rows] + 1)))})
+    return pd.DataFrame(rows_out, columns=["by", "level", "estimate", "se", "ci_low", "ci_high", "n"])
+
+
+def _label_codes(s: pd.Series) -> np.ndarray:
+    """Integer codes of a label column, missing labels kept missing (NaN), for ``cluster_ids`` on row subsets:
+    a sample's cluster rule reads ``subclass`` and ``customer_id`` (and whether a subclass is missing), and
+    the codes of a subset, factorized again, are those of its own labels."""
+    codes = pd.factorize(s)[0]
+    if (codes < 0).any():
+        return np.where(codes < 0, np.nan, codes.astype(float))
+    return codes

@@ -24,12 +24,13 @@ from ...results import Result, not_available, tidy
 from ..spending import (
     OUTCOMES,
     _followup,
+    _kept,
     _subgroups,
     add_outcomes,
     analysis_columns,
     analysis_sets,
     matched_ppml,
-    subgroup_columns,
+    subgroup_frame,
 )
 from .pooling import one_blas_thread, random_effects
 
@@ -114,21 +115,22 @@ def effect_heterogeneity(data, sample=None, /, *, level: float = 0.95, window: i
     cl = "matched set" if sample.cluster == "subclass" else "customer"
     units = add_outcomes(ds, analysis_columns(sample.table, (window,), covariates, by), (window,), design.pre_window,
                          copy=False)
-    units = units[_followup(units, window, ds.data_end)]
+    units = _kept(units, _followup(units, window, ds.data_end))     # both are this function's own frames
     sets = None
     if sample.has_sets:
         sets = add_outcomes(ds, analysis_sets(sample, (window,), covariates, by), (window,), design.pre_window,
                             copy=False)
-        sets = sets[_followup(sets, window, ds.data_end)]
+        sets = _kept(sets, _followup(sets, window, ds.data_end))
     frame = sets if sets is not None else units
-    reached = frame[frame["contact"] == 1]
+    # only the columns read below: each is a new frame of a few columns, never a copy of the whole table
+    reached = frame.loc[(frame["contact"] == 1).to_numpy(), ["subclass", "tl_pre"] if sets is not None else ["tl_pre"]]
     if sets is not None:
         reached = reached.drop_duplicates("subclass")
     if spend_cuts is None:
         spend_cuts = tuple(float(x) for x in np.quantile(reached["tl_pre"].to_numpy(float), [1 / 3, 2 / 3]))
 
     def add_spend(t: pd.DataFrame) -> pd.DataFrame:
-        t = t.copy()
+        t = t.copy(deep=False)        # a new frame sharing the columns: only the new column is its own
         t["baseline_spend"] = np.asarray(SPEND_LEVELS, dtype=object)[
             np.searchsorted(np.asarray(spend_cuts), t["tl_pre"].to_numpy(float), side="right")]
         return t
@@ -146,12 +148,13 @@ def effect_heterogeneity(data, sample=None, /, *, level: float = 0.95, window: i
                                 frame if sets is not None else None, by=set_by)], ignore_index=True)
     est = {(r["by"], str(r["level"])): r for _, r in sub.iterrows()}
     # every level the reached customers have, in a stable order
-    d = subgroup_columns(frame)
+    # the columns the levels and counts below read, with the derived subgroups
+    d = subgroup_frame(frame, {"contact", "subclass", "customer_id", "age", *by})
     if sets is not None:
         lead = d[d["contact"] == 1].drop_duplicates("subclass").set_index("subclass")[list(set_by)]
         for b in set_by:
             d[b] = d["subclass"].map(lead[b]).to_numpy()
-    own_d = subgroup_columns(units)
+    own_d = subgroup_frame(units, {"contact", "subclass", "customer_id", "age", *by})
     rows, forest = [], []
     meth = f"matched PPML within the subgroup, cluster-robust by {cl} (se of the log ratio)"
     spend_words = {"low": f"pre-window theoretical loss below {spend_cuts[0]:,.0f}",

@@ -25,7 +25,20 @@ from ...results import Result, not_available, tidy
 from .._dates import as_datetime_ns
 from ..calls import _mean_interval, quantile_interval
 from ..reach.cases import PHONE_ARMS, case_reach
-from ..spending import OUTCOMES, _followup, _ppml_covariates, _subgroups, add_outcomes, analysis_columns, analysis_sets, ppml
+from ..spending import (
+    OUTCOMES,
+    _cluster_codes,
+    _Design,
+    _followup,
+    _outcome,
+    _ppml_covariates,
+    _ppml_fit,
+    _subgroups,
+    add_outcomes,
+    analysis_columns,
+    analysis_sets,
+    ppml,
+)
 from .pooling import one_blas_thread
 
 __all__ = ["case_speed", "case_timeline", "STEPS", "DEFAULT_BANDS"]
@@ -68,7 +81,7 @@ def case_timeline(data, *, arms: Sequence = PHONE_ARMS, gap_days: int = 30) -> p
     ds = open_data(data, "case_timeline")
     cr = case_reach(ds, arms=arms)
     trig = ds.table("triggers")[["customer_id", "trigger", "triggered_on"]]
-    c = cr.sort_values("opened_on").reset_index(drop=True)
+    c = cr.sort_values("opened_on", ignore_index=True)       # ignore_index: no second copy of the table
     # the (customer, trigger) pair as one integer key: merge_asof's "by" on two text columns is slow
     cust, _ = pd.factorize(np.concatenate([c["customer_id"].to_numpy(), trig["customer_id"].to_numpy()]))
     kind, kinds = pd.factorize(np.concatenate([c["trigger"].to_numpy(), trig["trigger"].to_numpy()]))
@@ -77,12 +90,13 @@ def case_timeline(data, *, arms: Sequence = PHONE_ARMS, gap_days: int = 30) -> p
     right = pd.DataFrame({"_by": key[len(c):], "triggered_on": as_datetime_ns(trig["triggered_on"]).to_numpy()})
     c = pd.merge_asof(c, right.sort_values("triggered_on", kind="mergesort"), left_on="opened_on",
                       right_on="triggered_on", by="_by", direction="backward",
-                      tolerance=pd.Timedelta(days=gap_days)).drop(columns="_by")
+                      tolerance=pd.Timedelta(days=gap_days))
+    del c["_by"]                                  # merge_asof's new frame: no copy to drop a column
     for stem, start, end, _ in STEPS:
         d0 = as_datetime_ns(c[start]).dt.normalize()
         d1 = as_datetime_ns(c[end]).dt.normalize()
         c[f"days_{stem}"] = (d1 - d0).dt.days.astype(float)
-    return c.sort_values(["opened_on", "case_id"]).reset_index(drop=True)
+    return c.sort_values(["opened_on", "case_id"], ignore_index=True)
 
 
 def _band_labels(edges: tuple) -> list[str]:
@@ -184,16 +198,28 @@ def case_speed(data, sample=None, /, *, level: float = 0.95, window: int = 84, o
     # never built whole
     sets = analysis_sets(sample, (window,), covariates)        # None without nearest-neighbour sets
     frame = sets if sets is not None else analysis_columns(sample.table, (window,), covariates)
-    frame = frame[_followup(frame, window, ds.data_end).to_numpy()]
-    m = add_outcomes(ds, frame, (window,), design.pre_window)          # a copy: columns are added below
+    fu = np.flatnonzero(_followup(frame, window, ds.data_end).to_numpy())
+    # the derived columns from the few columns they read, then the kept rows taken once (by position: a
+    # table of sets repeats index labels); the wide table is neither copied whole nor consolidated again
+    case = pd.Series(frame["case_id"].to_numpy()[fu])
+    contact = frame["contact"].to_numpy()[fu]
     # each row's own days from trigger to opening: where in the decay of the peak its window starts
-    own = m["case_id"].map(by_case["days_trigger_to_opening"])
-    m["own_days_trigger_to_opening"] = own.fillna(own.median() if own.notna().any() else 0.0).to_numpy(float)
-    m["days_to_contact"] = m["case_id"].map(days).where(m["contact"] == 1)
+    own = case.map(by_case["days_trigger_to_opening"])
+    own = own.fillna(own.median() if own.notna().any() else 0.0).to_numpy(float)
+    to_contact = case.map(days).where(pd.Series(contact == 1)).to_numpy()
     if sample.has_sets:      # controls follow their set's contact
-        per_set = m[m["contact"] == 1].drop_duplicates("subclass").set_index("subclass")["days_to_contact"]
-        m["days_to_contact"] = m["subclass"].map(per_set).to_numpy()
-    m = m[m["days_to_contact"].notna()]
+        subclass = pd.Series(frame["subclass"].to_numpy()[fu])
+        lead = pd.DataFrame({"subclass": subclass[contact == 1].to_numpy(), "days_to_contact": to_contact[contact == 1]})
+        per_set = lead.drop_duplicates("subclass").set_index("subclass")["days_to_contact"]
+        to_contact = subclass.map(per_set).to_numpy()
+    keep = pd.notna(to_contact)
+    # `frame` is this function's own (a new frame of the analysis columns): the columns below are set on it,
+    # or on the kept rows taken from it (a new frame, not a view)
+    rows_kept = fu[keep]
+    m = frame if len(rows_kept) == len(frame) else frame.take(rows_kept)
+    m = add_outcomes(ds, m, (window,), design.pre_window, copy=False)
+    m["own_days_trigger_to_opening"] = own[keep]
+    m["days_to_contact"] = to_contact[keep].astype(float)
     m["band"] = pd.cut(m["days_to_contact"], [-np.inf, *bands, np.inf], right=False, labels=labels).astype(str)
     cl = "matched set" if sample.cluster == "subclass" else "customer"
     sub = _subgroups(m, outcome, window, covariates, level, sample.cluster_ids,
@@ -218,12 +244,21 @@ def case_speed(data, sample=None, /, *, level: float = 0.95, window: int = 84, o
              "method": f"matched PPML with a contact x days-to-contact term, cluster-robust by {cl} "
                        "(se of the log ratio per day)"}
     if len(m) and m["contact"].sum() >= 20 and (m["contact"] == 0).sum() >= 20 and m["days_to_contact"].nunique() > 1:
-        X = _ppml_covariates(m, covariates)
-        X.insert(0, "days", m["days_to_contact"].to_numpy(float))
-        X.insert(0, "contact_x_days", (m["contact"] * m["days_to_contact"]).to_numpy(float))
-        X.insert(0, "contact", m["contact"].to_numpy(float))
-        e = ppml(m[f"{outcome}_post{window}"].to_numpy(float), X, term="contact_x_days",
-                 weights=m["weights"].to_numpy(float), groups=sample.cluster_ids(m), level=level)
+        y, w, groups = m[f"{outcome}_post{window}"].to_numpy(float), m["weights"].to_numpy(float), sample.cluster_ids(m)
+        lead = [("contact", m["contact"].to_numpy(float), False),
+                ("contact_x_days", (m["contact"] * m["days_to_contact"]).to_numpy(float), True),
+                ("days", m["days_to_contact"].to_numpy(float), False)]
+        # the design from arrays (the spending module's _Design: the same matrix as below, without get_dummies)
+        got = _Design(m, covariates).take(None, covariates, lead=lead)
+        if got is not None:
+            e = _ppml_fit(_outcome(y), *got, term="contact_x_days", weights=w, codes=_cluster_codes(groups),
+                          exposure=None, level=level, start=None)
+        else:
+            X = _ppml_covariates(m, covariates)
+            X.insert(0, "days", lead[2][1])
+            X.insert(0, "contact_x_days", lead[1][1])
+            X.insert(0, "contact", lead[0][1])
+            e = ppml(y, X, term="contact_x_days", weights=w, groups=groups, level=level)
         rows.append({**slope, "estimate": e.estimate, "se": e.se, "ci_low": e.ci_low, "ci_high": e.ci_high}
                     if e.converged else not_available(slope, "the PPML fit did not converge"))
     else:
