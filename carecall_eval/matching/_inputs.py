@@ -342,9 +342,10 @@ def build_covariates(data: pd.DataFrame, treatment: str, covariates: Any) -> Cov
         if len(levels) > 0:
             b_names.extend(f"{c}[{lv}]" for lv in levels)
             b_source.extend([c] * len(levels))
-    model = np.empty((n, 1 + len(m_names)))
+    # filled column by column in Fortran order (contiguous writes), then laid out in rows as before
+    model = np.empty((n, 1 + len(m_names)), order="F")
     model[:, 0] = 1.0
-    balance = model[:, 1:] if not cats else np.empty((n, len(b_names)))
+    balance = model[:, 1:] if not cats else np.empty((n, len(b_names)), order="F")
     jm, jb = 1, 0
     for j, c in enumerate(cols):
         if j not in cats:
@@ -363,6 +364,8 @@ def build_covariates(data: pd.DataFrame, treatment: str, covariates: Any) -> Cov
                 jm += 1
             balance[:, jb] = ind
             jb += 1
+    model = np.ascontiguousarray(model)
+    balance = model[:, 1:] if not cats else np.ascontiguousarray(balance)
     return Covariates(model, ("Intercept", *m_names), balance, tuple(b_names), tuple(b_source), tuple(cols))
 
 
