@@ -854,11 +854,15 @@ def test_sigkill_leaves_no_worker_process_behind(tmp_path):
     log = tmp_path / "stderr.txt"
     with log.open("w") as fh:
         p = _cli(["selfcheck", SAMPLE, "--replicates", "40", "--jobs", "2"], stderr=fh)
-        _wait_for(lambda: "spending replicate" in log.read_text(), timeout=300)
-        kids = subprocess.run(["pgrep", "-P", str(p.pid)], capture_output=True, text=True).stdout.split()
+
+        def workers():
+            kids = subprocess.run(["pgrep", "-P", str(p.pid)], capture_output=True, text=True).stdout.split()
+            return kids if len(kids) >= 2 else None
+
+        kids = _wait_for(workers, timeout=300)           # killed while (at least) two workers run
         p.kill()
         p.communicate(timeout=60)
-    assert len(kids) >= 2                                # the two workers were running
+    assert len(kids) >= 2
     _wait_for(lambda: not [k for k in kids if Path(f"/proc/{k}").exists()], timeout=30)
 
 
