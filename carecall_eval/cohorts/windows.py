@@ -152,7 +152,7 @@ def keys_table(dataset, keys: pd.DataFrame, lo: int, hi: int, extra: Sequence[st
     k = keys[["row_id", "customer_id", "index_date", *extra]].copy()
     k["row_id"] = k["row_id"].astype("int64")
     # dates as numpy days, handed to Arrow as date32 (no datetime.date objects: seconds at 100k keys)
-    idx = pd.to_datetime(k["index_date"]).dt.normalize().to_numpy("datetime64[D]")
+    idx = _days(k["index_date"])
     k["index_date"] = idx
     k["_lo"] = idx + np.timedelta64(int(lo), "D")
     k["_hi"] = idx + np.timedelta64(int(hi), "D")
@@ -431,6 +431,7 @@ def shared_aggregates(dataset, keys: pd.DataFrame, windows: Mapping[str, tuple[i
 
 
 def _days(dates) -> np.ndarray:
+    """Dates (any time of day) as numpy days."""
     return pd.to_datetime(pd.Series(dates)).dt.normalize().to_numpy("datetime64[D]")
 
 
