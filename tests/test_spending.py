@@ -13,6 +13,7 @@ from carecall_eval.errors import InputError, NotAvailableError
 from carecall_eval.outcomes.spending import (
     decomposition,
     evalue,
+    event_study,
     key_figures,
     matched_ppml,
     naive_change,
@@ -256,3 +257,58 @@ def test_another_seed_recovers_truth(simulated):
     true84 = truth["realised"]["realised_att_theoretical_loss"]["post_84d"]
     assert s.loc["spending.matched_change", "ci_low"] <= true84 <= s.loc["spending.matched_change", "ci_high"]
     assert s.loc["spending.naive_change", "estimate"] < true84 - 0.05
+
+
+def test_event_study_from_the_cohort_series_is_the_same(obs_sample):
+    """The event study of a matched set from its cohort's weekly series (no query of its own) equals its
+    own query's, float for float, at a non-default level and weeks, for two matchings of one cohort."""
+    ds, smp, _ = obs_sample
+    for sample in (smp, smp.cohort.sample(caliper=0.05, ratio=2)):
+        m = sample.table
+        want = event_study(ds, m, -8, 20, level=0.8)
+        got = event_study(ds, m, -8, 20, level=0.8, universe=sample.cohort.table)
+        pd.testing.assert_frame_equal(got, want, check_exact=True)
+        assert set(want["week"]) == set(range(-8, 21)) and want["mean"].gt(0).any()
+    # a row outside the universe: its own query, the same figures
+    got = event_study(ds, smp.table, -8, 20, level=0.8, universe=smp.cohort.table.iloc[:5])
+    pd.testing.assert_frame_equal(got, event_study(ds, smp.table, -8, 20, level=0.8), check_exact=True)
+
+
+def test_placebo_is_computed_once_per_cohort_and_settings(obs_sample):
+    """A changed matching option does not change the placebo (it rematches with the design's own matching):
+    the second estimate takes it from memory, with no pass over activity; an edited cohort table or other
+    settings compute it again."""
+    from carecall_eval.cohorts import windows
+
+    ds, smp, _ = obs_sample
+    cohort = smp.cohort
+    kw = {"windows": (28,), "window": 28, "subgroups": False, "event_weeks": None, "level": 0.9}
+    first = spending_effect(ds, cohort.sample(), **kw)
+    with windows.query_log() as log:
+        again = spending_effect(ds, cohort.sample(caliper=0.05), **kw)
+    with windows.query_log() as without:
+        spending_effect(ds, cohort.sample(caliper=0.05), **{**kw, "placebo": False})
+    # the placebo ran no query: as many as an estimate without a placebo
+    assert [q[:3] for q in log] == [q[:3] for q in without]
+    pick = ["spending.placebo_change"]
+
+    def placebo_rows(res):
+        return res.summary[res.summary["metric"].isin(pick)].reset_index(drop=True)
+    pd.testing.assert_frame_equal(placebo_rows(again), placebo_rows(first), check_exact=True)
+    # other settings: computed again (a different level gives other limits)
+    other = spending_effect(ds, cohort.sample(), **{**kw, "level": 0.8})
+    assert placebo_rows(other)["ci_low"].iloc[0] > placebo_rows(first)["ci_low"].iloc[0]
+    # an edited table: not the kept entry
+    from carecall_eval.outcomes import spending as S
+
+    n_before = sum(len(v) for v in S._PLACEBO_MEMO.values())
+    edited = type(cohort)(table=cohort.table.copy(), flow=cohort.flow, design=cohort.design,
+                          data_end=cohort.data_end)
+    edited.table.loc[edited.table.index[:40], "tl_pre"] *= 3.0
+    spending_effect(ds, edited.sample(), **kw)
+    assert sum(len(v) for v in S._PLACEBO_MEMO.values()) == n_before + 1
+    del edited
+    import gc
+
+    gc.collect()
+    assert sum(len(v) for v in S._PLACEBO_MEMO.values()) == n_before     # gone with its cohort

@@ -247,3 +247,19 @@ def test_group_sums_are_exact_integers_in_any_order():
     huge = pa.chunked_array([pa.array([decimal.Decimal(10**20), decimal.Decimal(-3)], pa.decimal128(38, 6))])
     assert W._scaled(huge).tolist() == [10**26, -3 * 10**6]
     assert W._sums_by(np.array([0, 0, 1]), np.array([10**26, -1, 5], dtype=object), 2).tolist() == [10**26 - 1, 5]
+
+
+def test_weekly_series_gives_the_moments_floats(ds, keys):
+    """The event study's per-key weekly series re-weighted locally: the same floats as weekly_moments' query,
+    for keys sharing one series row (a customer-day twice), at non-default weeks."""
+    k = keys.assign(group=np.arange(len(keys)) % 3, weight=np.linspace(0.2, 3.0, len(keys)))
+    series = W.weekly_series(ds, keys, -9, 4)
+    assert series["week"].between(-9, 4).all() and series["week"].dtype == np.int8
+    assert not series.duplicated(["row_id", "week"]).any()
+    # two copies of the keys (new row ids), both pointing at the one series row of their key
+    twice = pd.concat([k, k.assign(row_id=k["row_id"] + 10**6, weight=k["weight"] * 0.5)], ignore_index=True)
+    want = W.weekly_moments(ds, twice, -9, 4, by="group", weight="weight")
+    got = W.moments_from_series(series, twice.assign(series_row=twice["row_id"] % 10**6), by="group",
+                                weight="weight")
+    pd.testing.assert_frame_equal(got, want, check_exact=True, check_dtype=False)
+    assert len(got) > 10 and got["swy"].gt(0).any()

@@ -693,6 +693,60 @@ def weekly_moments(dataset, keys: pd.DataFrame, first_week: int = -26, last_week
     return _fetch(out).sort_values([by, "week"]).reset_index(drop=True)
 
 
+@_logged
+def weekly_series(dataset, keys: pd.DataFrame, first_week: int = -26, last_week: int = 52) -> pd.DataFrame:
+    """Theoretical loss per key and event-time week (week 0 = days 0..6), for the weeks with any play.
+
+    One row per (``row_id``, ``week``) with ``y``, the key's theoretical loss in the week (the exact decimal
+    sum, as float64: the ``y`` of :func:`weekly_moments`).  Computed once for a cohort's keys, it gives the
+    event study of any matched set drawn from it (:func:`moments_from_series`) with no query over activity:
+    a notebook that changes a matching option re-weights the same series.  Rows come in no set order.
+    """
+    lo, hi = 7 * int(first_week), 7 * (int(last_week) + 1) - 1
+    k = keys_table(dataset, keys, lo, hi)
+    j = _play(dataset, k)
+    j = j.mutate(week=(j.off + 7 * 1000).floordiv(7).cast("int32") - 1000)   # floor for negative offsets
+    g = j.group_by(["row_id", "week"]).aggregate(y=j.tl.sum().cast("float64"))
+    out = _fetch(g)
+    # millions of rows for a cohort at operator scale: the narrowest exact types the values fit
+    rid = keys["row_id"]
+    if len(rid) and -2**31 <= int(rid.min()) and int(rid.max()) < 2**31:
+        out["row_id"] = out["row_id"].astype(np.int32)
+    if -128 <= first_week and last_week <= 127:
+        out["week"] = out["week"].astype(np.int8)
+    return out
+
+
+def moments_from_series(series: pd.DataFrame, keys: pd.DataFrame, by: str = "group",
+                        weight: str = "weight") -> pd.DataFrame:
+    """:func:`weekly_moments` of `keys` from the :func:`weekly_series` of a set of keys holding them.
+
+    `keys` has ``series_row`` (the ``row_id`` of its key in `series`; several keys may share one), the
+    grouping column `by` and the weight column `weight`.  The arithmetic is that of :func:`weekly_moments`:
+    ``w * y`` and ``w * y * y`` in float64, each rounded to ``DECIMAL(38, 8)``, summed exactly, so the two
+    give the same floats.  Runs in an in-process DuckDB over the two small frames, whatever the backend.
+    """
+    import duckdb
+
+    from ..contract.schemas import quote_ident
+
+    k = pa.table({"series_row": keys["series_row"].to_numpy(np.int64), "by": keys[by].to_numpy(),
+                  "w": keys[weight].to_numpy(np.float64)})
+    s = pa.Table.from_pandas(series[["row_id", "week", "y"]], preserve_index=False)
+    con = duckdb.connect()
+    try:
+        con.register("__k", k)
+        con.register("__s", s)
+        out = con.sql(f"SELECT __k.by AS {quote_ident(by)}, __s.week AS week, "
+                      f"CAST(sum(CAST(__k.w * __s.y AS {MOMENT})) AS DOUBLE) AS swy, "
+                      f"CAST(sum(CAST((__k.w * __s.y) * __s.y AS {MOMENT})) AS DOUBLE) AS swy2 "
+                      "FROM __k JOIN __s ON __k.series_row = __s.row_id GROUP BY 1, 2").df()
+    finally:
+        con.close()
+    out["week"] = out["week"].astype("int32")
+    return out.sort_values([by, "week"]).reset_index(drop=True)
+
+
 # ----------------------------------------------------------------------------- other per-key aggregates
 
 @_logged

@@ -22,6 +22,7 @@ Percent changes are ratios of means estimated by Poisson pseudo-likelihood
 from __future__ import annotations
 
 import warnings
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +32,7 @@ import pandas as pd
 from .._validation import check_choice, check_horizon, check_int, check_level, z_quantile
 from ..cohorts.build import Cohort, build_cohort, post_windows, recompute_covariates
 from ..cohorts.sample import MatchedSample, as_sample
-from ..cohorts.windows import MEASURES, weekly_moments, window_totals
+from ..cohorts.windows import MEASURES, moments_from_series, weekly_moments, weekly_series, window_totals
 from ..contract.base import open_data
 from ..errors import ConvergenceWarning, InputError, NotAvailableError
 from ..narrative.spending import text as narrative_text
@@ -523,8 +524,14 @@ def key_figures(m: pd.DataFrame, outcome: str, window: int, pre_window: int = 84
 
 
 def event_study(dataset, m: pd.DataFrame, first_week: int = -26, last_week: int = 52,
-                level: float = 0.95) -> pd.DataFrame:
-    """Weekly mean theoretical loss by event-time week for contact and matched comparison, with bands."""
+                level: float = 0.95, universe: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Weekly mean theoretical loss by event-time week for contact and matched comparison, with bands.
+
+    With `universe` (a frame of ``customer_id`` and ``index_date`` holding every row of `m`, such as the
+    cohort's table) the weekly series is computed for the universe's keys (:func:`weekly_series`, cached
+    with the other aggregates) and `m`'s moments taken from it: another matched set of the same cohort
+    (a matching option changed in a notebook) runs no query.  The figures are the same floats either way.
+    """
     w = m["weights"].to_numpy(dtype=float)
     keys = pd.DataFrame({"row_id": np.arange(len(m)), "customer_id": m["customer_id"].to_numpy(),
                          "index_date": m["index_date"].to_numpy(), "contact": m["contact"].to_numpy().astype(int),
@@ -548,7 +555,7 @@ def event_study(dataset, m: pd.DataFrame, first_week: int = -26, last_week: int 
                                   "n": seen_sum(np.ones(len(wg))).round().astype(int)}))
     agg = pd.concat(rows, ignore_index=True)
     agg = agg[agg["n"] > 0]
-    mom = weekly_moments(dataset, keys, first_week, last_week, by="contact", weight="weight")
+    mom = _weekly_moments(dataset, keys, first_week, last_week, universe)
     # play dated after the data end cannot exist, so the moments need no end-of-data filter
     agg = agg.merge(mom, on=["contact", "week"], how="left").fillna({"swy": 0.0, "swy2": 0.0})
     z = z_quantile(level)
@@ -562,6 +569,22 @@ def event_study(dataset, m: pd.DataFrame, first_week: int = -26, last_week: int 
     agg["ci_high"] = agg["mean"] + z * agg["se"]
     agg["group"] = np.where(agg["contact"] == 1, "contact", "comparison")
     return agg[["group", "week", "mean", "se", "ci_low", "ci_high", "n"]]
+
+
+def _weekly_moments(dataset, keys: pd.DataFrame, first_week: int, last_week: int,
+                    universe: pd.DataFrame | None) -> pd.DataFrame:
+    """The contact/comparison weekly moments of `keys`: from the universe's weekly series when every key is
+    in `universe`, else by their own query."""
+    if universe is not None:
+        u = universe[["customer_id", "index_date"]].drop_duplicates(ignore_index=True)
+        u["row_id"] = np.arange(len(u), dtype=np.int64)
+        at = keys[["customer_id", "index_date"]].merge(u, on=["customer_id", "index_date"], how="left")["row_id"]
+        if at.notna().all():
+            series = weekly_series(dataset, u, first_week, last_week)
+            k = pd.DataFrame({"series_row": at.to_numpy(np.int64), "contact": keys["contact"].to_numpy(),
+                              "weight": keys["weight"].to_numpy()})
+            return moments_from_series(series, k, by="contact", weight="weight")
+    return weekly_moments(dataset, keys, first_week, last_week, by="contact", weight="weight")
 
 
 #: The minimum detectable effect's test: two-sided at 5% with 80% power (a fixed convention, not the result's level).
@@ -796,7 +819,7 @@ def spending_effect(data, sample=None, /, *, level: float = 0.95, window: int = 
 
     placebo_est = None
     if placebo:
-        placebo_est, n_pl, pcl = _placebo(ds, sample, outcome, window, covariates, level)
+        placebo_est, n_pl, pcl = _placebo_once(ds, sample, outcome, window, covariates, level)
         if placebo_est is not None:
             rows.append(_ratio_row({"window": window, "outcome": outcome}, "spending.placebo_change", "difference",
                                    placebo_est, n_pl,
@@ -819,7 +842,8 @@ def spending_effect(data, sample=None, /, *, level: float = 0.95, window: int = 
                      "method": f"matched PPML within subgroup, cluster-robust by {cl} (se of the log ratio)"})
 
     summary = tidy(rows)
-    ev = event_study(ds, m_all, *event_weeks, level=level) if event_weeks else pd.DataFrame()
+    ev = event_study(ds, m_all, *event_weeks, level=level, universe=sample.cohort.table) if event_weeks \
+        else pd.DataFrame()
     decomp = decomposition(nv.estimate, est["matched"].estimate)
     settings = {"outcome": outcome, "outcome_label": OUTCOMES[outcome], "window": window, "windows": list(windows),
                 "level": level, "estimand": "ATT", "index": design.index_rule, "design": design.to_dict(),
@@ -851,6 +875,37 @@ def decomposition(naive: float, matched: float) -> pd.DataFrame:
         "value": [100.0, cf - 100.0, post - cf, post],
         "kind": ["level", "change", "change", "level"],
     })
+
+
+#: The placebo results of each cohort still alive: ``id(cohort) -> {entry: result}`` (see :func:`_placebo_once`).
+_PLACEBO_MEMO: dict[int, dict] = {}
+
+
+def _placebo_once(dataset, sample: MatchedSample, outcome, window, covariates, level):
+    """:func:`_placebo`, computed once per cohort, data and settings while the cohort lives.
+
+    The placebo rematches the shifted cohort with the design's own matching, so it does not depend on the
+    matching options of `sample`: a notebook that changes the caliper and re-estimates gets it back
+    without a pass over activity.  The entry is keyed by the data's fingerprint, the settings and the
+    content of the cohort's table (a table edited in place is computed again); without a fingerprint
+    nothing is kept.
+    """
+    from ..cohorts import cache
+
+    cohort = sample.cohort
+    entry = cache.key(dataset, "spending._placebo", {"outcome": outcome, "window": window,
+                                                     "covariates": list(covariates), "level": level,
+                                                     "design": cohort.design.to_dict()}, cohort.table)
+    memo = _PLACEBO_MEMO.get(id(cohort))
+    if entry is not None and memo is not None and entry in memo:
+        return memo[entry]
+    got = _placebo(dataset, sample, outcome, window, covariates, level)
+    if entry is not None:
+        if memo is None:
+            memo = _PLACEBO_MEMO[id(cohort)] = {}
+            weakref.finalize(cohort, _PLACEBO_MEMO.pop, id(cohort), None)
+        memo[entry] = got
+    return got
 
 
 def _placebo(dataset, sample: MatchedSample, outcome, window, covariates, level):
