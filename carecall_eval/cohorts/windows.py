@@ -728,8 +728,6 @@ def moments_from_series(series: pd.DataFrame, keys: pd.DataFrame, by: str = "gro
     """
     import duckdb
 
-    from ..contract.schemas import quote_ident
-
     k = pa.table({"series_row": keys["series_row"].to_numpy(np.int64), "by": keys[by].to_numpy(),
                   "w": keys[weight].to_numpy(np.float64)})
     s = pa.Table.from_pandas(series[["row_id", "week", "y"]], preserve_index=False)
@@ -737,12 +735,13 @@ def moments_from_series(series: pd.DataFrame, keys: pd.DataFrame, by: str = "gro
     try:
         con.register("__k", k)
         con.register("__s", s)
-        out = con.sql(f"SELECT __k.by AS {quote_ident(by)}, __s.week AS week, "
+        out = con.sql("SELECT __k.by AS by, __s.week AS week, "
                       f"CAST(sum(CAST(__k.w * __s.y AS {MOMENT})) AS DOUBLE) AS swy, "
                       f"CAST(sum(CAST((__k.w * __s.y) * __s.y AS {MOMENT})) AS DOUBLE) AS swy2 "
                       "FROM __k JOIN __s ON __k.series_row = __s.row_id GROUP BY 1, 2").df()
     finally:
         con.close()
+    out = out.rename(columns={"by": by})
     out["week"] = out["week"].astype("int32")
     return out.sort_values([by, "week"]).reset_index(drop=True)
 
