@@ -246,3 +246,25 @@ def test_reports_contain_no_customer_case_or_agent_ids(rendered, ds):
         text = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", text)
         tokens = set(re.findall(r"[A-Za-z0-9_]+", text))
         assert not tokens & ids, (name, sorted(tokens & ids)[:5])
+
+
+def test_the_notebooks_context_leaves_the_matched_rows_to_be_read_again(ds, tmp_path):
+    """What the renderer hands the notebook (lean, pickled) keeps the cohort and the matching but not the
+    matched table's copy of the cohort's columns (asked for, it is rebuilt the same) nor the propensity
+    model's statsmodels fit."""
+    from carecall_eval.report.context import load_report
+
+    rep = build_quarterly(ds, QUARTER, programme=False, **CI_SETTING)
+    full = rep.evaluation.sample.table
+    assert "table" in vars(rep.evaluation.sample)
+    back = load_report(rep.lean().save(tmp_path / "context.pickle"))
+    assert "table" not in vars(back.evaluation.sample)
+    assert "table" in vars(rep.evaluation.sample)          # the report itself is not changed
+    pd.testing.assert_frame_equal(back.evaluation.sample.table, full, check_exact=True)
+    pd.testing.assert_frame_equal(back.evaluation.summary, rep.evaluation.summary, check_exact=True)
+    # no statsmodels fit (the design matrix again); the scores and the balance the page shows are kept
+    assert back.evaluation.matched.propensity.results is None
+    assert rep.evaluation.matched.propensity.results is not None
+    np.testing.assert_array_equal(back.evaluation.matched.propensity.ps, rep.evaluation.matched.propensity.ps)
+    pd.testing.assert_frame_equal(back.evaluation.matched.balance(), rep.evaluation.matched.balance(), check_exact=True)
+    assert back.evaluation.matched.text == rep.evaluation.matched.text

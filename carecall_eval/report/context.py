@@ -126,6 +126,14 @@ class QuarterlyReport:
         ev = self.evaluation
         if ev is not None:
             ev = dataclasses.replace(ev, results={k: trim(r) for k, r in ev.results.items()})
+            # a new sample of the same cohort without the matched rows (a copy of the cohort's columns, a third
+            # of the context at a million customers; read again from the cohort and the matching if asked for)
+            # and without the propensity model's statsmodels fit (it holds the design matrix again; the page
+            # shows the scores and the balance)
+            mt = ev.sample.matching
+            if mt is not None and getattr(mt.propensity, "results", None) is not None:
+                mt = dataclasses.replace(mt, propensity=dataclasses.replace(mt.propensity, results=None))
+            ev = dataclasses.replace(ev, sample=dataclasses.replace(ev.sample, matching=mt))
         return dataclasses.replace(self, evaluation=ev, retention=trim(self.retention), selfcheck=trim(self.selfcheck),
                                    programme={k: trim(r) for k, r in self.programme.items()})
 
