@@ -312,3 +312,26 @@ def test_placebo_is_computed_once_per_cohort_and_settings(obs_sample):
 
     gc.collect()
     assert sum(len(v) for v in S._PLACEBO_MEMO.values()) == n_before     # gone with its cohort
+
+
+def test_event_study_keeps_the_cohort_series_only_interactively(obs_sample):
+    """Interactively the event study computes its cohort's weekly series (kept for another matching); in a
+    batch run (a shared pass open: a report, evaluate) the matched set's own moments query, the same figures."""
+    from carecall_eval.cohorts import windows
+
+    ds, smp, _ = obs_sample
+    kw = {"windows": (28,), "window": 28, "subgroups": False, "placebo": False, "event_weeks": (-4, 9)}
+    with _no_cache(), windows.query_log() as alone:
+        a = spending_effect(ds, smp, **kw)
+    keys = smp.cohort.table[["customer_id", "index_date"]]
+    with _no_cache(), windows.shared_pass(ds, keys, [(-84, -1)]), windows.query_log() as batch:
+        b = spending_effect(ds, smp, **kw)
+    assert "weekly_series" in {q[0] for q in alone} and "weekly_moments" not in {q[0] for q in alone}
+    assert "weekly_moments" in {q[0] for q in batch} and "weekly_series" not in {q[0] for q in batch}
+    pd.testing.assert_frame_equal(a.get_plot_data("event_study"), b.get_plot_data("event_study"), check_exact=True)
+
+
+def _no_cache():
+    from carecall_eval.cohorts import cache
+
+    return cache.caching(False)

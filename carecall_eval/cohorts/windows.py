@@ -470,6 +470,12 @@ def shared_pass(dataset, keys: pd.DataFrame, windows, share_windows=()):
         sp.table = None
 
 
+def in_shared_pass() -> bool:
+    """Whether a :func:`shared_pass` block is open: a batch run (a report, :func:`carecall_eval.evaluate`)
+    rather than an interactive session, so a cohort's matched set is not going to be matched again."""
+    return bool(_SHARED)
+
+
 def _shared_answer(fn_name: str, dataset, keys, args, kwargs):
     if fn_name != "window_aggregates" or not _SHARED:
         return None

@@ -32,7 +32,14 @@ import pandas as pd
 from .._validation import check_choice, check_horizon, check_int, check_level, z_quantile
 from ..cohorts.build import Cohort, build_cohort, post_windows, recompute_covariates
 from ..cohorts.sample import MatchedSample, as_sample
-from ..cohorts.windows import MEASURES, moments_from_series, weekly_moments, weekly_series, window_totals
+from ..cohorts.windows import (
+    MEASURES,
+    in_shared_pass,
+    moments_from_series,
+    weekly_moments,
+    weekly_series,
+    window_totals,
+)
 from ..contract.base import open_data
 from ..errors import ConvergenceWarning, InputError, NotAvailableError
 from ..narrative.spending import text as narrative_text
@@ -842,8 +849,11 @@ def spending_effect(data, sample=None, /, *, level: float = 0.95, window: int = 
                      "method": f"matched PPML within subgroup, cluster-robust by {cl} (se of the log ratio)"})
 
     summary = tidy(rows)
-    ev = event_study(ds, m_all, *event_weeks, level=level, universe=sample.cohort.table) if event_weeks \
-        else pd.DataFrame()
+    # interactively, the event study's weekly series is kept for the whole cohort, so another matching of it
+    # needs no query; in a batch run (a report, evaluate: one shared pass open) the set is not matched again,
+    # and the matched set's own moments query is cheaper than fetching and caching the cohort's series
+    universe = None if in_shared_pass() else sample.cohort.table
+    ev = event_study(ds, m_all, *event_weeks, level=level, universe=universe) if event_weeks else pd.DataFrame()
     decomp = decomposition(nv.estimate, est["matched"].estimate)
     settings = {"outcome": outcome, "outcome_label": OUTCOMES[outcome], "window": window, "windows": list(windows),
                 "level": level, "estimand": "ATT", "index": design.index_rule, "design": design.to_dict(),
