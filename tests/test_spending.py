@@ -335,3 +335,33 @@ def _no_cache():
     from carecall_eval.cohorts import cache
 
     return cache.caching(False)
+
+
+def test_the_event_study_thread_is_waited_for_and_its_error_raised():
+    """`_beside` (the event study's query beside the subgroup fits): left only once the thread is done, also
+    when the block raises; the thread's own error comes out of ``result()``; it sees the caller's cache switch."""
+    import time
+
+    from carecall_eval.cohorts import cache
+    from carecall_eval.outcomes.spending import _beside
+
+    done = []
+
+    def slow():
+        time.sleep(0.2)
+        done.append(cache.enabled())
+        return 7
+
+    with pytest.raises(KeyError), cache.caching(False), _beside(slow):
+        raise KeyError("the block failed")
+    assert done == [False]              # waited for, in the caller's context
+
+    def fails():
+        raise InputError("no such week")
+
+    with _beside(fails) as job:
+        pass
+    with pytest.raises(InputError, match="no such week"):
+        job.result()
+    with _beside(None) as nothing:
+        assert nothing is None

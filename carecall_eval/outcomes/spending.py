@@ -21,8 +21,11 @@ Percent changes are ratios of means estimated by Poisson pseudo-likelihood
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import warnings
 import weakref
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -833,15 +836,23 @@ def spending_effect(data, sample=None, /, *, level: float = 0.95, window: int = 
                                    f"matched PPML at a pseudo-index {design.pre_window} days before the real one "
                                    f"(design's matching, cluster-robust by {pcl}; se of the log ratio)"))
     sub = pd.DataFrame()
-    if subgroups:
-        sets = None
-        if sample.has_sets:
-            sets = add_outcomes(ds, analysis_sets(sample, (window,), covariates), (window,), design.pre_window,
-                                copy=False)
-            sets = _kept(sets, _followup(sets, window, ds.data_end))
-        # each subgroup's Newton starts at the whole sample's fit (the same maximum, fewer steps)
-        sub = _subgroups(m, outcome, window, covariates, level, sample.cluster_ids, sets,
-                         start=est["matched"].params if est["matched"].converged else None)
+    sets = None
+    if subgroups and sample.has_sets:
+        sets = add_outcomes(ds, analysis_sets(sample, (window,), covariates), (window,), design.pre_window,
+                            copy=False)
+        sets = _kept(sets, _followup(sets, window, ds.data_end))
+    # interactively, the event study's weekly series is kept for the whole cohort, so another matching of it
+    # needs no query; in a batch run (a report, evaluate: one shared pass open) the set is not matched again,
+    # and the matched set's own moments query is cheaper than fetching and caching the cohort's series
+    universe = None if in_shared_pass() else sample.cohort.table
+    # the event study's query runs beside the subgroup fits (which query nothing)
+    ev_args = (ds, m_all, *event_weeks) if event_weeks else ()
+    with _beside(event_study if event_weeks else None, *ev_args, level=level, universe=universe) as ev_job:
+        if subgroups:
+            # each subgroup's Newton starts at the whole sample's fit (the same maximum, fewer steps)
+            sub = _subgroups(m, outcome, window, covariates, level, sample.cluster_ids, sets,
+                             start=est["matched"].params if est["matched"].converged else None)
+    ev = ev_job.result() if ev_job is not None else pd.DataFrame()
     for _, r in sub.iterrows():
         rows.append({"window": window, "outcome": outcome, "metric": "spending.subgroup_change",
                      "group": f"{r['by']}={r['level']}", "estimate": r["estimate"], "se": r["se"],
@@ -849,11 +860,6 @@ def spending_effect(data, sample=None, /, *, level: float = 0.95, window: int = 
                      "method": f"matched PPML within subgroup, cluster-robust by {cl} (se of the log ratio)"})
 
     summary = tidy(rows)
-    # interactively, the event study's weekly series is kept for the whole cohort, so another matching of it
-    # needs no query; in a batch run (a report, evaluate: one shared pass open) the set is not matched again,
-    # and the matched set's own moments query is cheaper than fetching and caching the cohort's series
-    universe = None if in_shared_pass() else sample.cohort.table
-    ev = event_study(ds, m_all, *event_weeks, level=level, universe=universe) if event_weeks else pd.DataFrame()
     decomp = decomposition(nv.estimate, est["matched"].estimate)
     settings = {"outcome": outcome, "outcome_label": OUTCOMES[outcome], "window": window, "windows": list(windows),
                 "level": level, "estimand": "ATT", "index": design.index_rule, "design": design.to_dict(),
@@ -870,6 +876,22 @@ def spending_effect(data, sample=None, /, *, level: float = 0.95, window: int = 
     details = {"matched_table": m_all, "fits": {w: v[1] for w, v in per_window.items()},
                "quarters_to_pool": quarters_needed}
     return Result("spending", summary, text, settings, plot, details)
+
+
+@contextlib.contextmanager
+def _beside(fn, *args, **kwargs):
+    """Run ``fn(*args, **kwargs)`` in a second thread while the block runs; yields its future (None: nothing).
+
+    For the event study's query beside the subgroup fits: DuckDB and numpy's arithmetic release the
+    interpreter, so on two cores the two overlap.  The block must not query the data itself (one query at a
+    time on the dataset's connection); the thread sees the caller's context (the cache switch) and is
+    waited for on leaving the block, also when the block raises.  The result does not depend on timing.
+    """
+    if fn is None:
+        yield None
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="carecall-beside") as pool:
+        yield pool.submit(contextvars.copy_context().run, fn, *args, **kwargs)
 
 
 def decomposition(naive: float, matched: float) -> pd.DataFrame:
@@ -898,10 +920,12 @@ def _placebo_once(dataset, sample: MatchedSample, outcome, window, covariates, l
     matching options of `sample`: a notebook that changes the caliper and re-estimates gets it back
     without a pass over activity.  The entry is keyed by the data's fingerprint, the settings and the
     content of the cohort's table (a table edited in place is computed again); without a fingerprint
-    nothing is kept.
+    nothing is kept, nor in a batch run (a shared pass open: a report or evaluate estimates each cohort once).
     """
     from ..cohorts import cache
 
+    if in_shared_pass():    # a batch run estimates each cohort once: no memo (its key hashes the whole table)
+        return _placebo(dataset, sample, outcome, window, covariates, level)
     cohort = sample.cohort
     entry = cache.key(dataset, "spending._placebo", {"outcome": outcome, "window": window,
                                                      "covariates": list(covariates), "level": level,
