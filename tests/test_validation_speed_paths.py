@@ -205,3 +205,49 @@ def test_a_damaged_page_in_any_column_of_activity_is_the_named_problem(tmp_path,
     (d / "activity.parquet").write_bytes(bytes(b))
     got = [tuple(r) for r in validate(d).problems[["table", "rule"]].itertuples(index=False)]
     assert got == [("activity", "unreadable_file")]
+
+
+def test_the_bitmaps_take_at_most_a_share_of_duckdbs_memory_limit(tmp_path, monkeypatch):
+    """The bitmaps are aggregate states DuckDB does not spill: past a share of the memory limit the hash
+    screen (which spills) decides, with the same problems."""
+    import duckdb
+
+    con = duckdb.connect(config={"memory_limit": "1GB"})
+    assert V._memory_limit_bytes(con) == pytest.approx(953.6 * 2**20, rel=1e-3)      # DuckDB says '953.6 MiB'
+    v = V._Validator.__new__(V._Validator)
+    v.con = con
+    assert v.bitmap_budget() == pytest.approx(V.BITMAP_LIMIT_SHARE * 953.6 * 2**20, rel=1e-3)
+    d = _write(tmp_path, "duplicates")
+    with_bitmap = _run(d, True, monkeypatch)
+    monkeypatch.setattr(V, "BITMAP_LIMIT_SHARE", 1e-9)            # a few bytes at any limit
+    without = _run(d, True, monkeypatch)
+    assert _problems(without) == _problems(with_bitmap) and [(p.rule, p.n_failing) for p in without.problems] == \
+        [("unique", 4)]
+
+
+def test_an_out_of_memory_bitmap_scan_falls_back_to_the_exact_scan(tmp_path, monkeypatch):
+    import duckdb
+
+    class OutOfMemoryOnBitmaps:
+        def __init__(self, con):
+            self.con = con
+
+        def sql(self, q, *a, **k):
+            if "bitstring_agg" in q:
+                raise duckdb.OutOfMemoryException("Out of Memory Error: failed to allocate data")
+            return self.con.sql(q, *a, **k)
+
+        def __getattr__(self, name):
+            return getattr(self.con, name)
+
+    for name in ("clean", "duplicates"):
+        d = _write(tmp_path, name)
+        ds, _ = open_dataset(d)
+        v = V._Validator(ds, "auto")
+        v.con = OutOfMemoryOnBitmaps(ds.con)
+        with V._no_type_pushdown(ds.con):
+            v.run()
+        v.drop_views()
+        ds.close()
+        assert _problems(v) == _problems(_run(d, False, monkeypatch))
+        assert bool(v.problems) == (name == "duplicates")

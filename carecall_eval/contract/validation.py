@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime as _dt
 import math
 import os
+import re
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping
@@ -104,10 +105,29 @@ def _raw(col: str) -> str:
     return quote_ident(f"__raw__{col}")
 
 
+_UNITS = {"b": 1, "bytes": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def _memory_limit_bytes(con) -> float | None:
+    """DuckDB's memory limit in bytes (its setting reads like ``3.7 GiB``); None if unknown or unset."""
+    try:
+        text = str(con.sql("SELECT current_setting('memory_limit')").fetchall()[0][0]).strip()
+    except Exception:   # noqa: BLE001 - another engine, or a setting DuckDB does not report
+        return None
+    m = re.fullmatch(r"([0-9.]+)\s*([A-Za-z]*)", text)
+    if m is None or m.group(2).lower() not in _UNITS:
+        return None
+    return float(m.group(1)) * _UNITS[m.group(2).lower()]
+
+
 #: Largest bitmap per customer of the uniqueness screen (bits), and the most all of them may take (bytes):
 #: 1M customers with two years of eight products take 0.7 GB; beyond that the hash screen (which spills) is used.
 BITMAP_MAX_BITS = 1 << 16
 BITMAP_BUDGET = 1 << 30
+#: ... and at most this share of DuckDB's memory limit: the bitmaps are aggregate states, which DuckDB does
+#: not spill (1M customers at a 1 GB limit failed with an out-of-memory error); past it the hash screen is used.
+BITMAP_LIMIT_SHARE = 0.25
 #: A small table of more rows than this is checked with SQL aggregates rather than loaded into pandera.
 PANDERA_MAX_ROWS = 200_000
 
@@ -125,6 +145,7 @@ class _Validator:
         self.ranges: dict[tuple[str, str], tuple] = {}   # (table, date column) -> (min, max), from the scan
         self.precounted: dict[tuple, int] = {}   # foreign keys and cross rules counted by a large table's scan
         self.proven: set[tuple[str, tuple]] = set()   # (table, columns) of keys a large table's scan proved unique
+        self.no_bitmap: set[str] = set()   # tables whose bitmaps ran out of memory: screened by hashing instead
 
     # --------------------------------------------------------------- plumbing
     def readable(self, table: str, columns: Iterable[str]) -> bool:
@@ -356,7 +377,13 @@ class _Validator:
             cross_rules.append(rule)
         sql = (f"SELECT {', '.join(outer)} FROM (SELECT {g}, {', '.join(inner)} FROM {_check_view(t.name)} AS __t "
                f"GROUP BY {g}) AS __g " + " ".join(self.lookup_joins(lookups, "__g")))
-        got = self.con.sql(sql).fetchall()[0]
+        try:
+            got = self.con.sql(sql).fetchall()[0]
+        except duckdb.OutOfMemoryException:
+            if bitmap is None:
+                raise
+            self.no_bitmap.add(t.name)     # the bitmaps did not fit after all: the exact scan's screens spill
+            return False
         n_rows, any_bad = int(got[0]), bool(got[1])
         self.n_rows[t.name] = n_rows
         self.ds.remember_n_rows(t.name, n_rows)
@@ -421,6 +448,8 @@ class _Validator:
         and coded values that are referenced (NULL otherwise); None when the bitmap does not apply."""
         t = TABLES[chk.table]
         group, *rest = chk.columns
+        if chk.table in self.no_bitmap:
+            return None
         dates = [c for c in rest if (chk.table, c) in self.ranges]
         if len(dates) != 1 or group != t.columns[0].name:
             return None
@@ -444,13 +473,19 @@ class _Validator:
             size *= len(values)
         owner = t.column(group).references
         groups = self.n_rows.get(owner[0]) if owner else None
-        if groups is None or size > BITMAP_MAX_BITS or groups * size / 8 > BITMAP_BUDGET:
+        if groups is None or size > BITMAP_MAX_BITS or groups * size / 8 > self.bitmap_budget():
             return None
         key = f"(CAST({quote_ident(dates[0])} - DATE '{lo.isoformat()}' AS BIGINT))"
         for c, values in coded:
             listed = "[" + ", ".join(sql_literal(v) for v in values) + "]"
             key = f"({key} * {len(values)} + list_position({listed}, {quote_ident(c)}) - 1)"
         return key, size, {c for c, _ in coded}
+
+    def bitmap_budget(self) -> float:
+        """Bytes the bitmaps of :meth:`bitmap_key` may take: :data:`BITMAP_BUDGET`, and at most
+        :data:`BITMAP_LIMIT_SHARE` of the connection's memory limit."""
+        limit = _memory_limit_bytes(self.con)
+        return BITMAP_BUDGET if limit is None else min(BITMAP_BUDGET, BITMAP_LIMIT_SHARE * limit)
 
     def run_count(self, chk: SqlCheck, screen: bool = False) -> None:
         if (chk.table, chk.columns) in self.proven:
