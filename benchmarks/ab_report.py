@@ -10,6 +10,7 @@ runs can be compared exactly.  Used when the machine's speed differs from an ear
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import sys
 import time
@@ -28,7 +29,9 @@ def main(tree: str, data: str) -> None:
     stages = importlib.import_module("carecall_eval.stages").Stages(quiet=False, stream=sys.stdout)
     ds = load(data, validate=False)
     t = time.perf_counter()
-    report = context.build_quarterly(ds, last_complete_quarter(ds.data_end), stages=stages)
+    # as the renderer calls it (details dropped as each section is computed), where the tree knows the option
+    lean = {"details": False} if "details" in inspect.signature(context.build_quarterly).parameters else {}
+    report = context.build_quarterly(ds, last_complete_quarter(ds.data_end), stages=stages, **lean)
     total = time.perf_counter() - t
     peak = max(r["peak_mb"] for r in stages.records)
     print(f"TOTAL {total:.1f} s, peak {peak:,.0f} MB, tree {tree}")

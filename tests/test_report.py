@@ -268,3 +268,23 @@ def test_the_notebooks_context_leaves_the_matched_rows_to_be_read_again(ds, tmp_
     np.testing.assert_array_equal(back.evaluation.matched.propensity.ps, rep.evaluation.matched.propensity.ps)
     pd.testing.assert_frame_equal(back.evaluation.matched.balance(), rep.evaluation.matched.balance(), check_exact=True)
     assert back.evaluation.matched.text == rep.evaluation.matched.text
+
+
+def test_without_details_the_report_has_the_same_figures_and_what_its_pages_read(ds):
+    """``details=False`` (the renderer's setting: details dropped as each section is computed, so the later
+    sections run in less memory) changes no exported figure, and each result keeps what ``lean()`` keeps."""
+    from carecall_eval.cohorts import cache
+    from carecall_eval.report.context import QuarterlyReport
+
+    with cache.caching(False):
+        full = build_quarterly(ds, QUARTER, programme=False, **CI_SETTING)
+        lean = build_quarterly(ds, QUARTER, programme=False, details=False, **CI_SETTING)
+    pd.testing.assert_frame_equal(lean.metrics().summary, full.metrics().summary, check_exact=True)
+    assert any(len(r.details) > 1 for r in full.evaluation.results.values())     # there was something to drop
+    for name, r in lean.evaluation.results.items():
+        assert set(r.details) <= set(QuarterlyReport.SHOWN_DETAILS), name
+        kept = full.lean().evaluation.results[name].details
+        assert set(r.details) == set(kept)
+        for k in kept:
+            pd.testing.assert_frame_equal(r.details[k], kept[k], check_exact=True)
+    assert set(lean.selfcheck.details) <= set(QuarterlyReport.SHOWN_DETAILS)

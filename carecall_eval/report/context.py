@@ -113,16 +113,7 @@ class QuarterlyReport:
     def lean(self) -> "QuarterlyReport":
         """A copy whose results keep only the details the report shows (what the renderer hands the notebook:
         at a million customers the full details are gigabytes to pickle and read back)."""
-        def trim(r):
-            if r is None or not isinstance(getattr(r, "details", None), Mapping):
-                return r
-            # by name: a memoised result's details are read only for the names kept (outcomes/memo.py)
-            kept = {k: r.details[k] for k in self.SHOWN_DETAILS if k in r.details}
-            for k, v in kept.items():
-                if isinstance(v, pd.DataFrame) and {"duration", "event", "contact"} <= set(v.columns):
-                    kept[k] = v[[c for c in self.SHOWN_COLUMNS if c in v.columns]]
-            return dataclasses.replace(r, details=kept)
-
+        trim = _shown_details
         ev = self.evaluation
         if ev is not None:
             ev = dataclasses.replace(ev, results={k: trim(r) for k, r in ev.results.items()})
@@ -345,10 +336,24 @@ def _collect(notes: list, step: str):
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
 
 
+def _shown_details(r):
+    """``r`` keeping only the details the report shows (:attr:`QuarterlyReport.SHOWN_DETAILS`, with the
+    :attr:`~QuarterlyReport.SHOWN_COLUMNS` of a survival table); ``r`` itself when it has no details."""
+    if r is None or not isinstance(getattr(r, "details", None), Mapping):
+        return r
+    # by name: a memoised result's details are read only for the names kept (outcomes/memo.py)
+    kept = {k: r.details[k] for k in QuarterlyReport.SHOWN_DETAILS if k in r.details}
+    for k, v in kept.items():
+        if isinstance(v, pd.DataFrame) and {"duration", "event", "contact"} <= set(v.columns):
+            kept[k] = v[[c for c in QuarterlyReport.SHOWN_COLUMNS if c in v.columns]]
+    return dataclasses.replace(r, details=kept)
+
+
 def build_quarterly(data, quarter: str | Quarter, design: StudyDesign | str | os.PathLike | None = None, *,
                     pool_quarters: int | None = 4, window: int = 84, level: float = 0.95,
                     placebo: bool = True, kpi_quarters: int = 4, validation=None,
-                    selfcheck_replicates: int = 20, programme: bool = True, stages=None) -> QuarterlyReport:
+                    selfcheck_replicates: int = 20, programme: bool = True, stages=None,
+                    details: bool = True) -> QuarterlyReport:
     """Compute everything a quarterly report shows.
 
     Parameters
@@ -387,6 +392,10 @@ def build_quarterly(data, quarter: str | Quarter, design: StudyDesign | str | os
         cases are worked, who benefits, whether it lasts, repeat contact, callers).
     stages : carecall_eval.stages.Stages, optional
         Records each step's time and peak memory and prints progress.
+    details : bool
+        Keep every result's ``details`` (fitted models, row-level tables).  False keeps only what the
+        report's pages read (:meth:`QuarterlyReport.lean`), dropping the rest as soon as each section is
+        computed: the renderer's setting, so that the later sections run in less memory.  No figure changes.
 
     Returns
     -------
@@ -465,6 +474,8 @@ def build_quarterly(data, quarter: str | Quarter, design: StudyDesign | str | os
                 missing["evaluation"] = str(exc)
             except Exception as exc:  # the report says what is missing instead of failing
                 missing["evaluation"] = f"the effect estimates could not be computed ({type(exc).__name__}: {exc})"
+        if ev is not None and not details:    # what the pages do not read is dropped before the sections below
+            ev = dataclasses.replace(ev, results={k: _shown_details(r) for k, r in ev.results.items()})
         sc = None
         if ev is not None and selfcheck_replicates:
             with _collect(notes, "self-check"), st("self-check"):
@@ -477,6 +488,8 @@ def build_quarterly(data, quarter: str | Quarter, design: StudyDesign | str | os
                                    n_jobs=os.cpu_count() or 1)   # the figures do not depend on it
                 except Exception as exc:  # the report says what is missing instead of failing
                     missing["selfcheck"] = f"the self-check could not be run ({type(exc).__name__}: {exc})"
+            if not details:
+                sc = _shown_details(sc)
         elif ev is not None:
             missing["selfcheck"] = "the self-check was not run (selfcheck_replicates = 0)"
         rq = q.shift(-4)

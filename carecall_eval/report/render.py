@@ -375,7 +375,8 @@ def render_report(data, quarter, out="reports", design=None, *, notebook=None, k
 
             with threadpool_limits(limits=1, user_api="blas"):   # as in the kernel: reproducible to the last digit
                 rep = build_quarterly(ds, q, design, pool_quarters=pool_quarters, placebo=placebo,
-                                      validation=validation, stages=st, selfcheck_replicates=selfcheck_replicates)
+                                      validation=validation, stages=st, selfcheck_replicates=selfcheck_replicates,
+                                      details=False)
             cfile = rep.lean().save(private / "context.pickle")   # the notebook needs no fitted model
             if given is None:
                 ds.close()
