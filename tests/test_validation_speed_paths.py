@@ -225,29 +225,66 @@ def test_the_bitmaps_take_at_most_a_share_of_duckdbs_memory_limit(tmp_path, monk
         [("unique", 4)]
 
 
+class _Spy:
+    """A connection that logs the SQL it runs (and can refuse the bitmaps as out of memory)."""
+
+    def __init__(self, con, out_of_memory: bool = False):
+        self.con, self.out_of_memory, self.log = con, out_of_memory, []
+
+    def sql(self, q, *a, **k):
+        import duckdb
+
+        self.log.append(q)
+        if self.out_of_memory and "bitstring_agg" in q:
+            raise duckdb.OutOfMemoryException("Out of Memory Error: failed to allocate data")
+        return self.con.sql(q, *a, **k)
+
+    def __getattr__(self, name):
+        return getattr(self.con, name)
+
+
+def _run_spied(d: Path, **spy) -> tuple[V._Validator, _Spy]:
+    ds, _ = open_dataset(d)
+    v = V._Validator(ds, "auto")
+    v.con = con = _Spy(ds.con, **spy)
+    with V._no_type_pushdown(ds.con):
+        v.run()
+    v.drop_views()
+    ds.close()
+    return v, con
+
+
 def test_an_out_of_memory_bitmap_scan_falls_back_to_the_exact_scan(tmp_path, monkeypatch):
-    import duckdb
-
-    class OutOfMemoryOnBitmaps:
-        def __init__(self, con):
-            self.con = con
-
-        def sql(self, q, *a, **k):
-            if "bitstring_agg" in q:
-                raise duckdb.OutOfMemoryException("Out of Memory Error: failed to allocate data")
-            return self.con.sql(q, *a, **k)
-
-        def __getattr__(self, name):
-            return getattr(self.con, name)
-
     for name in ("clean", "duplicates"):
         d = _write(tmp_path, name)
-        ds, _ = open_dataset(d)
-        v = V._Validator(ds, "auto")
-        v.con = OutOfMemoryOnBitmaps(ds.con)
-        with V._no_type_pushdown(ds.con):
-            v.run()
-        v.drop_views()
-        ds.close()
+        v, _ = _run_spied(d, out_of_memory=True)
         assert _problems(v) == _problems(_run(d, False, monkeypatch))
         assert bool(v.problems) == (name == "duplicates")
+
+
+@pytest.mark.parametrize("name", ["clean", "duplicates", "several", "unknown_customer", "nulls"])
+def test_bitmaps_over_the_budget_are_built_in_parts_with_the_same_findings(tmp_path, monkeypatch, name):
+    """Over the budget the grouped scan runs once per part of the customers (by a hash of the id), the
+    bitmaps of one part at a time; the parts add up to the one-pass figures."""
+    d = _write(tmp_path, name)
+    one, _ = _run_spied(d)
+    act = pq.read_table(d / "activity.parquet", columns=["date"]) if (d / "activity.parquet").exists() else None
+    dates = pc.min_max(act.column("date")).as_py()
+    groups = pq.read_metadata(d / "customers.parquet").num_rows
+    need = groups * ((dates["max"] - dates["min"]).days + 1) * pq.read_table(d / "products.parquet").num_rows / 8
+    monkeypatch.setattr(V, "BITMAP_BUDGET", need / 2.5)                    # three parts
+    three, con = _run_spied(d)
+    scans = [q for q in con.log if "bitstring_agg" in q and "GROUP BY" in q and "__g" in q]
+    assert len(scans) == 3 and all(f"% 3 = {p}" in q for p, q in enumerate(scans))
+    assert _problems(three) == _problems(one) and three.n_rows == one.n_rows
+    assert three.precounted == one.precounted and three.proven == one.proven
+
+
+def test_duckdbs_progress_bar_is_off_on_the_toolkits_connection():
+    """DuckDB draws its progress bar on stdout (also when redirected) for a query of more than two seconds:
+    at operator scale it would land in a command's JSON or CSV output; the toolkit reports its own progress."""
+    ds, _ = open_dataset(SAMPLE)
+    try:
+        assert ds.con.sql("SELECT current_setting('enable_progress_bar')").fetchall() == [(False,)]
+    finally:
+        ds.close()

@@ -738,6 +738,7 @@ def moments_from_series(series: pd.DataFrame, keys: pd.DataFrame, by: str = "gro
                   "w": keys[weight].to_numpy(np.float64)})
     s = pa.Table.from_pandas(series[["row_id", "week", "y"]], preserve_index=False)
     con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")   # it writes to stdout
     try:
         con.register("__k", k)
         con.register("__s", s)

@@ -432,10 +432,13 @@ def _connect(memory_limit: str | None) -> tuple[duckdb.DuckDBPyConnection, str]:
     _remove_stale_spill()
     tmp = tempfile.mkdtemp(prefix=f"{_SPILL_PREFIX}{os.getpid()}_")
     limit = memory_limit or os.environ.get("CARECALL_MEMORY_LIMIT") or DEFAULT_MEMORY_LIMIT
-    # bounded memory: joins and aggregations larger than the limit spill to the temporary directory
+    # bounded memory: joins and aggregations larger than the limit spill to the temporary directory; no
+    # DuckDB progress bar (it writes to stdout, which a command's JSON or CSV output may be; progress is ours)
     config = {"temp_directory": tmp, "memory_limit": str(limit)}
     try:
-        return duckdb.connect(":memory:", config=config), tmp
+        con = duckdb.connect(":memory:", config=config)
+        con.execute("SET enable_progress_bar = false")
+        return con, tmp
     except duckdb.Error as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         raise ValueError(f"memory limit {limit!r} is not a DuckDB memory size such as '4GB' or '512MB' "

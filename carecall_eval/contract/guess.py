@@ -200,6 +200,7 @@ def guess_files(directory: str | Path) -> list[FileGuess]:
     for p in _candidates(directory):
         if p.is_dir() or p.suffix.lower() == ".parquet":
             con = duckdb.connect()
+            con.execute("SET enable_progress_bar = false")   # it writes to stdout
             files = sorted(p.glob("*.parquet")) if p.is_dir() else [p]
             try:
                 cols = con.sql("SELECT * FROM read_parquet([" + ", ".join(sql_literal(str(f)) for f in files)
@@ -296,6 +297,7 @@ def starter_mapping(directory: str | Path) -> tuple[str, list[str]]:
             by_table.setdefault(g.table, []).append(g)
     csvs = [g for g in guesses if g.format == "csv" and g.table]
     con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")   # it writes to stdout
     todo: list[str] = []
     offsets: dict[str, str] = {}
     # the decimal separator, from the numbers of each CSV file

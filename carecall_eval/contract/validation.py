@@ -128,6 +128,9 @@ BITMAP_BUDGET = 1 << 30
 #: ... and at most this share of DuckDB's memory limit: the bitmaps are aggregate states, which DuckDB does
 #: not spill (1M customers at a 1 GB limit failed with an out-of-memory error); past it the hash screen is used.
 BITMAP_LIMIT_SHARE = 0.25
+#: Bitmaps larger than that budget are built in up to this many passes, each over the customers of one part
+#: (by a hash of the customer id: every customer's rows in one part); beyond it the hash screen is used.
+BITMAP_MAX_PARTS = 16
 #: A small table of more rows than this is checked with SQL aggregates rather than loaded into pandera.
 PANDERA_MAX_ROWS = 200_000
 
@@ -334,7 +337,7 @@ class _Validator:
                 self.ranges[(t.name, c)] = got[2 * i: 2 * i + 2]
         unique = next((c for c in sql_checks(t.name) if c.kind == "unique" and c.columns == t.unique_together
                        and self.readable(t.name, c.columns)), None)
-        bitmap = self.bitmap_key(unique) if unique is not None else None
+        bitmap = self.bitmap_key(unique, max_parts=BITMAP_MAX_PARTS) if unique is not None else None
         # every stored value is read (and decompressed), a damaged page fails the query: the customer and the
         # key's columns by the grouping and the bitmap, every other column by a hash the planner cannot drop
         read = {group, *(unique.columns if bitmap is not None else ())}
@@ -345,8 +348,9 @@ class _Validator:
             bad.append(f"hash({stored}) IS NULL")
         inner = ["count(*) AS __n", f"bool_or({' OR '.join(bad) or 'false'}) AS __bad"]
         outer = ["coalesce(sum(__g.__n), 0)", "coalesce(bool_or(__g.__bad), false)"]
+        parts = 1
         if bitmap is not None:
-            key, size, coded = bitmap
+            key, size, coded, parts = bitmap
             inner.append(f"bitstring_agg(CASE WHEN {self._not_null(unique.columns)} THEN {key} END, 0, {size - 1})"
                          " AS __b")
             outer.append("coalesce(sum(__g.__n - coalesce(bit_count(__g.__b), 0)), 0)")
@@ -375,10 +379,14 @@ class _Validator:
             screened.append((("cross", rule.name), len(outer)))
             outer.append(f"count(*) FILTER (WHERE {pred.format(a=f'__g.__a{len(cross_rules)}', v=f'{alias}.__v{len(values) - 1}')})")
             cross_rules.append(rule)
-        sql = (f"SELECT {', '.join(outer)} FROM (SELECT {g}, {', '.join(inner)} FROM {_check_view(t.name)} AS __t "
-               f"GROUP BY {g}) AS __g " + " ".join(self.lookup_joins(lookups, "__g")))
+        def part(p: int) -> str:      # the customers of part p (all of them when there is one part)
+            where = f"WHERE hash(__t.{g}) % {parts} = {p} " if parts > 1 else ""
+            return (f"SELECT {', '.join(outer)} FROM (SELECT {g}, {', '.join(inner)} FROM {_check_view(t.name)} "
+                    f"AS __t {where}GROUP BY {g}) AS __g " + " ".join(self.lookup_joins(lookups, "__g")))
         try:
-            got = self.con.sql(sql).fetchall()[0]
+            # each outer figure is a sum over customers (the second an "any"): the parts add up
+            rows = [self.con.sql(part(p)).fetchall()[0] for p in range(parts)]
+            got = [any(r[1] for r in rows) if i == 1 else sum(r[i] for r in rows) for i in range(len(outer))]
         except duckdb.OutOfMemoryException:
             if bitmap is None:
                 raise
@@ -437,15 +445,17 @@ class _Validator:
         got = self.bitmap_key(chk)
         if got is None:
             return None
-        key, size, _ = got
+        key, size, _, _ = got
         return (f"SELECT coalesce(sum(n - bit_count(b)), 0) FROM (SELECT count(*) AS n, "
                 f"bitstring_agg({key}, 0, {size - 1}) AS b FROM {_check_view(chk.table)} "
                 f"WHERE {self._not_null(chk.columns)} GROUP BY {quote_ident(chk.columns[0])})")
 
-    def bitmap_key(self, chk: SqlCheck) -> tuple[str, int, set[str]] | None:
+    def bitmap_key(self, chk: SqlCheck, max_parts: int = 1) -> tuple[str, int, set[str], int] | None:
         """The bit of a row in its customer's bitmap (:meth:`bitmap_screen_sql`): ``(SQL, bits, coded
-        columns)``, the SQL in ``[0, bits)`` for a row with no null in the key, a date within the range found
-        and coded values that are referenced (NULL otherwise); None when the bitmap does not apply."""
+        columns, parts)``, the SQL in ``[0, bits)`` for a row with no null in the key, a date within the range
+        found and coded values that are referenced (NULL otherwise), and the passes the bitmaps need to stay
+        within :meth:`bitmap_budget` each; None when the bitmap does not apply or would need more than
+        `max_parts` passes."""
         t = TABLES[chk.table]
         group, *rest = chk.columns
         if chk.table in self.no_bitmap:
@@ -473,13 +483,16 @@ class _Validator:
             size *= len(values)
         owner = t.column(group).references
         groups = self.n_rows.get(owner[0]) if owner else None
-        if groups is None or size > BITMAP_MAX_BITS or groups * size / 8 > self.bitmap_budget():
+        if groups is None or size > BITMAP_MAX_BITS:
+            return None
+        parts = max(1, math.ceil(groups * size / 8 / max(self.bitmap_budget(), 1.0)))
+        if parts > max_parts:
             return None
         key = f"(CAST({quote_ident(dates[0])} - DATE '{lo.isoformat()}' AS BIGINT))"
         for c, values in coded:
             listed = "[" + ", ".join(sql_literal(v) for v in values) + "]"
             key = f"({key} * {len(values)} + list_position({listed}, {quote_ident(c)}) - 1)"
-        return key, size, {c for c, _ in coded}
+        return key, size, {c for c, _ in coded}, parts
 
     def bitmap_budget(self) -> float:
         """Bytes the bitmaps of :meth:`bitmap_key` may take: :data:`BITMAP_BUDGET`, and at most
