@@ -16,6 +16,9 @@ STEPS = [
     # simulates 100k and 1M customers once (kept in benchmarks/out/e2e/, about 10 min at 1M), then times the
     # whole report pipeline at both sizes against a bare DuckDB GROUP BY
     ("end to end: 100k and 1M customers, load to report", ["bench_e2e.py"]),
+    # issue 18's 10M customers: simulated once (about 13 GB of Parquet, kept in benchmarks/out/e2e/), then the
+    # stages that fit at each size (bare scan, validation, the shared pass counted in DuckDB), with their growth
+    ("scaling: 100k, 1M and 10M customers, as far as the pipeline fits", ["bench_scale.py"]),
     ("matching (20k x 400k and 200k x 4M)", ["bench_matching.py"]),
     ("spending estimators: bias and coverage over 40 seeds", ["coverage_spending.py", "--seeds", "40"]),
     ("reach after the SMS: bias and coverage", ["reach_bias.py"]),
