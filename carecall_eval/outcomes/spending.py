@@ -778,6 +778,10 @@ def spending_effect(data, sample=None, /, *, level: float = 0.95, window: int = 
     methods = [(k, g, m.format(cl=cl, unit=unit, label=OUTCOMES[outcome])) for k, g, m in _WINDOW_METHODS]
     full = add_outcomes(ds, analysis_columns(cohort.table, windows, covariates), windows, design.pre_window,
                         copy=False)
+    # the naive change reads the contacts' outcome and follow-up only: taken once, not per window
+    naive_cols = {"customer_id", "contact", "index_date", f"{outcome}_pre",
+                  *(f"{outcome}_post{w}" for w in windows), *(f"followup_{w}" for w in windows)}
+    full = full.loc[(full["contact"] == 1).to_numpy(), [c for c in full.columns if c in naive_cols]]
     m_all = add_outcomes(ds, analysis_columns(sample.table, windows, covariates), windows, design.pre_window,
                          copy=False)
     negative = [c for c in (f"{outcome}_pre", *(f"{outcome}_post{w}" for w in windows)) if (m_all[c] < 0).any()]
