@@ -52,8 +52,9 @@ def _bare(data: Path, limit: str) -> dict:
     con.execute("SET enable_progress_bar = false")
     con.sql(f"SELECT count(*), sum(wagered) FROM {src}").fetchall()        # the files read once
     t = time.perf_counter()
-    n = con.sql(f"SELECT count(*) FROM (SELECT customer_id, sum(wagered), sum(won), count(*) FROM {src} "
-                "GROUP BY customer_id)").fetchall()[0][0]
+    # every aggregate is read by the outer query (an unread one is dropped by the planner: no longer a scan)
+    n = con.sql(f"SELECT count(*), sum(w), sum(l), sum(k) FROM (SELECT customer_id, sum(wagered) AS w, "
+                f"sum(won) AS l, count(*) AS k FROM {src} GROUP BY customer_id)").fetchall()[0][0]
     return {"seconds": time.perf_counter() - t, "customers_with_play": int(n)}
 
 
