@@ -365,3 +365,21 @@ def test_the_event_study_thread_is_waited_for_and_its_error_raised():
         job.result()
     with _beside(None) as nothing:
         assert nothing is None
+
+    # stopped (Ctrl-C): the query is interrupted first, so leaving the block does not wait for it to end
+    import threading
+
+    stopped = threading.Event()
+
+    def long_query():
+        if not stopped.wait(30):
+            raise AssertionError("not interrupted")
+        raise InputError("interrupted")
+
+    t0 = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt), _beside(long_query, interrupt=stopped.set) as job:
+        time.sleep(0.05)
+        raise KeyboardInterrupt
+    assert time.perf_counter() - t0 < 10 and stopped.is_set()
+    with pytest.raises(InputError, match="interrupted"):
+        job.result()

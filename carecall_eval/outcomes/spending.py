@@ -851,7 +851,9 @@ def spending_effect(data, sample=None, /, *, level: float = 0.95, window: int = 
     universe = None if in_shared_pass() else sample.cohort.table
     # the event study's query runs beside the subgroup fits (which query nothing)
     ev_args = (ds, m_all, *event_weeks) if event_weeks else ()
-    with _beside(event_study if event_weeks else None, *ev_args, level=level, universe=universe) as ev_job:
+    stop = getattr(getattr(ds, "con", None), "interrupt", None)      # DuckDB's; Spark's queries run out
+    with _beside(event_study if event_weeks else None, *ev_args, level=level, universe=universe,
+                 interrupt=stop) as ev_job:
         if subgroups:
             # each subgroup's Newton starts at the whole sample's fit (the same maximum, fewer steps)
             sub = _subgroups(m, outcome, window, covariates, level, sample.cluster_ids, sets,
@@ -883,19 +885,28 @@ def spending_effect(data, sample=None, /, *, level: float = 0.95, window: int = 
 
 
 @contextlib.contextmanager
-def _beside(fn, *args, **kwargs):
+def _beside(fn, *args, interrupt=None, **kwargs):
     """Run ``fn(*args, **kwargs)`` in a second thread while the block runs; yields its future (None: nothing).
 
     For the event study's query beside the subgroup fits: DuckDB and numpy's arithmetic release the
     interpreter, so on two cores the two overlap.  The block must not query the data itself (one query at a
     time on the dataset's connection); the thread sees the caller's context (the cache switch) and is
     waited for on leaving the block, also when the block raises.  The result does not depend on timing.
+    When the block is stopped (Ctrl-C, or SIGTERM turned into ``SystemExit``), ``interrupt()`` (the
+    connection's, for DuckDB) is called first, so that the wait is not for a long query to end.
     """
     if fn is None:
         yield None
         return
     with ThreadPoolExecutor(1, thread_name_prefix="carecall-beside") as pool:
-        yield pool.submit(contextvars.copy_context().run, fn, *args, **kwargs)
+        job = pool.submit(contextvars.copy_context().run, fn, *args, **kwargs)
+        try:
+            yield job
+        except (KeyboardInterrupt, SystemExit):
+            if interrupt is not None and not job.done():
+                with contextlib.suppress(Exception):
+                    interrupt()
+            raise
 
 
 def decomposition(naive: float, matched: float) -> pd.DataFrame:
