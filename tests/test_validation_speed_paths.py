@@ -282,9 +282,11 @@ def test_bitmaps_over_the_budget_are_built_in_parts_with_the_same_findings(tmp_p
 
 def test_duckdbs_progress_bar_is_off_on_the_toolkits_connection():
     """DuckDB draws its progress bar on stdout (also when redirected) for a query of more than two seconds:
-    at operator scale it would land in a command's JSON or CSV output; the toolkit reports its own progress."""
+    at operator scale it would land in a command's JSON or CSV output; the toolkit reports its own progress.
+    The allocator's background threads are on (freed memory goes back while the pass runs)."""
     ds, _ = open_dataset(SAMPLE)
     try:
         assert ds.con.sql("SELECT current_setting('enable_progress_bar')").fetchall() == [(False,)]
+        assert ds.con.sql("SELECT current_setting('allocator_background_threads')").fetchall() == [(True,)]
     finally:
         ds.close()

@@ -438,6 +438,9 @@ def _connect(memory_limit: str | None) -> tuple[duckdb.DuckDBPyConnection, str]:
     try:
         con = duckdb.connect(":memory:", config=config)
         con.execute("SET enable_progress_bar = false")
+        # the memory a query frees goes back to the system as it runs, not when the allocator gets round to it:
+        # 1M customers, the cohort's shared pass peaked at 3.0 GB instead of 3.9-4.2 GB
+        con.execute("SET allocator_background_threads = true")
         return con, tmp
     except duckdb.Error as exc:
         shutil.rmtree(tmp, ignore_errors=True)
