@@ -121,15 +121,16 @@ def _memory_limit_bytes(con) -> float | None:
     return float(m.group(1)) * _UNITS[m.group(2).lower()]
 
 
-#: Largest bitmap per customer of the uniqueness screen (bits), and the most all of them may take (bytes):
-#: 1M customers with two years of eight products take 0.7 GB; beyond that the hash screen (which spills) is used.
+#: Largest bitmap per customer of the uniqueness screen (bits), and the most the bitmaps of one pass may take
+#: (bytes): 1M customers with two years of eight products take 0.7 GB.
 BITMAP_MAX_BITS = 1 << 16
 BITMAP_BUDGET = 1 << 30
 #: ... and at most this share of DuckDB's memory limit: the bitmaps are aggregate states, which DuckDB does
-#: not spill (1M customers at a 1 GB limit failed with an out-of-memory error); past it the hash screen is used.
+#: not spill (1M customers at a 1 GB limit failed with an out-of-memory error).
 BITMAP_LIMIT_SHARE = 0.25
 #: Bitmaps larger than that budget are built in up to this many passes, each over the customers of one part
-#: (by a hash of the customer id: every customer's rows in one part); beyond it the hash screen is used.
+#: (by a hash of the customer id: every customer's rows in one part); beyond it the hash screen (which
+#: spills) is used.
 BITMAP_MAX_PARTS = 16
 #: A small table of more rows than this is checked with SQL aggregates rather than loaded into pandera.
 PANDERA_MAX_ROWS = 200_000
@@ -440,7 +441,7 @@ class _Validator:
         as cheap as a bare GROUP BY, where the general screen hashes every row's key (4x the cost).
 
         None when it does not apply: no date among the key, a column that references no small table, or
-        bitmaps that would need more than :data:`BITMAP_BUDGET` bytes (then the hash screen is used).
+        bitmaps that would need more than :meth:`bitmap_budget` bytes (then the hash screen is used).
         """
         got = self.bitmap_key(chk)
         if got is None:
