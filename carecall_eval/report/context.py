@@ -113,10 +113,9 @@ class QuarterlyReport:
     def lean(self) -> "QuarterlyReport":
         """A copy whose results keep only the details the report shows (what the renderer hands the notebook:
         at a million customers the full details are gigabytes to pickle and read back)."""
-        trim = _shown_details
         ev = self.evaluation
         if ev is not None:
-            ev = dataclasses.replace(ev, results={k: trim(r) for k, r in ev.results.items()})
+            ev = dataclasses.replace(ev, results={k: _shown_details(r) for k, r in ev.results.items()})
             # a new sample of the same cohort without the matched rows (a copy of the cohort's columns, a third
             # of the context at a million customers; read again from the cohort and the matching if asked for)
             # and without the propensity model's statsmodels fit (it holds the design matrix again; the page
@@ -125,8 +124,9 @@ class QuarterlyReport:
             if mt is not None and getattr(mt.propensity, "results", None) is not None:
                 mt = dataclasses.replace(mt, propensity=dataclasses.replace(mt.propensity, results=None))
             ev = dataclasses.replace(ev, sample=dataclasses.replace(ev.sample, matching=mt))
-        return dataclasses.replace(self, evaluation=ev, retention=trim(self.retention), selfcheck=trim(self.selfcheck),
-                                   programme={k: trim(r) for k, r in self.programme.items()})
+        return dataclasses.replace(self, evaluation=ev, retention=_shown_details(self.retention),
+                                   selfcheck=_shown_details(self.selfcheck),
+                                   programme={k: _shown_details(r) for k, r in self.programme.items()})
 
     def save(self, path: str | os.PathLike) -> Path:
         """Pickle the detached report to `path` (read back with :func:`load_report`)."""
