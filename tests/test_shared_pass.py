@@ -116,3 +116,18 @@ def test_active_days_do_not_depend_on_the_product_split(ds, cases, monkeypatch, 
         got = W.window_aggregates(ds, keys, WINDOWS, share_window=share)[days]
         pd.testing.assert_frame_equal(got, plain, check_exact=True)
     assert (plain.to_numpy() > 0).mean() > 0.3        # the sample's cases do play in these windows
+
+
+@pytest.mark.parametrize("dense", [True, False])
+def test_the_pass_does_not_depend_on_how_the_groups_are_batched(ds, cases, monkeypatch, dense):
+    """The groups are streamed from the backend in record batches and added up as they come: the same
+    figures, bit for bit, whether they arrive in one batch or in batches of 97 rows (a key's groups, and a
+    (key, segment, block)'s product-split masks, then straddle batches)."""
+    if not dense:
+        monkeypatch.setattr(W, "_DENSE_SLOTS", -10**12)
+    keys = _keys(cases, 150, 4)
+    whole = W.window_aggregates(ds, keys, WINDOWS, share_window=(-70, 10))
+    monkeypatch.setattr(W, "_BATCH_ROWS", 97)
+    batched = W.window_aggregates(ds, keys, WINDOWS, share_window=(-70, 10))
+    pd.testing.assert_frame_equal(batched, whole, check_exact=True)
+    assert len(whole) == len(keys) and (whole.filter(like="share_").sum(axis=1) > 0).mean() > 0.3

@@ -247,6 +247,16 @@ def test_group_sums_are_exact_integers_in_any_order():
     huge = pa.chunked_array([pa.array([decimal.Decimal(10**20), decimal.Decimal(-3)], pa.decimal128(38, 6))])
     assert W._scaled(huge).tolist() == [10**26, -3 * 10**6]
     assert W._sums_by(np.array([0, 0, 1]), np.array([10**26, -1, 5], dtype=object), 2).tolist() == [10**26 - 1, 5]
+    # added up over batches: int64 while the totals cannot wrap, then Python integers (exact either way)
+    acc = W._Sums(7)
+    for part in np.array_split(np.arange(vals.size), 5):
+        acc.add(idx[part], vals[part])
+    assert acc.out.dtype == np.int64 and acc.out.tolist() == want
+    acc = W._Sums(2)
+    near = np.array([2**62, 2**62, -5], dtype=np.int64)       # each fits int64; their total does not
+    for i in range(3):
+        acc.add(np.array([0 if i < 2 else 1]), near[i:i + 1])
+    assert acc.out.dtype == object and acc.out.tolist() == [2**63, -5]
 
 
 def test_weekly_series_gives_the_moments_floats(ds, keys):

@@ -17,6 +17,7 @@ order, and the same data give bit-identical estimates on every backend.
 from __future__ import annotations
 
 import contextlib
+import contextlib
 import functools
 import inspect
 import itertools
@@ -44,6 +45,8 @@ MOMENT = "decimal(38, 8)"
 _BLOCK = 63
 #: Slots of the dense mask table of the product-split groups allowed beyond 4 per split group (else sorted).
 _DENSE_SLOTS = 1_000_000
+#: Rows per record batch when a pass's groups are streamed from the backend.
+_BATCH_ROWS = 1_000_000
 
 
 @ibis.udf.agg.builtin(name="bit_or")
@@ -245,6 +248,28 @@ def _fetch_arrow(expr, table: str = "activity") -> pa.Table:
     return tab
 
 
+@contextlib.contextmanager
+def _fetch_batches(expr, table: str = "activity"):
+    """Execute an ibis expression into a stream of Arrow record batches (a ``RecordBatchReader``, closed on
+    exit; logged in :func:`query_log` with the time until the stream was read)."""
+    t = time.perf_counter()
+    backend = ibis.get_backend(expr)
+    if backend.name == "duckdb":
+        # ibis 12's to_pyarrow_batches calls fetch_record_batch, which DuckDB 2.0 renamed to_arrow_reader
+        cur = backend.raw_sql(backend.compile(expr.as_table()))
+        fetch = getattr(cur, "to_arrow_reader", None) or cur.fetch_record_batch
+        reader = fetch(_BATCH_ROWS)
+    else:
+        reader = expr.to_pyarrow_batches(chunk_size=_BATCH_ROWS)
+    try:
+        yield reader
+    finally:
+        reader.close()
+        if _LOG is not None:
+            fn, n = _CALLS[-1] if _CALLS else ("?", 0)
+            _LOG.append((fn, table, n, time.perf_counter() - t))
+
+
 def _fetch(expr, table: str = "activity") -> pd.DataFrame:
     """Execute an ibis expression and return pandas (numbers as numpy dtypes, dates as datetime.date).
 
@@ -309,37 +334,35 @@ def _aggregate(dataset, keys: pd.DataFrame, windows: Mapping[str, tuple[int, int
         j = j.mutate(pc=ibis.literal(-1, "int32"))
     groups = j.group_by(["row_id", "seg", "blk", "pc"]).aggregate(
         tl=j.tl.sum(), net_loss=j.net_loss.sum(), wagered=j.wagered_d.sum(), days=_bit_or(j.bit))
-    g = _fetch_arrow(groups)
     order = keys["row_id"].to_numpy()
-    at = _positions(order, g.column("row_id"))
-    nseg = len(cuts) + 1
-    sg = g.column("seg").to_numpy().astype(np.int64)
-    cell = at * nseg + sg                                  # (key, segment)
+    n, nseg = len(order), len(cuts) + 1
+    share_in = [np.asarray(_segments_in(cuts, *sw), dtype=np.int64) for sw in share_windows]
+    # the groups are added up batch by batch as the backend returns them: never held whole (at operator
+    # scale they are tens of millions of rows, gigabytes as Arrow, beside the backend's own hash table)
+    with _fetch_batches(groups) as reader:
+        acc = _GroupSums(order, nseg, reader.schema, len(products), share_in)
+        for batch in reader:
+            acc.add(batch)
     member = _membership(cuts, windows)                    # segments x windows, 0/1
-    scaled = {m: _scaled(g.column(m)) for m in ("tl", "net_loss", "wagered")}
-    sums = {m: _window_sums(v, g.column(m).type, cell, len(order), nseg, member) for m, v in scaled.items()}
-    days = _active_days(g, cell, len(order), nseg, member)
+    sums = {m: _unscale(_per_window(acc.sums[m].out, n, nseg, member), acc.types[m])
+            for m in ("tl", "net_loss", "wagered")}
+    days = acc.active_days(member)
     cols = {}
-    for i, n in enumerate(windows):
+    for i, n_ in enumerate(windows):
         for m in ("tl", "net_loss", "wagered"):
-            cols[f"{m}_{n}"] = sums[m][:, i]
-        cols[f"active_days_{n}"] = days[:, i]
+            cols[f"{m}_{n_}"] = sums[m][:, i]
+        cols[f"active_days_{n_}"] = days[:, i]
     dep = _deposit_totals(dataset, k, windows, cuts, order)
-    for i, n in enumerate(windows):
-        cols[f"deposits_{n}"] = dep[:, i] if dep is not None else np.full(len(order), np.nan)
-    if share_windows:
-        pcode = g.column("pc").to_numpy().astype(np.int64)
-        for i, sw in enumerate(share_windows):
-            inside = (pcode >= 0) & np.isin(sg, _segments_in(cuts, *sw))
-            wide = _sums_by(at[inside] * max(len(products), 1) + pcode[inside], scaled["wagered"][inside],
-                            len(order) * len(products)).reshape(len(order), len(products))
-            wide = _unscale(wide, g.column("wagered").type)
-            tot = wide.sum(axis=1, keepdims=True)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                shares = np.where(tot > 0, wide / np.where(tot > 0, tot, 1.0), 0.0)
-            stem = "share" if len(share_windows) == 1 else f"share{i}"
-            for p, prod in enumerate(products):
-                cols[f"{stem}_{prod}"] = shares[:, p]
+    for i, n_ in enumerate(windows):
+        cols[f"deposits_{n_}"] = dep[:, i] if dep is not None else np.full(n, np.nan)
+    for i, sw in enumerate(share_windows):
+        wide = _unscale(acc.shares[i].out, acc.types["wagered"]).reshape(n, len(products))
+        tot = wide.sum(axis=1, keepdims=True)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            shares = np.where(tot > 0, wide / np.where(tot > 0, tot, 1.0), 0.0)
+        stem = "share" if len(share_windows) == 1 else f"share{i}"
+        for p, prod in enumerate(products):
+            cols[f"{stem}_{prod}"] = shares[:, p]
     # the columns as they are (no copy into consolidated blocks: seconds at operator scale)
     return pd.DataFrame(cols, index=pd.Index(order, name="row_id"), copy=False)
 
@@ -570,34 +593,94 @@ def _window_sums(values: np.ndarray, typ, cell: np.ndarray, n: int, nseg: int, m
     return _unscale(_per_window(_sums_by(cell, values, n * nseg, exact_float=True), n, nseg, member), typ)
 
 
-def _active_days(g: pa.Table, cell: np.ndarray, n: int, nseg: int, member: np.ndarray) -> np.ndarray:
-    """Distinct days played per key and window: the set bits of each (key, segment, block)'s day mask."""
-    mask = g.column("days").to_numpy().astype(np.int64)
-    split = g.column("pc").to_numpy() >= 0               # groups split by product: OR their masks first
-    ndays = np.bitwise_count(mask).astype(np.int64)
-    if not split.any():
-        return _per_window(_sums_by(cell, ndays, n * nseg, exact_float=True), n, nseg, member).astype(np.int64)
-    blk = g.column("blk").to_numpy().astype(np.int64)[split] // _BLOCK
-    b0, nb = int(blk.min()), int(blk.max() - blk.min()) + 1
-    csplit = cell[split]
-    segs = np.unique(csplit % nseg)                      # the segments split by product (a few)
-    if n * len(segs) * nb <= 4 * int(split.sum()) + _DENSE_SLOTS:
-        # a dense (key, split segment, block) table of masks: OR-ed in place, no sort
-        local = np.zeros(nseg, dtype=np.int64)
-        local[segs] = np.arange(len(segs))
-        slot = ((csplit // nseg) * len(segs) + local[csplit % nseg]) * nb + (blk - b0)
-        merged = np.zeros(n * len(segs) * nb, dtype=np.int64)
-        np.bitwise_or.at(merged, slot, mask[split])
-        counts = np.bitwise_count(merged).reshape(n, len(segs), nb).sum(axis=2, dtype=np.int64)
-        cells = _sums_by(cell[~split], ndays[~split], n * nseg, exact_float=True).reshape(n, nseg)
-        cells[:, segs] += counts
-        return _per_window(cells.reshape(-1), n, nseg, member).astype(np.int64)
-    code, inv = np.unique(csplit * nb + (blk - b0), return_inverse=True)
-    merged = np.zeros(code.size, dtype=np.int64)
-    np.bitwise_or.at(merged, inv, mask[split])
-    cell = np.concatenate([cell[~split], code // nb])
-    ndays = np.concatenate([ndays[~split], np.bitwise_count(merged).astype(np.int64)])
-    return _per_window(_sums_by(cell, ndays, n * nseg, exact_float=True), n, nseg, member).astype(np.int64)
+class _Sums:
+    """Exact integer sums by index, added to batch by batch: int64, Python integers once the running bound
+    on the totals reaches 2**61 (so an int64 total never wraps, and a batch's own sums, from
+    :func:`_sums_by`, are Python integers only when the totals already are)."""
+
+    def __init__(self, size: int):
+        self.out: np.ndarray = np.zeros(size, dtype=np.int64)
+        self.bound = 0.0
+
+    def add(self, index: np.ndarray, values: np.ndarray) -> None:
+        if not values.size:
+            return
+        self.bound += float(np.abs(values.astype(np.float64)).sum())
+        if self.bound >= 2.0 ** 61 or values.dtype == object:
+            if self.out.dtype != object:
+                self.out = self.out.astype(object)
+            np.add.at(self.out, index, values.astype(object))
+        else:
+            np.add.at(self.out, index, values)
+
+
+class _GroupSums:
+    """The (key, segment, block, product) groups of :func:`_aggregate`'s pass, added up as they arrive.
+
+    Per (key, segment) cell: the exact sums of the three fixed-point measures and the days played of the
+    groups not split by product; the product-split groups' day masks are kept (three integers each) to be
+    OR-ed per (key, segment, block) at the end; per key and product, the wagers of each share window.
+    """
+
+    def __init__(self, order: np.ndarray, nseg: int, schema: pa.Schema, nprod: int, share_in: list):
+        self.order, self.n, self.nseg, self.nprod, self.share_in = order, len(order), nseg, nprod, share_in
+        self.types = {m: schema.field(m).type for m in ("tl", "net_loss", "wagered")}
+        size = self.n * nseg
+        self.sums = {m: _Sums(size) for m in self.types}
+        self.days = _Sums(size)
+        self.split: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self.shares = [_Sums(self.n * nprod) for _ in share_in]
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        g = pa.Table.from_batches([batch])                 # (no copy: columns as chunked arrays)
+        at = _positions(self.order, g.column("row_id"))
+        sg = g.column("seg").to_numpy().astype(np.int64)
+        cell = at * self.nseg + sg                         # (key, segment)
+        scaled = {}
+        for m, typ in self.types.items():
+            col = g.column(m)
+            if col.type != typ:
+                raise TypeError(f"window sums: the backend returned {col.type} for {m} in one batch, {typ} in "
+                                "another")
+            scaled[m] = _scaled(col)
+            self.sums[m].add(cell, scaled[m])
+        mask = g.column("days").to_numpy().astype(np.int64)
+        pcode = g.column("pc").to_numpy().astype(np.int64)
+        split = pcode >= 0                                 # groups split by product: OR their masks first
+        whole = ~split
+        self.days.add(cell[whole], np.bitwise_count(mask[whole]).astype(np.int64))
+        if split.any():
+            blk = g.column("blk").to_numpy().astype(np.int64)[split] // _BLOCK
+            self.split.append((cell[split], blk, mask[split]))
+        for acc, segs in zip(self.shares, self.share_in):
+            inside = split & np.isin(sg, segs)
+            acc.add(at[inside] * max(self.nprod, 1) + pcode[inside], scaled["wagered"][inside])
+
+    def active_days(self, member: np.ndarray) -> np.ndarray:
+        """Distinct days played per key and window: the set bits of each (key, segment, block)'s day mask."""
+        n, nseg = self.n, self.nseg
+        cells = self.days.out
+        if self.split:
+            csplit, blk, mask = (np.concatenate(x) for x in zip(*self.split))
+            self.split = []
+            cells = cells.reshape(n, nseg).copy()
+            b0, nb = int(blk.min()), int(blk.max() - blk.min()) + 1
+            segs = np.unique(csplit % nseg)                  # the segments split by product (a few)
+            if n * len(segs) * nb <= 4 * csplit.size + _DENSE_SLOTS:
+                # a dense (key, split segment, block) table of masks: OR-ed in place, no sort
+                local = np.zeros(nseg, dtype=np.int64)
+                local[segs] = np.arange(len(segs))
+                slot = ((csplit // nseg) * len(segs) + local[csplit % nseg]) * nb + (blk - b0)
+                merged = np.zeros(n * len(segs) * nb, dtype=np.int64)
+                np.bitwise_or.at(merged, slot, mask)
+                cells[:, segs] += np.bitwise_count(merged).reshape(n, len(segs), nb).sum(axis=2, dtype=np.int64)
+            else:
+                code, inv = np.unique(csplit * nb + (blk - b0), return_inverse=True)
+                merged = np.zeros(code.size, dtype=np.int64)
+                np.bitwise_or.at(merged, inv, mask)
+                np.add.at(cells.reshape(-1), code // nb, np.bitwise_count(merged).astype(np.int64))
+            cells = cells.reshape(-1)
+        return _per_window(cells, n, nseg, member).astype(np.int64)
 
 
 def _membership(cuts: list[int], windows: Mapping[str, tuple[int, int]]) -> np.ndarray:
