@@ -17,7 +17,6 @@ order, and the same data give bit-identical estimates on every backend.
 from __future__ import annotations
 
 import contextlib
-import contextlib
 import functools
 import inspect
 import itertools
@@ -355,8 +354,8 @@ def _aggregate(dataset, keys: pd.DataFrame, windows: Mapping[str, tuple[int, int
     dep = _deposit_totals(dataset, k, windows, cuts, order)
     for i, n_ in enumerate(windows):
         cols[f"deposits_{n_}"] = dep[:, i] if dep is not None else np.full(n, np.nan)
-    for i, sw in enumerate(share_windows):
-        wide = _unscale(acc.shares[i].out, acc.types["wagered"]).reshape(n, len(products))
+    for i, share in enumerate(acc.shares):
+        wide = _unscale(share.out, acc.types["wagered"]).reshape(n, len(products))
         tot = wide.sum(axis=1, keepdims=True)
         with np.errstate(invalid="ignore", divide="ignore"):
             shares = np.where(tot > 0, wide / np.where(tot > 0, tot, 1.0), 0.0)
