@@ -254,9 +254,10 @@ def _fetch_batches(expr, table: str = "activity"):
     t = time.perf_counter()
     backend = ibis.get_backend(expr)
     if backend.name == "duckdb":
-        # ibis 12's to_pyarrow_batches calls fetch_record_batch, which DuckDB 2.0 renamed to_arrow_reader
-        cur = backend.raw_sql(backend.compile(expr.as_table()))
-        fetch = getattr(cur, "to_arrow_reader", None) or cur.fetch_record_batch
+        # ibis 12's to_pyarrow_batches calls fetch_record_batch, which DuckDB 2.0 renamed; a relation's reader
+        # streams the rows without the extra copy a DB-API cursor's Arrow output makes
+        rel = backend.con.sql(backend.compile(expr.as_table()))
+        fetch = getattr(rel, "to_arrow_reader", None) or rel.fetch_arrow_reader   # DuckDB 2 / DuckDB 1
         reader = fetch(_BATCH_ROWS)
     else:
         reader = expr.to_pyarrow_batches(chunk_size=_BATCH_ROWS)
