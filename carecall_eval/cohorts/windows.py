@@ -256,6 +256,7 @@ def _fetch_batches(expr, table: str = "activity"):
     if backend.name == "duckdb":
         # ibis 12's to_pyarrow_batches calls fetch_record_batch, which DuckDB 2.0 renamed; a relation's reader
         # streams the rows without the extra copy a DB-API cursor's Arrow output makes
+        backend._run_pre_execute_hooks(expr)       # registers the expression's in-memory tables, as ibis does
         rel = backend.con.sql(backend.compile(expr.as_table()))
         fetch = getattr(rel, "to_arrow_reader", None) or rel.fetch_arrow_reader   # DuckDB 2 / DuckDB 1
         reader = fetch(_BATCH_ROWS)
