@@ -241,10 +241,15 @@ def _fetch_arrow(expr, table: str = "activity") -> pa.Table:
     """Execute an ibis expression into Arrow (logged in :func:`query_log`, with the time it took)."""
     t = time.perf_counter()
     tab = expr.to_pyarrow()
+    _log_query(table, t)
+    return tab
+
+
+def _log_query(table: str, started: float) -> None:
+    """Record in :func:`query_log` (when one is open) a query on `table` that started at `started`."""
     if _LOG is not None:
         fn, n = _CALLS[-1] if _CALLS else ("?", 0)
-        _LOG.append((fn, table, n, time.perf_counter() - t))
-    return tab
+        _LOG.append((fn, table, n, time.perf_counter() - started))
 
 
 @contextlib.contextmanager
@@ -266,9 +271,7 @@ def _fetch_batches(expr, table: str = "activity"):
         yield reader
     finally:
         reader.close()
-        if _LOG is not None:
-            fn, n = _CALLS[-1] if _CALLS else ("?", 0)
-            _LOG.append((fn, table, n, time.perf_counter() - t))
+        _log_query(table, t)
 
 
 def _fetch(expr, table: str = "activity") -> pd.DataFrame:
@@ -595,9 +598,9 @@ def _window_sums(values: np.ndarray, typ, cell: np.ndarray, n: int, nseg: int, m
 
 
 class _Sums:
-    """Exact integer sums by index, added to batch by batch: int64, Python integers once the running bound
-    on the totals reaches 2**61 (so an int64 total never wraps, and a batch's own sums, from
-    :func:`_sums_by`, are Python integers only when the totals already are)."""
+    """Exact integer sums by index, added to batch by batch: int64 while a running bound on the totals
+    (the sum of every value's magnitude so far) is below 2**61, so an int64 total never wraps; Python
+    integers from then on, or as soon as a batch's values are Python integers (beyond int64)."""
 
     def __init__(self, size: int):
         self.out: np.ndarray = np.zeros(size, dtype=np.int64)
@@ -641,8 +644,8 @@ class _GroupSums:
         for m, typ in self.types.items():
             col = g.column(m)
             if col.type != typ:
-                raise TypeError(f"window sums: the backend returned {col.type} for {m} in one batch, {typ} in "
-                                "another")
+                raise TypeError(f"window sums: the backend returned {col.type} for {m} in a batch of a stream "
+                                f"whose schema says {typ}")
             scaled[m] = _scaled(col)
             self.sums[m].add(cell, scaled[m])
         mask = g.column("days").to_numpy().astype(np.int64)
